@@ -1,0 +1,1 @@
+"""The Flipscope application: dashboard pages, job plumbing and the command line."""

@@ -1,0 +1,90 @@
+"""The ``flipscope`` console script: run | worker | jobs | bench.
+
+Subcommands are an explicit registry: each names the module that adds its arguments
+(``add_arguments(parser)``) and runs it (``main(args) -> int``). Modules are imported only when
+their subcommand runs, so ``flipscope run`` does not import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from app.config import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# name -> (module, help); each module defines add_arguments(parser) and main(args) -> int
+BENCHES: dict[str, tuple[str, str]] = {}
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="start the dashboard (and its worker)")
+    p.add_argument(
+        "--port", type=int, default=None, help="port to listen on (default 8501 or FLIPSCOPE_PORT)"
+    )
+    p.add_argument("--address", default="localhost", help="address to bind (default localhost)")
+    p.add_argument("--no-worker", action="store_true", help="do not start the background worker")
+    p.set_defaults(func=cmd_run)
+
+
+def streamlit_command(port: int, address: str) -> list[str]:
+    return [
+        sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
+        "--server.port", str(port), "--server.address", address, "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = settings()
+    port = args.port or cfg.port
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    print(
+        f"Flipscope: dashboard at http://{args.address}:{port}  (data in {cfg.data_dir})",
+        flush=True,
+    )
+    env = dict(os.environ, FLIPSCOPE_DATA_DIR=str(cfg.data_dir))
+    if args.no_worker or not _has_worker():
+        return subprocess.call(streamlit_command(port, args.address), cwd=ROOT, env=env)
+    from app.jobs.supervisor import run_with_worker
+
+    return run_with_worker(streamlit_command(port, args.address), env=env, cwd=ROOT)
+
+
+def _has_worker() -> bool:
+    return importlib.util.find_spec("app.jobs.supervisor") is not None
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="run a benchmark; prints a table and writes JSON")
+    bench_sub = p.add_subparsers(dest="bench", required=True)
+    for name, (module, help_text) in BENCHES.items():
+        bp = bench_sub.add_parser(name, help=help_text)
+        importlib.import_module(module).add_arguments(bp)
+        bp.set_defaults(func=importlib.import_module(module).main)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flipscope",
+        description="Flipscope: what is the smallest change that flips this decision?",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    if BENCHES:
+        _add_bench(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Explanation methods and black-box models; never imports streamlit."""

@@ -1,0 +1,254 @@
+"""The one result type every method returns.
+
+Parallel arrays with the instance on axis 0 (shap's ``Explanation``), plus the parameters, names
+and provenance needed to read them later (alibi's metadata). Saved as ``arrays.npz`` plus
+``explanation.json``; never a pickle. ``load`` refuses a schema version it does not know.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+SCHEMA_VERSION = 1
+Modality = Literal["points2d", "tabular", "image"]
+ARRAYS = "arrays.npz"
+META = "explanation.json"
+_OPTIONAL = ("attributions", "counterfactuals", "counterfactual_predictions", "success")
+
+
+class ExplanationFormatError(ValueError):
+    """A saved Explanation is unreadable, of an unknown schema version, or inconsistent."""
+
+
+@dataclass
+class Provenance:
+    dataset: str
+    model: str
+    seed: int | None = None
+    device: str = "cpu"
+    seconds: float | None = None
+    version: str = "0.1.0"
+    note: str = ""
+
+
+@dataclass
+class Explanation:
+    """Result of explaining ``n`` instances.
+
+    Attributes
+    ----------
+    method : registry name of the method (``"emap"``, ``"deduce"``, ``"lime"``, ...).
+    params : the method's parameters as plain JSON data.
+    modality : ``"points2d"``, ``"tabular"`` or ``"image"``; views choose themselves by it.
+    inputs : (n, d) model-space instances (images flattened row-major; see ``image_shape``).
+    predictions : (n,) int, the black box's class for each input.
+    targets : (n,) int, the class explained (attributions) or aimed at (counterfactuals).
+    attributions : (n, d) float or None; signed feature weights towards ``targets``.
+    counterfactuals : (n, d) float or None; the changed inputs, in model space.
+    counterfactual_predictions : (n,) int or None; the black box's class for each counterfactual.
+    success : (n,) bool or None; whether each counterfactual reached its target.
+    diagnostics : per-instance method extras, each an array with axis 0 of length n
+        (perturbation norms, iterations, IG convergence deltas, ...). No object arrays.
+    metrics : summary scalars over the run (surrogate fidelity, flip rates, seconds per explanation).
+    feature_names : d model-space column names.
+    class_names : C class names.
+    image_shape : (H, W) for images, else None.
+    provenance : where the result came from.
+    """
+
+    method: str
+    params: dict[str, Any]
+    modality: Modality
+    inputs: NDArray[np.floating]
+    predictions: NDArray[np.int64]
+    targets: NDArray[np.int64]
+    feature_names: list[str]
+    class_names: list[str]
+    provenance: Provenance
+    attributions: NDArray[np.floating] | None = None
+    counterfactuals: NDArray[np.floating] | None = None
+    counterfactual_predictions: NDArray[np.int64] | None = None
+    success: NDArray[np.bool_] | None = None
+    diagnostics: dict[str, NDArray] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    image_shape: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        self.inputs = np.asarray(self.inputs)
+        self.predictions = np.asarray(self.predictions, dtype=np.int64)
+        self.targets = np.asarray(self.targets, dtype=np.int64)
+        if is_dataclass(self.params):
+            self.params = asdict(self.params)  # type: ignore[arg-type]
+        if self.inputs.ndim != 2:
+            raise ExplanationFormatError(f"inputs must be (n, d), got shape {self.inputs.shape}")
+        n, d = self.inputs.shape
+        if len(self.feature_names) != d:
+            raise ExplanationFormatError(f"{len(self.feature_names)} feature names for {d} columns")
+        for name in ("predictions", "targets", *_OPTIONAL):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            value = np.asarray(value)
+            setattr(self, name, value)
+            if value.shape[0] != n:
+                raise ExplanationFormatError(f"{name} has {value.shape[0]} rows, inputs have {n}")
+        for name in ("attributions", "counterfactuals"):
+            value = getattr(self, name)
+            if value is not None and value.shape != self.inputs.shape:
+                raise ExplanationFormatError(
+                    f"{name} has shape {value.shape}, inputs {self.inputs.shape}"
+                )
+        for key, value in list(self.diagnostics.items()):
+            value = np.asarray(value)
+            if value.dtype == object or value.ndim == 0 or value.shape[0] != n:
+                raise ExplanationFormatError(
+                    f"diagnostic {key!r} must be a non-object array with {n} rows, got {value.dtype} {value.shape}"
+                )
+            self.diagnostics[key] = value
+        if self.image_shape is not None:
+            self.image_shape = (int(self.image_shape[0]), int(self.image_shape[1]))
+            if self.image_shape[0] * self.image_shape[1] != d:
+                raise ExplanationFormatError(
+                    f"image_shape {self.image_shape} does not hold {d} pixels"
+                )
+
+    @property
+    def n(self) -> int:
+        return int(self.inputs.shape[0])
+
+    @property
+    def perturbations(self) -> NDArray[np.floating] | None:
+        """Counterfactual minus input, in model space (None without counterfactuals)."""
+        return None if self.counterfactuals is None else self.counterfactuals - self.inputs
+
+    def subset(self, index: NDArray | slice | list[int]) -> Explanation:
+        """The same Explanation restricted to some instances (metrics are kept as they are)."""
+
+        def pick(a: NDArray | None) -> NDArray | None:
+            return None if a is None else a[index]
+
+        return Explanation(
+            method=self.method,
+            params=dict(self.params),
+            modality=self.modality,
+            inputs=self.inputs[index],
+            predictions=self.predictions[index],
+            targets=self.targets[index],
+            feature_names=list(self.feature_names),
+            class_names=list(self.class_names),
+            provenance=Provenance(**asdict(self.provenance)),
+            attributions=pick(self.attributions),
+            counterfactuals=pick(self.counterfactuals),
+            counterfactual_predictions=pick(self.counterfactual_predictions),
+            success=pick(self.success),
+            diagnostics={k: v[index] for k, v in self.diagnostics.items()},
+            metrics=dict(self.metrics),
+            image_shape=self.image_shape,
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, folder: str | Path) -> Path:
+        """Write ``arrays.npz`` and ``explanation.json`` into ``folder`` (created if needed)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, NDArray] = {
+            "inputs": self.inputs,
+            "predictions": self.predictions,
+            "targets": self.targets,
+        }
+        for name in _OPTIONAL:
+            if getattr(self, name) is not None:
+                arrays[name] = getattr(self, name)
+        for key, value in self.diagnostics.items():
+            arrays[f"diagnostics/{key}"] = value
+        tmp_npz = folder / (ARRAYS + ".tmp")
+        with open(tmp_npz, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        meta = {
+            "schema_version": SCHEMA_VERSION,
+            "method": self.method,
+            "params": _jsonable(self.params),
+            "modality": self.modality,
+            "feature_names": self.feature_names,
+            "class_names": self.class_names,
+            "image_shape": list(self.image_shape) if self.image_shape else None,
+            "provenance": asdict(self.provenance),
+            "metrics": _jsonable(self.metrics),
+            "arrays": sorted(arrays),
+        }
+        tmp_json = folder / (META + ".tmp")
+        tmp_json.write_text(json.dumps(meta, indent=1, allow_nan=False))
+        tmp_npz.replace(folder / ARRAYS)
+        tmp_json.replace(folder / META)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Explanation:
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / META).read_text())
+        except FileNotFoundError:
+            raise ExplanationFormatError(f"no {META} in {folder}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ExplanationFormatError(f"{folder / META} is corrupted: {exc}") from None
+        version = meta.get("schema_version") if isinstance(meta, dict) else None
+        if version != SCHEMA_VERSION:
+            raise ExplanationFormatError(
+                f"{folder} holds an explanation of schema version {version!r}; this Flipscope reads "
+                f"version {SCHEMA_VERSION}. Re-run the job to regenerate it."
+            )
+        try:
+            with np.load(folder / ARRAYS, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except FileNotFoundError:
+            raise ExplanationFormatError(f"no {ARRAYS} in {folder}") from None
+        except Exception as exc:  # zipfile/zlib/ValueError: any unreadable archive
+            raise ExplanationFormatError(f"{folder / ARRAYS} is corrupted: {exc}") from None
+        missing = [k for k in meta["arrays"] if k not in arrays]
+        if missing:
+            raise ExplanationFormatError(f"{folder / ARRAYS} lacks {', '.join(missing)}")
+        try:
+            return cls(
+                method=meta["method"],
+                params=meta["params"],
+                modality=meta["modality"],
+                inputs=arrays["inputs"],
+                predictions=arrays["predictions"],
+                targets=arrays["targets"],
+                feature_names=list(meta["feature_names"]),
+                class_names=list(meta["class_names"]),
+                provenance=Provenance(**meta["provenance"]),
+                attributions=arrays.get("attributions"),
+                counterfactuals=arrays.get("counterfactuals"),
+                counterfactual_predictions=arrays.get("counterfactual_predictions"),
+                success=arrays.get("success"),
+                diagnostics={
+                    k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("diagnostics/")
+                },
+                metrics=meta["metrics"],
+                image_shape=tuple(meta["image_shape"]) if meta["image_shape"] else None,
+            )
+        except (KeyError, TypeError) as exc:
+            raise ExplanationFormatError(f"{folder} is inconsistent: {exc}") from None
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON data: numpy scalars become Python numbers, NaN/inf become None, tuples lists."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,500 @@
+"""Black-box models: the ``Model`` protocol, wrappers, safe loaders and the demo models.
+
+Every model takes model-space rows ``X`` of shape (n, d) (see ``datasets.base``) and returns class
+probabilities of shape (n, C). Uploaded files go through one entry point, ``load_model``, which
+detects the format from the bytes (never the name) and refuses anything that could run code on
+load: pickle, joblib, dill, TorchScript and ``.pt2``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from datasets.base import Dataset
+
+MAX_MODEL_BYTES = 200 * 1024 * 1024
+GRADIENTS = "gradients"
+
+
+@runtime_checkable
+class Model(Protocol):
+    """What every explainer may rely on."""
+
+    n_classes: int
+    class_names: list[str]
+    n_features: int | None
+    capabilities: frozenset[str]
+    description: str
+
+    def predict_proba(self, X: NDArray) -> NDArray[np.float64]: ...
+
+    def predict(self, X: NDArray) -> NDArray[np.int64]: ...
+
+
+class ModelFormatError(ValueError):
+    """An uploaded model is refused or unreadable; the message says what was found, why, and what to do."""
+
+
+class ModelCompatibilityError(ValueError):
+    """A model does not fit a data set (input width or class count)."""
+
+
+class _ArgmaxMixin:
+    def predict(self, X: NDArray) -> NDArray[np.int64]:
+        return np.asarray(self.predict_proba(X)).argmax(axis=1).astype(np.int64)  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- wrappers
+class SklearnModel(_ArgmaxMixin):
+    """Any estimator with ``predict_proba`` (scikit-learn API)."""
+
+    capabilities: frozenset[str] = frozenset()
+
+    def __init__(
+        self, estimator: Any, class_names: list[str] | None = None, description: str = ""
+    ) -> None:
+        if not hasattr(estimator, "predict_proba"):
+            raise ModelFormatError(
+                f"the uploaded {type(estimator).__name__} has no predict_proba; upload a classifier "
+                "that gives class probabilities"
+            )
+        self.estimator = estimator
+        classes = list(getattr(estimator, "classes_", []))
+        self.n_classes = len(classes) if classes else int(getattr(estimator, "n_classes_", 0))
+        self.class_names = class_names or [str(c) for c in classes]
+        self.n_features = getattr(estimator, "n_features_in_", None)
+        self.description = description or type(estimator).__name__
+
+    def predict_proba(self, X: NDArray) -> NDArray[np.float64]:
+        return np.asarray(
+            self.estimator.predict_proba(np.asarray(X, dtype=np.float32)), dtype=np.float64
+        )
+
+
+class OnnxModel(_ArgmaxMixin):
+    """An ONNX classifier run by onnxruntime on the CPU provider.
+
+    The output used is the first one of shape (n, C) with float values; if it does not sum to one
+    per row it is treated as logits and softmaxed.
+    """
+
+    capabilities: frozenset[str] = frozenset()
+
+    def __init__(self, data: bytes, class_names: list[str] | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(
+                data, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise ModelFormatError(
+                f"onnxruntime could not load this ONNX model: {_first_line(exc)}"
+            ) from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelFormatError(
+                f"the ONNX model has {len(inputs)} inputs; Flipscope needs exactly one (n, d) input"
+            )
+        self.input_name = inputs[0].name
+        shape = inputs[0].shape
+        self.n_features = shape[-1] if len(shape) == 2 and isinstance(shape[-1], int) else None
+        probe = np.zeros((2, self.n_features or 1), dtype=np.float32)
+        self._output_index = None
+        if self.n_features is not None:
+            probe_out = self.session.run(None, {self.input_name: probe})
+            for i, out in enumerate(probe_out):
+                arr = np.asarray(out) if not isinstance(out, list) else None
+                if arr is not None and arr.ndim == 2 and arr.dtype.kind == "f":
+                    self._output_index = i
+                    self.n_classes = arr.shape[1]
+                    break
+            if self._output_index is None and probe_out and isinstance(probe_out[-1], list):
+                self._output_index = len(probe_out) - 1  # skl2onnx ZipMap: list of {class: prob}
+                self.n_classes = len(probe_out[-1][0])
+        if self._output_index is None:
+            raise ModelFormatError(
+                "the ONNX model gives no (n, C) float output for an (n, d) float input; export it with "
+                "class probabilities as an output (skl2onnx: options={'zipmap': False})"
+            )
+        self.class_names = class_names or [str(i) for i in range(self.n_classes)]
+        self.description = "ONNX model"
+
+    def predict_proba(self, X: NDArray) -> NDArray[np.float64]:
+        out = self.session.run(None, {self.input_name: np.asarray(X, dtype=np.float32)})[
+            self._output_index
+        ]
+        if isinstance(out, list):
+            out = np.array([[row[k] for k in sorted(row)] for row in out])
+        p = np.asarray(out, dtype=np.float64)
+        if np.any(p < -1e-4) or not np.allclose(p.sum(axis=1), 1.0, atol=1e-3):
+            p = np.exp(p - p.max(axis=1, keepdims=True))  # logits
+        p = np.clip(p, 0.0, None)  # float noise in exported probabilities (-1e-7)
+        return p / p.sum(axis=1, keepdims=True)
+
+
+class TorchModel(_ArgmaxMixin):
+    """A torch module that maps (n, d) model-space rows (reshaped to ``input_shape``) to logits or
+    log-probabilities. Gradients are available, so IG, DeDUCE and JSMA can use it directly.
+    """
+
+    capabilities = frozenset({GRADIENTS})
+
+    def __init__(
+        self,
+        module: Any,
+        n_classes: int,
+        class_names: list[str] | None = None,
+        input_shape: tuple[int, ...] | None = None,
+        description: str = "",
+        device: str = "cpu",
+    ) -> None:
+        self.module = module.eval()
+        self.n_classes = n_classes
+        self.class_names = class_names or [str(i) for i in range(n_classes)]
+        self.input_shape = input_shape
+        self.n_features = int(np.prod(input_shape)) if input_shape else None
+        self.description = description or type(module).__name__
+        self.device = device
+
+    def logits(self, x: Any) -> Any:
+        """Differentiable: a float tensor (n, d) -> (n, C) logits (log-softmax counts as logits)."""
+        if self.input_shape is not None:
+            x = x.reshape(x.shape[0], *self.input_shape)
+        return self.module(x)
+
+    def predict_proba(self, X: NDArray, batch_size: int = 512) -> NDArray[np.float64]:
+        import torch
+
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(X), batch_size):
+                x = torch.as_tensor(
+                    np.asarray(X[start : start + batch_size], dtype=np.float32), device=self.device
+                )
+                out.append(torch.softmax(self.logits(x), dim=1).double().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.n_classes))
+
+
+# --------------------------------------------------------------------------- torch architectures
+def build_mlp(config: dict[str, Any]) -> Any:
+    """``{"in_features": d, "hidden": [h1, ...], "n_classes": C}`` -> a ReLU MLP giving logits."""
+    from torch import nn
+
+    layers: list[Any] = []
+    width = int(config["in_features"])
+    for h in config.get("hidden", [100, 100]):
+        layers += [nn.Linear(width, int(h)), nn.ReLU()]
+        width = int(h)
+    layers.append(nn.Linear(width, int(config["n_classes"])))
+    return nn.Sequential(*layers)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    build: Callable[[dict[str, Any]], Any]
+    input_shape: Callable[[dict[str, Any]], tuple[int, ...] | None]
+    help: str
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "mlp": Architecture(
+        build_mlp, lambda c: None, "ReLU MLP on flat features: in_features, hidden, n_classes"
+    ),
+}
+
+
+def torch_model_from_state(
+    arch: str, config: dict[str, Any], state: dict[str, Any], class_names: list[str] | None = None
+) -> TorchModel:
+    if arch not in ARCHITECTURES:
+        raise ModelFormatError(
+            f"unknown architecture {arch!r}; Flipscope defines {', '.join(sorted(ARCHITECTURES))}"
+        )
+    spec = ARCHITECTURES[arch]
+    try:
+        module = spec.build(config)
+        module.load_state_dict(state, strict=True)
+    except Exception as exc:
+        raise ModelFormatError(
+            f"the weights do not fit architecture {arch!r} with config {config}: {_first_line(exc)}"
+        ) from None
+    return TorchModel(
+        module, int(config["n_classes"]), class_names, spec.input_shape(config), f"torch {arch}"
+    )
+
+
+def save_torch_model(path: str | Path, arch: str, config: dict[str, Any], module: Any) -> None:
+    """Write weights as safetensors with the architecture and config in the header metadata."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    save_file(
+        state, str(path), metadata={"flipscope_arch": arch, "flipscope_config": json.dumps(config)}
+    )
+
+
+# --------------------------------------------------------------------------- sniffing and loading
+SKOPS_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.sparse.")
+SKOPS_TRUSTED_EXACT = frozenset({"builtins.slice", "collections.OrderedDict"})
+
+
+def sniff_model_format(data: bytes) -> str:
+    """Name the format of ``data`` from its bytes.
+
+    Returns one of ``skops``, ``onnx``, ``safetensors``, ``torch-zip`` (accepted) or ``pickle``,
+    ``compressed``, ``torchscript``, ``pt2``, ``zip``, ``empty``, ``unknown`` (refused).
+    """
+    if not data:
+        return "empty"
+    if data[:4] == b"PK\x03\x04":
+        try:
+            names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+        except zipfile.BadZipFile:
+            return "zip"
+        if "schema.json" in names:
+            return "skops"
+        if any(n.endswith("archive_format") or n.startswith("models/") for n in names):
+            return "pt2"
+        if any("/code/" in n or n.endswith("constants.pkl") for n in names):
+            return "torchscript"
+        if any(n.endswith("data.pkl") for n in names):
+            return "torch-zip"
+        return "zip"
+    if data[:1] == b"\x80" and len(data) > 1 and 2 <= data[1] <= 5:
+        return "pickle"
+    if _is_compressed(data):
+        return "compressed"
+    if len(data) > 8:
+        header_len = int.from_bytes(data[:8], "little")
+        if 2 <= header_len <= len(data) - 8 and data[8:9] == b"{":
+            return "safetensors"
+    if data[:1] == b"\x08":  # protobuf field 1 (ir_version), varint: how every ModelProto begins
+        return "onnx"
+    if (
+        data[:1] in (b"(", b"c", b"]", b"}", b"I")
+        and b"\n" in data[:64]
+        and data.rstrip()[-1:] == b"."
+    ):
+        return "pickle"  # protocol 0/1 text pickles end with STOP '.'
+    return "unknown"
+
+
+def _is_compressed(data: bytes) -> bool:
+    """gzip, bz2, xz, lz4 frame, or a zlib stream."""
+    if data[:2] == b"\x1f\x8b" or data[:3] == b"BZh" or data[:6] == b"\xfd7zXZ\x00":
+        return True
+    if data[:4] == b"\x04\x22\x4d\x18":
+        return True
+    # zlib with the usual 32 KiB window (joblib's default); other windows would collide with ONNX's 0x08.
+    return len(data) > 2 and data[0] == 0x78 and ((data[0] << 8) | data[1]) % 31 == 0
+
+
+_REFUSALS = {
+    "pickle": (
+        "a Python pickle (also what joblib, dill and cloudpickle write)",
+        "unpickling runs arbitrary code chosen by whoever made the file",
+        "save a scikit-learn model with skops (`skops.io.dump(model, 'model.skops')`) or export it to ONNX "
+        "(`skl2onnx.to_onnx(model, X[:1], options={'zipmap': False})`); save torch weights with "
+        "`safetensors.torch.save_file(model.state_dict(), 'model.safetensors')`",
+    ),
+    "compressed": (
+        "a compressed stream (gzip, bz2, xz, lz4 or zlib), which is how joblib stores compressed pickles",
+        "it most likely holds a pickle, and unpickling runs arbitrary code",
+        "upload the model as .skops (`skops.io.dump`) or .onnx instead",
+    ),
+    "torchscript": (
+        "a TorchScript archive (torch.jit.save)",
+        "TorchScript carries code that would run on the server",
+        "save only the weights: `safetensors.torch.save_file(model.state_dict(), 'model.safetensors')` "
+        "for an architecture Flipscope defines (" + ", ".join(sorted(ARCHITECTURES)) + ")",
+    ),
+    "pt2": (
+        "a torch.export program (.pt2)",
+        "an exported program carries code and pickled objects that would run on the server",
+        "save only the weights with safetensors, or export the model to ONNX (`torch.onnx.export`)",
+    ),
+    "zip": (
+        "a zip archive that is neither a skops file nor torch weights",
+        "Flipscope cannot tell what it holds",
+        "upload .skops, .onnx, .safetensors or torch weights saved with torch.save(state_dict)",
+    ),
+    "empty": ("an empty file", "there is nothing to load", "upload the model file again"),
+    "unknown": (
+        "bytes of no format Flipscope accepts",
+        "only .skops, .onnx, .safetensors and torch state dicts can be loaded safely",
+        "export the model to one of those formats",
+    ),
+}
+
+
+class RefusedModelError(ModelFormatError):
+    """The bytes are of a format that is never loaded (it could run code)."""
+
+    def __init__(self, fmt: str, filename: str) -> None:
+        found, why, how = _REFUSALS[fmt]
+        self.format = fmt
+        super().__init__(f"Refused {filename!r}: it is {found}. Why: {why}. How to fix: {how}.")
+
+
+def load_model(data: bytes, filename: str, class_names: list[str] | None = None) -> Model:
+    """Load an uploaded model safely; the format is sniffed from the bytes.
+
+    Raises
+    ------
+    ModelFormatError (a ValueError) : refused or unreadable, with what was found, why and how to convert.
+    """
+    if len(data) > MAX_MODEL_BYTES:
+        raise ModelFormatError(
+            f"{filename!r} is {len(data) / 2**20:.0f} MiB; the limit is {MAX_MODEL_BYTES / 2**20:.0f} MiB"
+        )
+    fmt = sniff_model_format(data)
+    if fmt in _REFUSALS:
+        raise RefusedModelError(fmt, filename)
+    if fmt == "skops":
+        return _load_skops(data, filename, class_names)
+    if fmt == "onnx":
+        _check_onnx(data, filename)
+        return OnnxModel(data, class_names)
+    if fmt == "safetensors":
+        return _load_safetensors(data, filename, class_names)
+    return _load_torch_zip(data, filename, class_names)
+
+
+def _load_skops(data: bytes, filename: str, class_names: list[str] | None) -> Model:
+    import skops.io as sio
+
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
+    except Exception as exc:
+        raise ModelFormatError(
+            f"{filename!r} looks like skops but cannot be read: {_first_line(exc)}"
+        ) from None
+    refused = [
+        t
+        for t in untrusted
+        if not (t.startswith(SKOPS_TRUSTED_PREFIXES) or t in SKOPS_TRUSTED_EXACT)
+    ]
+    if refused:
+        raise ModelFormatError(
+            f"Refused {filename!r}: the skops file contains types outside Flipscope's allow-list "
+            f"({', '.join(refused[:5])}). Why: loading them could run code that is not scikit-learn's. "
+            "How to fix: upload a plain scikit-learn estimator or pipeline, or export to ONNX."
+        )
+    try:
+        # Only the types that passed our own allow-list are trusted, never the returned list as such.
+        estimator = sio.loads(data, trusted=[t for t in untrusted if t not in refused])
+    except Exception as exc:
+        raise ModelFormatError(
+            f"{filename!r} could not be loaded by skops: {_first_line(exc)}"
+        ) from None
+    return SklearnModel(estimator, class_names)
+
+
+def _check_onnx(data: bytes, filename: str) -> None:
+    import onnx
+
+    try:
+        proto = onnx.load_model_from_string(data)
+    except Exception as exc:
+        raise ModelFormatError(
+            f"{filename!r} is not a readable ONNX model: {_first_line(exc)}"
+        ) from None
+    allowed = {"", "ai.onnx", "ai.onnx.ml"}
+    domains = {op.domain for op in proto.opset_import} | {n.domain for n in proto.graph.node}
+    if domains - allowed or proto.functions:
+        raise ModelFormatError(
+            f"Refused {filename!r}: it uses operator domains {sorted(domains - allowed) or ['local functions']}. "
+            "Why: only the standard ONNX domains (ai.onnx, ai.onnx.ml) run here. "
+            "How to fix: export with standard operators only."
+        )
+
+
+def _load_safetensors(data: bytes, filename: str, class_names: list[str] | None) -> Model:
+    from safetensors.torch import load as st_load
+
+    try:
+        state = st_load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__") or {}
+    except Exception as exc:
+        raise ModelFormatError(
+            f"{filename!r} is not a readable safetensors file: {_first_line(exc)}"
+        ) from None
+    if "flipscope_arch" not in metadata:
+        raise ModelFormatError(
+            f"{filename!r} holds weights but does not say their architecture. Save it with "
+            "`safetensors.torch.save_file(state, path, metadata={'flipscope_arch': NAME, "
+            "'flipscope_config': json.dumps(CONFIG)})`, NAME one of "
+            + ", ".join(sorted(ARCHITECTURES))
+        )
+    try:
+        config = json.loads(metadata.get("flipscope_config", "{}"))
+    except json.JSONDecodeError:
+        raise ModelFormatError(
+            f"{filename!r}: flipscope_config in the metadata is not JSON"
+        ) from None
+    return torch_model_from_state(metadata["flipscope_arch"], config, state, class_names)
+
+
+def _load_torch_zip(data: bytes, filename: str, class_names: list[str] | None) -> Model:
+    import torch
+
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelFormatError(
+            f"Refused {filename!r}: torch could not read it as plain weights ({_first_line(exc)}). "
+            "Save `{'arch': NAME, 'config': {...}, 'state_dict': model.state_dict()}` with torch.save, "
+            "or use safetensors."
+        ) from None
+    if not (isinstance(obj, dict) and {"arch", "config", "state_dict"} <= set(obj)):
+        raise ModelFormatError(
+            f"{filename!r} holds torch data but not {{'arch', 'config', 'state_dict'}}; save "
+            "`torch.save({'arch': NAME, 'config': CONFIG, 'state_dict': model.state_dict()}, path)` with NAME one of "
+            + ", ".join(sorted(ARCHITECTURES))
+        )
+    return torch_model_from_state(
+        str(obj["arch"]), dict(obj["config"]), obj["state_dict"], class_names
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- binding to a data set
+def check_compatible(model: Model, dataset: Dataset) -> None:
+    """Refuse a model whose input width or class count does not fit the data set, before any job."""
+    if model.n_features is not None and model.n_features != dataset.n_features:
+        raise ModelCompatibilityError(
+            f"the model takes {model.n_features} input features but data set {dataset.name!r} has "
+            f"{dataset.n_features} model-space columns ({len(dataset.schema.original_names)} original "
+            "features, categorical ones one-hot encoded, continuous ones standardised). Train the model on "
+            "the same columns, in the same order."
+        )
+    if model.n_classes != dataset.n_classes:
+        raise ModelCompatibilityError(
+            f"the model predicts {model.n_classes} classes but data set {dataset.name!r} has "
+            f"{dataset.n_classes} ({', '.join(dataset.class_names)})"
+        )
+    probe = model.predict_proba(dataset.X_test[:2])
+    if probe.shape != (min(2, len(dataset.X_test)), dataset.n_classes) or not np.all(
+        np.isfinite(probe)
+    ):
+        raise ModelCompatibilityError(
+            f"the model returned probabilities of shape {probe.shape} for 2 rows; expected (2, {dataset.n_classes})"
+        )
