@@ -18,7 +18,9 @@ from app.config import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# name -> (module, help); each module defines add_arguments(parser) and main(args) -> int
+# Subcommands and benchmarks: name -> (module, help). Each module defines add_arguments(parser) and
+# main(args) -> int; it is imported only when its command runs (the parser for `run` stays light).
+COMMANDS: dict[str, tuple[str, str]] = {}
 BENCHES: dict[str, tuple[str, str]] = {}
 
 
@@ -60,29 +62,36 @@ def _has_worker() -> bool:
     return importlib.util.find_spec("app.jobs.supervisor") is not None
 
 
-def _add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="run a benchmark; prints a table and writes JSON")
-    bench_sub = p.add_subparsers(dest="bench", required=True)
-    for name, (module, help_text) in BENCHES.items():
-        bp = bench_sub.add_parser(name, help=help_text)
-        importlib.import_module(module).add_arguments(bp)
-        bp.set_defaults(func=importlib.import_module(module).main)
+def _add_modules(
+    sub: argparse._SubParsersAction, registry: dict[str, tuple[str, str]], wanted: str | None
+) -> None:
+    """Add one subparser per registry entry; import (and let it add arguments) only the one wanted."""
+    for name, (module, help_text) in registry.items():
+        p = sub.add_parser(name, help=help_text)
+        if name == wanted:
+            mod = importlib.import_module(module)
+            mod.add_arguments(p)
+            p.set_defaults(func=mod.main)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flipscope",
         description="Flipscope: what is the smallest change that flips this decision?",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
-    if BENCHES:
-        _add_bench(sub)
+    _add_modules(sub, COMMANDS, argv[0] if argv else None)
+    bench = sub.add_parser("bench", help="run a benchmark; prints a table and writes JSON")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    wanted = argv[1] if len(argv) > 1 and argv[0] == "bench" else None
+    _add_modules(bench_sub, BENCHES, wanted)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     return int(args.func(args) or 0)
 
 

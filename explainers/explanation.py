@@ -16,6 +16,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from datasets.base import FeatureSchema
+
 SCHEMA_VERSION = 1
 Modality = Literal["points2d", "tabular", "image"]
 ARRAYS = "arrays.npz"
@@ -60,6 +62,7 @@ class Explanation:
     feature_names : d model-space column names.
     class_names : C class names.
     image_shape : (H, W) for images, else None.
+    schema : the data set's FeatureSchema (original units, one-hot blocks), or None.
     provenance : where the result came from.
     """
 
@@ -79,6 +82,7 @@ class Explanation:
     diagnostics: dict[str, NDArray] = field(default_factory=dict)
     metrics: dict[str, float | None] = field(default_factory=dict)
     image_shape: tuple[int, int] | None = None
+    schema: FeatureSchema | None = None
 
     def __post_init__(self) -> None:
         self.inputs = np.asarray(self.inputs)
@@ -151,6 +155,7 @@ class Explanation:
             diagnostics={k: v[index] for k, v in self.diagnostics.items()},
             metrics=dict(self.metrics),
             image_shape=self.image_shape,
+            schema=self.schema,
         )
 
     # ------------------------------------------------------------------ persistence
@@ -179,6 +184,7 @@ class Explanation:
             "feature_names": self.feature_names,
             "class_names": self.class_names,
             "image_shape": list(self.image_shape) if self.image_shape else None,
+            "schema": self.schema.to_dict() if self.schema else None,
             "provenance": asdict(self.provenance),
             "metrics": _jsonable(self.metrics),
             "arrays": sorted(arrays),
@@ -234,8 +240,9 @@ class Explanation:
                 },
                 metrics=meta["metrics"],
                 image_shape=tuple(meta["image_shape"]) if meta["image_shape"] else None,
+                schema=FeatureSchema.from_dict(meta["schema"]) if meta.get("schema") else None,
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise ExplanationFormatError(f"{folder} is inconsistent: {exc}") from None
 
 
