@@ -477,6 +477,86 @@ def _first_line(exc: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------- binding to a data set
+class RawInputModel(_ArgmaxMixin):
+    """An uploaded model trained on the data set's own columns, driven from model space.
+
+    Explainers work in model space (continuous features z-scored, categoricals one-hot); a user's
+    model was trained on their file's values. This adapter un-standardises the continuous columns
+    (``columns=None``: the input is ``[raw continuous | one-hot]``) or decodes whole rows into a
+    frame with the original column names in the order given (for a scikit-learn pipeline fitted on
+    a DataFrame, recognised by ``feature_names_in_``). Probabilities are reordered to the data set's classes.
+    """
+
+    def __init__(
+        self, inner: Model, schema: Any, columns: list[str] | None, class_order: list[int]
+    ) -> None:
+        self.inner = inner
+        self.schema = schema
+        self.columns = columns
+        self.class_order = class_order
+        self.n_classes = len(class_order)
+        self.class_names = [inner.class_names[i] for i in class_order]
+        self.n_features = schema.width
+        self.capabilities = frozenset()
+        self.description = inner.description + (
+            " (on original columns)" if columns else " (on original units)"
+        )
+
+    def predict_proba(self, X: NDArray) -> NDArray[np.float64]:
+        X = np.asarray(X, dtype=np.float64)
+        if self.columns is not None:
+            frame = self.schema.decode(X)[self.columns]
+            p = self.inner.estimator.predict_proba(frame)  # type: ignore[attr-defined]
+        else:
+            raw = X.copy()
+            nc = self.schema.n_continuous
+            mean = np.array([f.mean for f in self.schema.continuous])
+            std = np.array([f.std for f in self.schema.continuous])
+            raw[:, :nc] = X[:, :nc] * std + mean
+            p = self.inner.predict_proba(raw)
+        return np.asarray(p, dtype=np.float64)[:, self.class_order]
+
+
+def adapt_uploaded_model(model: Model, dataset: Dataset) -> Model:
+    """Bind an uploaded model to an uploaded data set, or refuse it with the reason.
+
+    The model must take the data set's features (in original units, as in the uploaded file, in
+    the file's column order with categoricals one-hot encoded, or as a DataFrame with the original
+    column names) and predict its classes (matched by name, else by count for unnamed ONNX outputs).
+    """
+    names = [str(c) for c in model.class_names]
+    if sorted(names) == sorted(dataset.class_names):
+        order = [names.index(c) for c in dataset.class_names]
+    elif model.n_classes == dataset.n_classes and names == [str(i) for i in range(model.n_classes)]:
+        order = list(range(model.n_classes))
+    else:
+        raise ModelCompatibilityError(
+            f"the model predicts classes {names[:10]} but the label column holds {dataset.class_names[:10]}; "
+            "choose the label column the model was trained on"
+        )
+    fitted_names = getattr(getattr(model, "estimator", None), "feature_names_in_", None)
+    original = dataset.schema.original_names
+    fitted = [str(n) for n in fitted_names] if fitted_names is not None else None
+    if fitted is not None and sorted(fitted) == sorted(original):
+        adapted = RawInputModel(model, dataset.schema, columns=fitted, class_order=order)
+    elif fitted is not None and not all(n.startswith("x") and n[1:].isdigit() for n in fitted):
+        raise ModelCompatibilityError(
+            f"the model was fitted on columns {fitted[:10]}; the data set's feature columns are "
+            f"{original[:10]} (missing: {sorted(set(fitted) - set(original))[:10]}). "
+            "Upload the table the model was trained on."
+        )
+    elif model.n_features in (None, dataset.n_features):
+        adapted = RawInputModel(model, dataset.schema, columns=None, class_order=order)
+    else:
+        raise ModelCompatibilityError(
+            f"the model takes {model.n_features} input features but the data set has {len(original)} "
+            f"columns ({dataset.n_features} after one-hot encoding its categorical columns). "
+            "Train the model on the same columns, in the same order."
+        )
+    check_compatible(adapted, dataset)
+    return adapted
+
+
 def check_compatible(model: Model, dataset: Dataset) -> None:
     """Refuse a model whose input width or class count does not fit the data set, before any job."""
     if model.n_features is not None and model.n_features != dataset.n_features:
@@ -491,7 +571,12 @@ def check_compatible(model: Model, dataset: Dataset) -> None:
             f"the model predicts {model.n_classes} classes but data set {dataset.name!r} has "
             f"{dataset.n_classes} ({', '.join(dataset.class_names)})"
         )
-    probe = model.predict_proba(dataset.X_test[:2])
+    try:
+        probe = model.predict_proba(dataset.X_test[:2])
+    except Exception as exc:
+        raise ModelCompatibilityError(
+            f"the model failed on two rows of data set {dataset.name!r}: {_first_line(exc)}"
+        ) from None
     if probe.shape != (min(2, len(dataset.X_test)), dataset.n_classes) or not np.all(
         np.isfinite(probe)
     ):

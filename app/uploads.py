@@ -1,0 +1,133 @@
+"""Uploaded data sets and models, kept under ``<data dir>/uploads/<id>/`` so jobs can use them.
+
+Everything is validated before it is stored: a data set is parsed and built once (so a bad file
+never gets an id), a model is loaded through the safe loader and bound to its data set. The raw
+bytes are kept, never a parsed object, and are re-read through the same safe path when used.
+No streamlit import: workers resolve uploads too.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+from datasets.upload import UploadLimits, dataset_from_frame, read_table
+from explainers.models import Model, adapt_uploaded_model, load_model
+
+META = "upload.json"
+
+
+class UploadNotFound(LookupError):
+    """No upload with that id (or it belongs to another user)."""
+
+
+@dataclass
+class UploadInfo:
+    id: str
+    kind: str  # "dataset" | "model"
+    filename: str
+    owner: str | None
+    options: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class UploadStore:
+    def __init__(self, root: str | Path, limits: UploadLimits = UploadLimits()) -> None:
+        self.root = Path(root)
+        self.limits = limits
+
+    def _folder(self, upload_id: str) -> Path:
+        if not upload_id or not all(c.isalnum() or c in "-_" for c in upload_id):
+            raise UploadNotFound(f"no upload {upload_id!r}")
+        return self.root / upload_id
+
+    def _write(self, info: UploadInfo, data: bytes) -> str:
+        folder = self._folder(info.id)
+        folder.mkdir(parents=True, exist_ok=False)
+        (folder / "data.bin").write_bytes(data)
+        (folder / META).write_text(json.dumps(vars(info), indent=1))
+        return info.id
+
+    def info(self, upload_id: str, owner: str | None = None) -> UploadInfo:
+        path = self._folder(upload_id) / META
+        if not path.exists():
+            raise UploadNotFound(
+                f"no upload {upload_id!r}; it may have been deleted; upload the file again"
+            )
+        info = UploadInfo(**json.loads(path.read_text()))
+        if owner is not None and info.owner not in (None, owner):
+            raise UploadNotFound(f"no upload {upload_id!r}")
+        return info
+
+    def add_dataset(
+        self,
+        data: bytes,
+        filename: str,
+        label: str,
+        kinds: dict[str, str] | None = None,
+        owner: str | None = None,
+    ) -> tuple[str, Dataset]:
+        """Validate and store a data set; returns its id and the built Dataset."""
+        frame = read_table(data, filename, self.limits)
+        upload_id = secrets.token_urlsafe(12)
+        dataset = dataset_from_frame(
+            frame, label, name=Path(filename).stem[:40] or "upload", kinds=kinds, limits=self.limits
+        )  # type: ignore[arg-type]
+        info = UploadInfo(
+            upload_id,
+            "dataset",
+            filename,
+            owner,
+            {"label": label, "kinds": kinds or {}},
+            dataset.summary(),
+        )
+        self._write(info, data)
+        return upload_id, dataset
+
+    def dataset(self, upload_id: str) -> Dataset:
+        return _cached_dataset(str(self.root), upload_id, self.limits)
+
+    def add_model(
+        self, data: bytes, filename: str, dataset_id: str, owner: str | None = None
+    ) -> tuple[str, Model]:
+        """Load a model safely, bind it to an uploaded data set (refusing a misfit), and store it."""
+        model = adapt_uploaded_model(load_model(data, filename), self.dataset(dataset_id))
+        upload_id = secrets.token_urlsafe(12)
+        info = UploadInfo(
+            upload_id,
+            "model",
+            filename,
+            owner,
+            {"dataset": dataset_id},
+            {"description": model.description},
+        )
+        self._write(info, data)
+        return upload_id, model
+
+    def model(self, upload_id: str) -> Model:
+        info = self.info(upload_id)
+        if info.kind != "model":
+            raise UploadNotFound(f"upload {upload_id!r} is a {info.kind}, not a model")
+        data = (self._folder(upload_id) / "data.bin").read_bytes()
+        return adapt_uploaded_model(
+            load_model(data, info.filename), self.dataset(info.options["dataset"])
+        )
+
+
+@lru_cache(maxsize=8)
+def _cached_dataset(root: str, upload_id: str, limits: UploadLimits) -> Dataset:
+    store = UploadStore(root, limits)
+    info = store.info(upload_id)
+    if info.kind != "dataset":
+        raise UploadNotFound(f"upload {upload_id!r} is a {info.kind}, not a data set")
+    data = (store._folder(upload_id) / "data.bin").read_bytes()
+    frame = read_table(data, info.filename, limits)
+    return dataset_from_frame(
+        frame, info.options["label"], name=Path(info.filename).stem[:40] or "upload",
+        kinds=info.options.get("kinds") or None, limits=limits,
+    )  # fmt: skip

@@ -1,0 +1,365 @@
+"""User-uploaded data sets: CSV, Parquet or NPZ, validated at the boundary.
+
+``read_table`` turns bytes into a frame (the format is sniffed from the bytes, sizes are checked
+before anything large is parsed); ``dataset_from_frame`` infers a schema (numbers continuous,
+strings categorical; the user may override per column), validates labels and values, and splits.
+Every problem raises ``DataValidationError`` with a message that names the column, value or size.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+from sklearn.model_selection import train_test_split
+
+from datasets.base import (
+    CategoricalFeature,
+    ContinuousFeature,
+    Dataset,
+    DataValidationError,
+    FeatureSchema,
+    Modality,
+)
+
+Kind = Literal["continuous", "categorical", "drop"]
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """Caps for uploaded data; FLIPSCOPE_MAX_* variables override them in the app."""
+
+    max_bytes: int = 50 * 1024 * 1024
+    max_rows: int = 200_000
+    max_columns: int = 1_000
+    max_categories: int = 100
+    max_classes: int = 50
+    min_rows: int = 20
+
+
+def sniff_table_format(data: bytes) -> str:
+    """``parquet``, ``npz``, ``csv`` (text), or a refusal reason: ``empty``, ``pickle``, ``zip``, ``binary``."""
+    if not data.strip():
+        return "empty"
+    if data[:4] == b"PAR1":
+        return "parquet"
+    if data[:4] == b"PK\x03\x04":
+        return "npz"
+    if data[:1] == b"\x80" and len(data) > 1 and 2 <= data[1] <= 5:
+        return "pickle"
+    if data[:6] == b"\x93NUMPY":
+        return "npy"
+    head = data[:4096]
+    if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "binary"
+    return "csv"
+
+
+def read_table(data: bytes, filename: str, limits: UploadLimits = UploadLimits()) -> pd.DataFrame:
+    """Parse uploaded bytes into a frame, refusing what is too large or not a table."""
+    if len(data) > limits.max_bytes:
+        raise DataValidationError(
+            f"{filename!r} is {len(data) / 2**20:.1f} MiB; the limit is {limits.max_bytes / 2**20:.0f} MiB. "
+            "Upload a sample of the rows."
+        )
+    fmt = sniff_table_format(data)
+    if fmt == "empty":
+        raise DataValidationError(
+            f"{filename!r} is empty; upload a CSV, Parquet or NPZ file with a header row"
+        )
+    if fmt == "pickle":
+        raise DataValidationError(
+            f"{filename!r} is a Python pickle, which is never loaded (unpickling runs code). "
+            "Save the table as CSV (`df.to_csv`) or Parquet (`df.to_parquet`)."
+        )
+    if fmt in ("binary", "npy"):
+        raise DataValidationError(
+            f"{filename!r} is binary data of no accepted format; upload .csv, .parquet or .npz "
+            "(np.savez with arrays X and y, or one array per column)"
+        )
+    reader = {"parquet": _read_parquet, "npz": _read_npz, "csv": _read_csv}[fmt]
+    frame = reader(data, filename, limits)
+    if frame.shape[1] > limits.max_columns:
+        raise DataValidationError(
+            f"{filename!r} has {frame.shape[1]} columns; the limit is {limits.max_columns}"
+        )
+    if len(frame) > limits.max_rows:
+        raise DataValidationError(
+            f"{filename!r} has more than {limits.max_rows:,} rows; upload a sample of the rows"
+        )
+    if len(frame) == 0:
+        raise DataValidationError(f"{filename!r} has a header but no rows")
+    frame.columns = [str(c).strip() for c in frame.columns]
+    duplicated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    if duplicated:
+        raise DataValidationError(
+            f"{filename!r} repeats column name(s) {duplicated[:5]}; names must be unique"
+        )
+    if any(c == "" for c in frame.columns):
+        raise DataValidationError(
+            f"{filename!r} has a column with an empty name; name every column"
+        )
+    return frame
+
+
+def _read_csv(data: bytes, filename: str, limits: UploadLimits) -> pd.DataFrame:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataValidationError(
+            f"{filename!r} is not UTF-8 text (byte 0x{data[exc.start]:02x} at position {exc.start}); "
+            "save it as UTF-8 CSV"
+        ) from None
+    header = text.split("\n", 1)[0]
+    delimiter = max([",", ";", "\t"], key=header.count)
+    if header.count(delimiter) + 1 > limits.max_columns:
+        raise DataValidationError(
+            f"{filename!r} has a header of {header.count(delimiter) + 1:,} columns; "
+            f"the limit is {limits.max_columns}"
+        )
+    try:
+        return pd.read_csv(
+            io.StringIO(text),
+            sep=delimiter,
+            nrows=limits.max_rows + 1,
+            skipinitialspace=True,
+            na_values=["?"],
+        )
+    except pd.errors.EmptyDataError:
+        raise DataValidationError(
+            f"{filename!r} has no columns; the first line must be a header"
+        ) from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise DataValidationError(
+            f"{filename!r} is not a well-formed CSV: {str(exc).splitlines()[0]}"
+        ) from None
+
+
+def _read_parquet(data: bytes, filename: str, limits: UploadLimits) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(io.BytesIO(data))
+        meta = pf.metadata
+        if meta.num_columns > limits.max_columns or meta.num_rows > limits.max_rows:
+            raise DataValidationError(
+                f"{filename!r} has {meta.num_rows:,} rows and {meta.num_columns:,} columns; the limits are "
+                f"{limits.max_rows:,} rows and {limits.max_columns} columns"
+            )
+        return pf.read().to_pandas()
+    except DataValidationError:
+        raise
+    except Exception as exc:
+        raise DataValidationError(
+            f"{filename!r} is not a readable Parquet file: {str(exc).splitlines()[0]}"
+        ) from None
+
+
+def _read_npz(data: bytes, filename: str, limits: UploadLimits) -> pd.DataFrame:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        infos = archive.infolist()
+    except zipfile.BadZipFile:
+        raise DataValidationError(f"{filename!r} is a damaged zip/NPZ archive") from None
+    unpacked = sum(i.file_size for i in infos)
+    if unpacked > 4 * limits.max_bytes:  # a zip bomb is refused before anything is inflated
+        raise DataValidationError(
+            f"{filename!r} would unpack to {unpacked / 2**20:,.0f} MiB; the limit is "
+            f"{4 * limits.max_bytes / 2**20:,.0f} MiB"
+        )
+    if not infos or not all(i.filename.endswith(".npy") for i in infos):
+        raise DataValidationError(f"{filename!r} is a zip archive but not an NPZ of .npy arrays")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise DataValidationError(
+                f"{filename!r} holds object arrays, which need pickle and are never loaded; "
+                "save plain numeric or string arrays"
+            ) from None
+        raise DataValidationError(f"{filename!r} is not a readable NPZ: {exc}") from None
+    except Exception as exc:
+        raise DataValidationError(
+            f"{filename!r} is not a readable NPZ: {str(exc).splitlines()[0]}"
+        ) from None
+    return _npz_frame(arrays, filename)
+
+
+def _npz_frame(arrays: dict[str, NDArray], filename: str) -> pd.DataFrame:
+    if "X" in arrays and "y" in arrays:
+        X, y = arrays["X"], arrays["y"]
+        if X.ndim == 3:
+            X = X.reshape(len(X), -1)
+        if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
+            raise DataValidationError(
+                f"{filename!r}: X must be (n, d) or (n, H, W) and y (n,); got {X.shape} and {y.shape}"
+            )
+        names = [str(n) for n in arrays["feature_names"]] if "feature_names" in arrays else None
+        if names is None or len(names) != X.shape[1]:
+            names = [f"x{j}" for j in range(X.shape[1])]
+        frame = pd.DataFrame(X, columns=names)
+        frame["label"] = y
+        return frame
+    lengths = {k: len(v) for k, v in arrays.items() if v.ndim == 1}
+    if len(lengths) != len(arrays) or len(set(lengths.values())) != 1:
+        raise DataValidationError(
+            f"{filename!r}: an NPZ holds either arrays X and y, or one 1-D array per column of equal length"
+        )
+    return pd.DataFrame(arrays)
+
+
+def infer_kinds(frame: pd.DataFrame, label: str) -> dict[str, Kind]:
+    """Numbers are continuous, everything else categorical (the user may override)."""
+    return {
+        c: (
+            "continuous"
+            if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+            else "categorical"
+        )
+        for c in frame.columns
+        if c != label
+    }
+
+
+def dataset_from_frame(
+    frame: pd.DataFrame,
+    label: str,
+    name: str = "upload",
+    kinds: dict[str, Kind] | None = None,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    limits: UploadLimits = UploadLimits(),
+    image_shape: tuple[int, int] | None = None,
+) -> Dataset:
+    """Validate a frame and turn it into a Dataset (stratified split, continuous z-scored)."""
+    if label not in frame.columns:
+        raise DataValidationError(
+            f"label column {label!r} not found; columns are {list(frame.columns)[:20]}"
+        )
+    kinds = {**infer_kinds(frame, label), **(kinds or {})}
+    unknown = sorted(set(kinds) - set(frame.columns))
+    if unknown:
+        raise DataValidationError(f"unknown column(s) in the schema: {unknown}")
+    bad_kind = {c: k for c, k in kinds.items() if k not in ("continuous", "categorical", "drop")}
+    if bad_kind:
+        raise DataValidationError(
+            f"column kinds must be continuous, categorical or drop; got {bad_kind}"
+        )
+    features = [c for c in frame.columns if c != label and kinds[c] != "drop"]
+    if not features:
+        raise DataValidationError(
+            "no feature columns left; keep at least one column besides the label"
+        )
+    if len(frame) < limits.min_rows:
+        raise DataValidationError(
+            f"only {len(frame)} rows; at least {limits.min_rows} are needed to train and test"
+        )
+
+    y_raw = frame[label]
+    if y_raw.isna().any():
+        raise DataValidationError(
+            f"label column {label!r} has {int(y_raw.isna().sum())} missing values (first at row {int(np.flatnonzero(y_raw.isna())[0])}); "
+            "drop those rows"
+        )
+    classes = sorted(y_raw.astype(str).unique())
+    if len(classes) < 2:
+        raise DataValidationError(
+            f"label column {label!r} has a single class ({classes[0]!r}); a classifier needs two or more"
+        )
+    if len(classes) > limits.max_classes:
+        raise DataValidationError(
+            f"label column {label!r} has {len(classes)} distinct values; the limit is {limits.max_classes}. "
+            "Is it really the label (and not a continuous target)?"
+        )
+    y = pd.Categorical(y_raw.astype(str), categories=classes).codes.astype(np.int64)
+    counts = np.bincount(y, minlength=len(classes))
+    if counts.min() < 2:
+        rare = [classes[i] for i in np.flatnonzero(counts < 2)]
+        raise DataValidationError(
+            f"class(es) {rare[:5]} of {label!r} have fewer than 2 rows; a split needs 2 or more"
+        )
+
+    for c in features:
+        if kinds[c] == "continuous":
+            values = pd.to_numeric(frame[c], errors="coerce")
+            non_numeric = values.isna() & frame[c].notna()
+            if non_numeric.any():
+                row = int(np.flatnonzero(non_numeric)[0])
+                raise DataValidationError(
+                    f"column {c!r} is marked continuous but row {row} holds {frame[c].iloc[row]!r}; "
+                    "mark it categorical or fix the value"
+                )
+            if values.isna().any():
+                raise DataValidationError(
+                    f"column {c!r} has {int(values.isna().sum())} missing values (first at row "
+                    f"{int(np.flatnonzero(values.isna())[0])}); fill or drop them"
+                )
+            if not np.all(np.isfinite(values.to_numpy(dtype=np.float64))):
+                raise DataValidationError(
+                    f"column {c!r} holds an infinite value; replace it with a finite number"
+                )
+        else:
+            if frame[c].isna().any():
+                raise DataValidationError(
+                    f"column {c!r} has {int(frame[c].isna().sum())} missing values; fill or drop them"
+                )
+            n_cat = frame[c].astype(str).nunique()
+            if n_cat > limits.max_categories:
+                raise DataValidationError(
+                    f"column {c!r} has {n_cat} categories; the limit is {limits.max_categories}. "
+                    "Drop it or mark it continuous if it is a number."
+                )
+
+    idx = np.arange(len(frame))
+    train_idx, test_idx = train_test_split(
+        idx, test_size=test_fraction, random_state=seed, stratify=y
+    )
+    train = frame.iloc[train_idx]
+    continuous = []
+    for c in features:
+        if kinds[c] != "continuous":
+            continue
+        v = pd.to_numeric(train[c]).to_numpy(dtype=np.float64)
+        if image_shape is not None:
+            mean, std = 0.0, 1.0  # pixels stay in their own units
+        else:
+            mean, std = float(v.mean()), float(v.std())
+            std = std if std > 1e-12 else 1.0
+        all_v = pd.to_numeric(frame[c]).to_numpy(dtype=np.float64)
+        continuous.append(
+            ContinuousFeature(
+                c, mean, std, lo=float((v.min() - mean) / std), hi=float((v.max() - mean) / std),
+                integer=bool(np.all(np.mod(all_v, 1) == 0)) and image_shape is None,
+            )
+        )  # fmt: skip
+    categorical = []
+    start = len(continuous)
+    for c in features:
+        if kinds[c] == "categorical":
+            cats = tuple(sorted(frame[c].astype(str).unique()))
+            categorical.append(CategoricalFeature(c, cats, start))
+            start += len(cats)
+    schema = FeatureSchema(tuple(continuous), tuple(categorical), image_shape)
+    modality: Modality = (
+        "image"
+        if image_shape
+        else ("points2d" if schema.width == 2 and not categorical else "tabular")
+    )
+    return Dataset(
+        name=name,
+        modality=modality,
+        schema=schema,
+        class_names=classes,
+        X_train=schema.encode(train),
+        y_train=y[train_idx],
+        X_test=schema.encode(frame.iloc[test_idx]),
+        y_test=y[test_idx],
+        description=f"Uploaded data set {name!r}: {len(frame)} rows, {len(features)} features, label {label!r}.",
+        provenance={"source": "upload", "label": label},
+    )
