@@ -1,0 +1,30 @@
+"""Flipscope's entrypoint: page config, sidebar, navigation. Nothing else."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if (
+    str(ROOT) not in sys.path
+):  # `streamlit run app/main.py` puts app/ first on the path, not the root
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app import state  # noqa: E402
+
+st.set_page_config(page_title="Flipscope", page_icon=":material/flip:", layout="wide")
+
+PAGES = [
+    st.Page("pages/data_model.py", title="Data & model", icon=":material/dataset:", default=True),
+]
+
+sel = state.selection()
+with st.sidebar:
+    st.markdown("### Flipscope")
+    st.caption("What is the smallest change that would flip this decision?")
+    st.markdown(f"**Data:** {sel.label}")
+
+st.navigation(PAGES).run()

@@ -1,0 +1,163 @@
+"""Data & model: pick a built-in demo or upload a data set and a model; see what was chosen."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app import resources, state
+from app.plots.common import class_balance_figure, confusion_matrix_figure
+from datasets import DEMO_TITLES, Dataset, DataValidationError
+from datasets.upload import infer_kinds, read_table
+from explainers.models import ModelCompatibilityError, ModelFormatError
+
+st.title("Data & model")
+st.caption(
+    "Choose what to explain: a built-in demo with its trained black box, or your own data set and model."
+)
+
+current = state.selection()
+source = st.radio(
+    "Source",
+    ["Built-in demo", "Upload your own"],
+    index=0 if current.is_demo else 1,
+    horizontal=True,
+    key="source",
+)
+
+
+def _demo_picker() -> None:
+    names = list(DEMO_TITLES)
+    chosen = st.selectbox(
+        "Demo",
+        names,
+        index=names.index(current.dataset["name"]) if current.is_demo else 0,
+        format_func=DEMO_TITLES.get,
+        key="demo_name",
+    )
+    if not current.is_demo or chosen != current.dataset["name"]:
+        state.set_selection(state.Selection({"name": chosen}, {"demo": chosen}))
+
+
+def _upload_picker() -> None:
+    store = resources.uploads()
+    st.markdown(
+        "**Data**: `.csv` (UTF-8, header row), `.parquet` or `.npz` (arrays `X` and `y`, or one array per column). "
+        "**Model**: `.skops`, `.onnx`, `.safetensors` or a torch state dict; pickle, joblib, dill, "
+        "TorchScript and `.pt2` are refused because loading them can run code."
+    )
+    data_file = st.file_uploader("Data set", key="data_file")
+    if data_file is not None:
+        try:
+            frame = read_table(data_file.getvalue(), data_file.name, store.limits)
+        except DataValidationError as exc:
+            st.error(f"The data set was not accepted: {exc}")
+            return
+        st.dataframe(frame.head(8), width="stretch")
+        columns = list(frame.columns)
+        label = st.selectbox(
+            "Label column (the class the model predicts)",
+            columns,
+            index=len(columns) - 1,
+            key="label",
+        )
+        inferred = infer_kinds(frame, label)
+        kinds_frame = pd.DataFrame({"column": list(inferred), "kind": list(inferred.values())})
+        edited = st.data_editor(
+            kinds_frame,
+            column_config={
+                "column": st.column_config.TextColumn(disabled=True),
+                "kind": st.column_config.SelectboxColumn(
+                    options=["continuous", "categorical", "drop"], required=True
+                ),
+            },
+            hide_index=True,
+            key="kinds",
+        )
+        if st.button("Use this data set", type="primary", key="use_data"):
+            kinds = dict(zip(edited["column"], edited["kind"], strict=True))
+            try:
+                upload_id, _ = store.add_dataset(data_file.getvalue(), data_file.name, label, kinds)
+            except DataValidationError as exc:
+                st.error(f"The data set was not accepted: {exc}")
+                return
+            state.set_selection(state.Selection({"upload": upload_id}, None))
+            st.rerun()
+    sel = state.selection()
+    if sel.is_demo:
+        st.info("Upload a data set first; then upload the model that was trained on it.")
+        return
+    model_file = st.file_uploader("Model trained on this data set", key="model_file")
+    if model_file is not None and st.button("Use this model", type="primary", key="use_model"):
+        try:
+            model_id, _ = store.add_model(
+                model_file.getvalue(), model_file.name, sel.dataset["upload"]
+            )
+        except (ModelFormatError, ModelCompatibilityError, DataValidationError) as exc:
+            st.error(str(exc))
+            return
+        state.set_selection(state.Selection(sel.dataset, {"upload": model_id}))
+        st.rerun()
+
+
+if source == "Built-in demo":
+    _demo_picker()
+else:
+    _upload_picker()
+
+sel = state.selection()
+
+
+def _load() -> tuple[Dataset | None, str | None]:
+    try:
+        if sel.is_demo:
+            return resources.dataset(sel.dataset["name"]), None
+        return resources.uploaded_dataset(sel.dataset["upload"]), None
+    except (DataValidationError, LookupError) as exc:
+        return None, str(exc)
+
+
+dataset, error = _load()
+if dataset is None:
+    st.error(f"The selected data set cannot be opened: {error}. Choose a demo or upload it again.")
+    st.stop()
+
+st.subheader(dataset.name)
+if dataset.description:
+    st.caption(dataset.description)
+summary = dataset.summary()
+cols = st.columns(4)
+cols[0].metric("Training rows", f"{summary['rows_train']:,}")
+cols[1].metric("Test rows", f"{summary['rows_test']:,}")
+cols[2].metric("Features", f"{summary['features']:,}")
+cols[3].metric("Classes", dataset.n_classes)
+st.plotly_chart(class_balance_figure(summary["class_counts"]), key="balance")  # type: ignore[arg-type]
+
+st.subheader("Black-box model")
+if sel.model is None:
+    st.info("No model yet: upload the model trained on this data set above.")
+    st.stop()
+kind, key = ("demo", sel.model["demo"]) if "demo" in sel.model else ("upload", sel.model["upload"])
+try:
+    with st.spinner(
+        "Loading the model (a demo forest trains once, a few seconds, then it is cached)"
+    ):
+        model = resources.demo(key) if kind == "demo" else resources.uploaded_model(key)
+        scores = resources.scores(kind, key)
+except (ValueError, LookupError) as exc:
+    st.error(f"The model cannot be used: {exc}")
+    st.stop()
+st.caption(model.description)
+cols = st.columns(3)
+cols[0].metric("Test accuracy", f"{scores['accuracy']:.3f}")
+f1_label = "Test F1" + (" (macro)" if scores["f1_average"] == "macro" else "")
+paper = scores.get("paper_f1")
+cols[1].metric(
+    f1_label,
+    f"{scores['f1']:.3f}",
+    delta=f"{scores['f1'] - paper:+.3f} vs paper's {paper}" if paper else None,
+)
+cols[2].metric(
+    "Gradients", "yes" if "gradients" in model.capabilities else "no (EMAP surrogate used)"
+)
+st.plotly_chart(confusion_matrix_figure(scores["confusion"], dataset.class_names), key="confusion")  # type: ignore[arg-type]

@@ -1,0 +1,69 @@
+"""The only code that reads or writes ``st.session_state`` and ``st.query_params``.
+
+What a session has chosen is a ``Selection``: a data set and a model, each a plain spec that jobs
+understand (``{"name": "moons"}`` / ``{"upload": id}`` and ``{"demo": "moons"}`` / ``{"upload": id}``).
+The URL mirrors it, so a link opens the same choice in another browser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import streamlit as st
+
+from datasets import LOADERS
+
+DEFAULT_DEMO = "moons"
+_SELECTION = "selection"
+
+
+@dataclass(frozen=True)
+class Selection:
+    dataset: dict[str, str] = field(default_factory=lambda: {"name": DEFAULT_DEMO})
+    model: dict[str, str] | None = field(default_factory=lambda: {"demo": DEFAULT_DEMO})
+
+    @property
+    def is_demo(self) -> bool:
+        return "name" in self.dataset
+
+    @property
+    def label(self) -> str:
+        return self.dataset.get("name") or f"upload {self.dataset.get('upload', '')[:6]}"
+
+
+def _from_query() -> Selection | None:
+    params = st.query_params
+    if "demo" in params and params["demo"] in LOADERS:
+        name = params["demo"]
+        return Selection({"name": name}, {"demo": name})
+    if "data" in params:
+        model = {"upload": params["model"]} if "model" in params else None
+        return Selection({"upload": params["data"]}, model)
+    return None
+
+
+def selection() -> Selection:
+    if _SELECTION not in st.session_state:
+        set_selection(_from_query() or Selection())
+    return st.session_state[_SELECTION]
+
+
+def set_selection(sel: Selection) -> None:
+    st.session_state[_SELECTION] = sel
+    for key in ("demo", "data", "model"):
+        st.query_params.pop(key, None)
+    if sel.is_demo:
+        st.query_params["demo"] = sel.dataset["name"]
+    else:
+        st.query_params["data"] = sel.dataset["upload"]
+        if sel.model:
+            st.query_params["model"] = sel.model["upload"]
+
+
+def get(key: str, default: Any = None) -> Any:
+    return st.session_state.get(key, default)
+
+
+def put(key: str, value: Any) -> None:
+    st.session_state[key] = value

@@ -1,0 +1,46 @@
+"""The Data & model page through streamlit's AppTest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+PAGE = str(Path(__file__).resolve().parent.parent / "app" / "pages" / "data_model.py")
+
+
+@pytest.fixture
+def app(model_cache, monkeypatch, tmp_path):
+    monkeypatch.setenv("FLIPSCOPE_DATA_DIR", str(model_cache))
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    return at
+
+
+def test_demo_shows_data_and_model_scores(app):
+    app.run()
+    assert not app.exception
+    assert app.title[0].value == "Data & model"
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Training rows"] == "8,000" and metrics["Test rows"] == "2,000"
+    assert float(metrics["Test accuracy"]) > 0.9
+    charts = app.get("plotly_chart")
+    fig = json.loads(charts[-1].proto.spec)
+    assert fig["data"][0]["type"] == "heatmap"
+    assert app.query_params["demo"] == "moons"
+
+
+def test_switching_demo_updates_the_view(app):
+    app.run()
+    app.selectbox(key="demo_name").set_value("adult").run()
+    assert not app.exception
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Training rows"] == "17,133"
+
+
+def test_bad_upload_gets_a_message(app):
+    app.run()
+    app.radio(key="source").set_value("Upload your own").run()
+    assert not app.exception
+    assert any("Upload a data set first" in i.value for i in app.info)
