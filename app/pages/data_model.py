@@ -131,11 +131,12 @@ cols[0].metric("Training rows", f"{summary['rows_train']:,}")
 cols[1].metric("Test rows", f"{summary['rows_test']:,}")
 cols[2].metric("Features", f"{summary['features']:,}")
 cols[3].metric("Classes", dataset.n_classes)
-st.plotly_chart(class_balance_figure(summary["class_counts"]), key="balance")  # type: ignore[arg-type]
+balance = class_balance_figure(summary["class_counts"])  # type: ignore[arg-type]
 
 st.subheader("Black-box model")
 if sel.model is None:
     st.info("No model yet: upload the model trained on this data set above.")
+    st.plotly_chart(balance, key="balance")
     st.stop()
 kind, key = ("demo", sel.model["demo"]) if "demo" in sel.model else ("upload", sel.model["upload"])
 try:
@@ -155,9 +156,18 @@ paper = scores.get("paper_f1")
 cols[1].metric(
     f1_label,
     f"{scores['f1']:.3f}",
-    delta=f"{scores['f1'] - paper:+.3f} vs paper's {paper}" if paper else None,
+    delta=f"{scores['f1'] - paper:+.3f} vs the paper's {paper}" if paper else None,
+    delta_color="off",
 )
+has_gradients = "gradients" in model.capabilities
 cols[2].metric(
-    "Gradients", "yes" if "gradients" in model.capabilities else "no (EMAP surrogate used)"
+    "Gradients",
+    "yes" if has_gradients else "no",
+    help="Integrated Gradients, DeDUCE and JSMA need a model with gradients. Without them, "
+    "Integrated Gradients runs on EMAP's surrogate network and says so.",
 )
-st.plotly_chart(confusion_matrix_figure(scores["confusion"], dataset.class_names), key="confusion")  # type: ignore[arg-type]
+left, right = st.columns(2)
+left.plotly_chart(balance, key="balance")
+right.plotly_chart(
+    confusion_matrix_figure(scores["confusion"], dataset.class_names), key="confusion"
+)  # type: ignore[arg-type]
