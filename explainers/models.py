@@ -22,6 +22,12 @@ from numpy.typing import NDArray
 from datasets.base import Dataset
 
 MAX_MODEL_BYTES = 200 * 1024 * 1024
+# A zip (skops, torch weights) may unpack to at most this many times the size limit: a zip bomb is
+# refused from its directory, before a single member is inflated.
+MAX_UNPACK_RATIO = 4
+# No tensor an ONNX graph declares (initializer, constant, or an intermediate whose shape is known
+# statically) may exceed this: a ConstantOfShape of [1e5, 1e5] would otherwise allocate 40 GB on load.
+MAX_ONNX_TENSOR_BYTES = 1 << 30
 GRADIENTS = "gradients"
 
 
@@ -219,11 +225,44 @@ ARCHITECTURES: dict[str, Architecture] = {
 def torch_model_from_state(
     arch: str, config: dict[str, Any], state: dict[str, Any], class_names: list[str] | None = None
 ) -> TorchModel:
+    """Build architecture ``arch`` from ``config`` and load ``state`` into it, refusing any misfit.
+
+    The module is first built on torch's ``meta`` device (shapes only, no memory) and its parameter
+    shapes compared with the uploaded tensors, so a config that names huge layers cannot allocate
+    anything before it is refused.
+    """
+    import torch
+
     if arch not in ARCHITECTURES:
         raise ModelFormatError(
             f"unknown architecture {arch!r}; Flipscope defines {', '.join(sorted(ARCHITECTURES))}"
         )
+    if not isinstance(config, dict) or not isinstance(config.get("n_classes"), int):
+        raise ModelFormatError(
+            f"the config for architecture {arch!r} must be a JSON object with an integer n_classes; "
+            f"got {str(config)[:200]}. {ARCHITECTURES[arch].help}"
+        )
     spec = ARCHITECTURES[arch]
+    try:
+        with torch.device("meta"):
+            skeleton = spec.build(config)
+        expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+    except Exception as exc:
+        raise ModelFormatError(
+            f"architecture {arch!r} cannot be built from config {str(config)[:200]}: {_first_line(exc)}. "
+            f"{spec.help}"
+        ) from None
+    if expected != got:
+        differing = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
+        detail = ", ".join(
+            f"{k}: expected {expected.get(k, 'absent')}, got {got.get(k, 'absent')}"
+            for k in differing[:4]
+        )
+        raise ModelFormatError(
+            f"the weights do not fit architecture {arch!r} with config {str(config)[:200]} ({detail}). "
+            "Save the config the weights were trained with."
+        )
     try:
         module = spec.build(config)
         module.load_state_dict(state, strict=True)
@@ -255,15 +294,15 @@ def sniff_model_format(data: bytes) -> str:
     """Name the format of ``data`` from its bytes.
 
     Returns one of ``skops``, ``onnx``, ``safetensors``, ``torch-zip`` (accepted) or ``pickle``,
-    ``compressed``, ``torchscript``, ``pt2``, ``zip``, ``empty``, ``unknown`` (refused).
+    ``compressed``, ``torchscript``, ``pt2``, ``zip``, ``damaged-zip``, ``empty``, ``unknown`` (refused).
     """
     if not data:
         return "empty"
     if data[:4] == b"PK\x03\x04":
         try:
             names = zipfile.ZipFile(io.BytesIO(data)).namelist()
-        except zipfile.BadZipFile:
-            return "zip"
+        except (zipfile.BadZipFile, ValueError, EOFError):
+            return "damaged-zip"
         if "schema.json" in names:
             return "skops"
         if any(n.endswith("archive_format") or n.startswith("models/") for n in names):
@@ -331,6 +370,11 @@ _REFUSALS = {
         "Flipscope cannot tell what it holds",
         "upload .skops, .onnx, .safetensors or torch weights saved with torch.save(state_dict)",
     ),
+    "damaged-zip": (
+        "a damaged or truncated zip archive (the form of .skops files and torch weights)",
+        "its directory cannot be read, so nothing in it can be checked or loaded",
+        "upload the file again; if it was copied or downloaded, check that the copy is complete",
+    ),
     "empty": ("an empty file", "there is nothing to load", "upload the model file again"),
     "unknown": (
         "bytes of no format Flipscope accepts",
@@ -349,28 +393,84 @@ class RefusedModelError(ModelFormatError):
         super().__init__(f"Refused {filename!r}: it is {found}. Why: {why}. How to fix: {how}.")
 
 
-def load_model(data: bytes, filename: str, class_names: list[str] | None = None) -> Model:
+def load_model(
+    data: bytes,
+    filename: str,
+    class_names: list[str] | None = None,
+    *,
+    max_bytes: int = MAX_MODEL_BYTES,
+) -> Model:
     """Load an uploaded model safely; the format is sniffed from the bytes.
+
+    Parameters
+    ----------
+    data, filename : the uploaded bytes and their name (the name is only used in messages).
+    class_names : names for the model's classes, in its output order.
+    max_bytes : size limit for the file; a zip may unpack to ``MAX_UNPACK_RATIO`` times this.
 
     Raises
     ------
     ModelFormatError (a ValueError) : refused or unreadable, with what was found, why and how to convert.
     """
-    if len(data) > MAX_MODEL_BYTES:
+    if len(data) > max_bytes:
         raise ModelFormatError(
-            f"{filename!r} is {len(data) / 2**20:.0f} MiB; the limit is {MAX_MODEL_BYTES / 2**20:.0f} MiB"
+            f"{filename!r} is {len(data) / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB. "
+            "Upload a smaller model (fewer trees or layers), or ask the operator to raise "
+            "FLIPSCOPE_MAX_UPLOAD_MB."
         )
     fmt = sniff_model_format(data)
     if fmt in _REFUSALS:
         raise RefusedModelError(fmt, filename)
+    if fmt in ("skops", "torch-zip"):
+        _check_zip_members(data, filename, MAX_UNPACK_RATIO * max_bytes)
     if fmt == "skops":
         return _load_skops(data, filename, class_names)
     if fmt == "onnx":
-        _check_onnx(data, filename)
+        _check_onnx(data, filename, max_bytes)
         return OnnxModel(data, class_names)
     if fmt == "safetensors":
         return _load_safetensors(data, filename, class_names)
     return _load_torch_zip(data, filename, class_names)
+
+
+def _check_zip_members(data: bytes, filename: str, max_unpacked: int) -> None:
+    """Refuse a zip bomb from the archive's directory, before anything is inflated.
+
+    The declared sizes are binding: ``zipfile`` (used by skops) and torch's reader stop at a member's
+    declared size and fail its checksum, so a member that lies about its size cannot inflate further.
+    """
+    infos = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    unpacked = sum(i.file_size for i in infos)
+    if unpacked > max_unpacked:
+        biggest = max(infos, key=lambda i: i.file_size)
+        raise ModelFormatError(
+            f"Refused {filename!r}: the archive would unpack to {unpacked / 2**20:,.0f} MiB (member "
+            f"{biggest.filename!r} alone {biggest.file_size / 2**20:,.0f} MiB) from {len(data) / 2**20:,.1f} "
+            f"MiB; the limit is {max_unpacked / 2**20:,.0f} MiB. Why: an archive that inflates this much "
+            "is either a zip bomb or a model too large to serve. How to fix: upload a smaller model."
+        )
+
+
+def _skops_type_allowed(name: str) -> bool:
+    """A name skops could not vouch for is allowed only if it is a class (never a function) in
+    sklearn, numpy or scipy.sparse, or one of ``SKOPS_TRUSTED_EXACT``.
+
+    Functions are refused even from these libraries: a fitted ``FunctionTransformer`` calls its
+    function on every prediction with arguments from the file (``dump_svmlight_file`` with a path
+    writes a file on the server).
+    """
+    import importlib
+
+    if name in SKOPS_TRUSTED_EXACT:
+        return True
+    if not name.startswith(SKOPS_TRUSTED_PREFIXES):
+        return False
+    module_name, _, attr = name.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except Exception:
+        return False
+    return isinstance(obj, type)
 
 
 def _load_skops(data: bytes, filename: str, class_names: list[str] | None) -> Model:
@@ -382,15 +482,13 @@ def _load_skops(data: bytes, filename: str, class_names: list[str] | None) -> Mo
         raise ModelFormatError(
             f"{filename!r} looks like skops but cannot be read: {_first_line(exc)}"
         ) from None
-    refused = [
-        t
-        for t in untrusted
-        if not (t.startswith(SKOPS_TRUSTED_PREFIXES) or t in SKOPS_TRUSTED_EXACT)
-    ]
+    refused = [t for t in untrusted if not _skops_type_allowed(t)]
     if refused:
         raise ModelFormatError(
             f"Refused {filename!r}: the skops file contains types outside Flipscope's allow-list "
-            f"({', '.join(refused[:5])}). Why: loading them could run code that is not scikit-learn's. "
+            f"({', '.join(refused[:5])}). Why: loading or calling them could run code that is not a "
+            "scikit-learn model's (only classes from sklearn, numpy and scipy.sparse are allowed, no "
+            "functions: a FunctionTransformer may name any library function, e.g. one that writes files). "
             "How to fix: upload a plain scikit-learn estimator or pipeline, or export to ONNX."
         )
     try:
@@ -403,23 +501,124 @@ def _load_skops(data: bytes, filename: str, class_names: list[str] | None) -> Mo
     return SklearnModel(estimator, class_names)
 
 
-def _check_onnx(data: bytes, filename: str) -> None:
+_ONNX_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
+
+
+def _check_onnx(data: bytes, filename: str, max_bytes: int = MAX_MODEL_BYTES) -> None:
+    """Refuse an ONNX model that could reach outside its bytes or exhaust memory, before onnxruntime.
+
+    Checked over the main graph and every subgraph (``If``/``Loop``/``Scan`` bodies): operator
+    domains (standard only; custom ops run native code from other libraries), local functions,
+    tensors stored as external data (onnxruntime would read any path the file names), tensors whose
+    declared size is negative or larger than the bytes that back them, and statically known tensor
+    shapes above ``MAX_ONNX_TENSOR_BYTES``.
+    """
     import onnx
 
     try:
         proto = onnx.load_model_from_string(data)
     except Exception as exc:
         raise ModelFormatError(
-            f"{filename!r} is not a readable ONNX model: {_first_line(exc)}"
+            f"{filename!r} is not a readable ONNX model (truncated or damaged?): {_first_line(exc)}. "
+            "Export it again with `torch.onnx.export` or `skl2onnx.to_onnx`."
         ) from None
-    allowed = {"", "ai.onnx", "ai.onnx.ml"}
-    domains = {op.domain for op in proto.opset_import} | {n.domain for n in proto.graph.node}
-    if domains - allowed or proto.functions:
-        raise ModelFormatError(
-            f"Refused {filename!r}: it uses operator domains {sorted(domains - allowed) or ['local functions']}. "
-            "Why: only the standard ONNX domains (ai.onnx, ai.onnx.ml) run here. "
-            "How to fix: export with standard operators only."
+
+    def refuse(what: str, why: str, how: str) -> ModelFormatError:
+        return ModelFormatError(f"Refused {filename!r}: {what}. Why: {why}. How to fix: {how}.")
+
+    domains = {op.domain for op in proto.opset_import}
+    tensors: list[tuple[str, Any]] = []
+    graphs = [proto.graph]
+    n_graphs = 0
+    while graphs:
+        graph = graphs.pop()
+        n_graphs += 1
+        tensors += [(f"initializer {t.name!r}", t) for t in graph.initializer]
+        for sparse in graph.sparse_initializer:
+            tensors += [(f"sparse initializer {sparse.values.name!r}", sparse.values)]
+            tensors += [(f"sparse initializer {sparse.values.name!r} indices", sparse.indices)]
+        for node in graph.node:
+            domains.add(node.domain)
+            for attr in node.attribute:
+                where = f"attribute {attr.name!r} of node {node.name or node.op_type!r}"
+                if attr.HasField("t"):
+                    tensors.append((where, attr.t))
+                tensors += [(where, t) for t in attr.tensors]
+                if attr.HasField("sparse_tensor"):
+                    tensors += [(where, attr.sparse_tensor.values)]
+                if attr.HasField("g"):
+                    graphs.append(attr.g)
+                graphs.extend(attr.graphs)
+    unknown = sorted(domains - _ONNX_DOMAINS)
+    if unknown or proto.functions:
+        raise refuse(
+            f"it uses operator domains {unknown or ['local functions']}"
+            + (" (some inside If/Loop/Scan subgraphs)" if n_graphs > 1 else ""),
+            "only the standard ONNX domains (ai.onnx, ai.onnx.ml) run here; custom operators run "
+            "native code from other libraries",
+            "export with standard operators only",
         )
+    declared = 0
+    for where, tensor in tensors:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
+            raise refuse(
+                f"{where} is stored as external data",
+                "onnxruntime would read whatever file path the model names, on the server",
+                "save the model as one self-contained file "
+                "(`onnx.save(model, path, save_as_external_data=False)`)",
+            )
+        size = _onnx_tensor_bytes(tensor)
+        if size is None:
+            raise refuse(
+                f"{where} declares a negative dimension {list(tensor.dims)}",
+                "the file is malformed",
+                "export the model again",
+            )
+        declared += size
+    if declared > 2 * len(data) + 2**20:
+        raise refuse(
+            f"its tensors declare {declared / 2**20:,.0f} MiB but the file holds {len(data) / 2**20:,.1f} MiB",
+            "the declared sizes are not backed by data, so the file is malformed or built to exhaust memory",
+            "export the model again",
+        )
+    _check_onnx_shapes(proto, refuse)
+
+
+def _onnx_tensor_bytes(tensor: Any) -> int | None:
+    import onnx
+
+    if any(d < 0 for d in tensor.dims):
+        return None
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except Exception:
+        itemsize = 1  # strings and exotic types: count elements
+    return int(np.prod(np.asarray(tensor.dims, dtype=np.float64))) * itemsize
+
+
+def _check_onnx_shapes(proto: Any, refuse: Callable[[str, str, str], ModelFormatError]) -> None:
+    """Statically known shapes (after data propagation) of every value must stay small."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception:
+        return  # shape inference is best effort; onnxruntime still validates the graph
+    for info in list(inferred.graph.value_info) + list(inferred.graph.output):
+        tensor_type = info.type.tensor_type
+        dims = [d.dim_value for d in tensor_type.shape.dim if d.HasField("dim_value")]
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).itemsize
+        except Exception:
+            itemsize = 1
+        size = float(np.prod(np.asarray(dims, dtype=np.float64))) * itemsize
+        if size > MAX_ONNX_TENSOR_BYTES:
+            raise refuse(
+                f"value {info.name!r} has shape {dims} ({size / 2**30:,.1f} GiB per evaluation)",
+                f"a single tensor above {MAX_ONNX_TENSOR_BYTES / 2**30:.0f} GiB would exhaust the "
+                "server's memory",
+                "export a model whose intermediate tensors are of reasonable size",
+            )
 
 
 def _load_safetensors(data: bytes, filename: str, class_names: list[str] | None) -> Model:
@@ -466,9 +665,12 @@ def _load_torch_zip(data: bytes, filename: str, class_names: list[str] | None) -
             "`torch.save({'arch': NAME, 'config': CONFIG, 'state_dict': model.state_dict()}, path)` with NAME one of "
             + ", ".join(sorted(ARCHITECTURES))
         )
-    return torch_model_from_state(
-        str(obj["arch"]), dict(obj["config"]), obj["state_dict"], class_names
-    )
+    if not isinstance(obj["config"], dict) or not isinstance(obj["state_dict"], dict):
+        raise ModelFormatError(
+            f"{filename!r}: 'config' and 'state_dict' must both be dictionaries; save "
+            "`torch.save({'arch': NAME, 'config': CONFIG, 'state_dict': model.state_dict()}, path)`"
+        )
+    return torch_model_from_state(str(obj["arch"]), obj["config"], obj["state_dict"], class_names)
 
 
 def _first_line(exc: BaseException) -> str:
