@@ -30,6 +30,38 @@ class MethodInfo:
 
 METHODS: dict[str, MethodInfo] = {}
 
+# Feature-attribution methods over the real packages (lime, shap, captum); each returns attributions
+# shaped like the inputs, so they compare with EMAP's negative perturbation (explainers.metrics).
+METHODS["lime"] = MethodInfo(
+    name="lime",
+    title="LIME",
+    module="explainers.lime",
+    cls="Lime",
+    params_cls="LimeParams",
+    modalities=("points2d", "tabular", "image"),
+    summary="local weighted linear fit on perturbed samples (per feature; per pixel for images)",
+)
+METHODS["shap"] = MethodInfo(
+    name="shap",
+    title="SHAP",
+    module="explainers.shap",
+    cls="Shap",
+    params_cls="ShapParams",
+    modalities=("points2d", "tabular", "image"),
+    summary="Shapley values: exact tree SHAP for forests, gradient SHAP for torch, permutation otherwise",
+)
+METHODS["integrated_gradients"] = MethodInfo(
+    name="integrated_gradients",
+    title="Integrated Gradients",
+    module="explainers.integrated_gradients",
+    cls="IntegratedGradients",
+    params_cls="IntegratedGradientsParams",
+    modalities=("points2d", "tabular", "image"),
+    needs_gradients=False,  # a black box without gradients is explained through EMAP's surrogate
+    summary="path integral of gradients from a baseline (captum); on EMAP's surrogate for black boxes "
+    "without gradients (fit(..., surrogate=...))",
+)
+
 
 def get_method(name: str) -> MethodInfo:
     try:
