@@ -1,0 +1,59 @@
+"""Background jobs and the run store. No streamlit here: workers import it.
+
+The API the dashboard uses::
+
+    from app.jobs import get_backend, RunStore
+
+    backend = get_backend()                   # from settings: SQLite queue, or Redis if FLIPSCOPE_QUEUE
+    run_id = backend.submit("emap", dataset={"name": "moons"}, model={"demo": "moons"},
+                            params={"epochs": 5, "rows": 200})
+    run = backend.store.get(run_id)           # Run: status, progress.fraction/stage/message/eta_seconds,
+                                              # error (one line), metrics, device, seconds, artifacts
+    backend.cancel(run_id)                    # a running job stops at its next epoch or batch
+    new_id = backend.retry(run_id)            # failed or cancelled runs; linked via retry_of/retried_by
+    runs = backend.store.list()               # newest first; an unreadable run shows as failed
+    explanation = backend.store.load_explanation(run_id)
+    text = backend.store.read_log(run_id)     # a failure's traceback is here
+
+Job kinds (``app.jobs.tasks.KINDS``): ``blackbox`` (train a demo random forest), ``emap``,
+``deduce``, ``jsma``, ``lime``, ``shap``, ``ig`` (fit and explain with the registered method), and
+the SN-ResNet/density kinds as their methods land. A kind's form comes from ``KINDS[k].params()``
+(a Params dataclass, see ``explainers.base.param_specs``); ``rows`` caps the test rows explained.
+Specs are documented in ``app.jobs.resolve``. Workers: ``flipscope worker``; ``flipscope run``
+starts one beside the dashboard and restarts it if it dies.
+"""
+
+from __future__ import annotations
+
+from app.jobs.backend import JobBackend, get_backend
+from app.jobs.store import (
+    CANCELLED,
+    FAILED,
+    FINISHED,
+    QUEUED,
+    RUNNING,
+    STATUSES,
+    SUCCEEDED,
+    Progress,
+    Run,
+    RunNotFound,
+    RunStateError,
+    RunStore,
+)
+
+__all__ = [
+    "CANCELLED",
+    "FAILED",
+    "FINISHED",
+    "QUEUED",
+    "RUNNING",
+    "STATUSES",
+    "SUCCEEDED",
+    "JobBackend",
+    "Progress",
+    "Run",
+    "RunNotFound",
+    "RunStateError",
+    "RunStore",
+    "get_backend",
+]

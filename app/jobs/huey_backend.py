@@ -1,0 +1,218 @@
+"""The job backend on Huey: an embedded SQLite queue by default, Redis to scale out.
+
+``FLIPSCOPE_QUEUE`` unset: ``SqliteHuey`` in ``<data dir>/queue.db`` (nothing to install or start
+by hand; ``flipscope run`` starts a worker beside the dashboard). ``FLIPSCOPE_QUEUE=redis://host:6379/0``
+(or ``rediss://``, ``unix://``): ``RedisHuey``, for one queue served by ``flipscope worker``
+processes on several machines that share the run store (``FLIPSCOPE_RUNS_DIR``).
+
+The queue carries only run ids; everything else (spec, progress, result) lives in the run store,
+so the queue can be emptied or replaced without losing a finished run. Workers are Huey process
+workers: the parent forks them, and imports nothing that touches CUDA before it does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from huey import RedisHuey, SqliteHuey
+from huey.api import Huey
+from huey.consumer import Consumer
+
+from app.config import settings
+from app.jobs.store import (
+    CANCELLED,
+    FAILED,
+    Run,
+    RunStateError,
+    RunStore,
+)
+
+log = logging.getLogger("flipscope.jobs")
+
+QUEUE_NAME = "flipscope"
+QUEUE_FILE = "queue.db"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+REAP_EVERY = 2.0  # seconds between reaper passes in a worker's parent process
+
+
+class QueueConfigError(ValueError):
+    """FLIPSCOPE_QUEUE names a queue Flipscope cannot use."""
+
+
+class QueueUnavailable(RuntimeError):
+    """The queue could not be reached when a job was submitted."""
+
+
+def run_job(run_id: str) -> None:
+    """The one Huey task: run a queued run by id (its spec is in the run store)."""
+    from app.jobs.tasks import execute
+
+    execute(run_id, RunStore(settings().runs_dir))
+
+
+def make_huey(queue_url: str | None = None, data_dir: Path | None = None) -> Huey:
+    """The Huey instance for a queue URL (None: the embedded SQLite queue in ``data_dir``)."""
+    if queue_url is None or queue_url.startswith("sqlite:///"):
+        if queue_url:
+            filename = Path(queue_url.removeprefix("sqlite:///"))
+        else:
+            base = data_dir or settings().data_dir
+            filename = base / QUEUE_FILE
+        filename.parent.mkdir(parents=True, exist_ok=True)
+        # results=False: outcomes live in the run store, never in Huey's result store.
+        huey: Huey = SqliteHuey(QUEUE_NAME, filename=str(filename), results=False, timeout=30)
+    elif queue_url.startswith(REDIS_SCHEMES):
+        huey = RedisHuey(QUEUE_NAME, url=queue_url, results=False, blocking=True, read_timeout=1)
+    else:
+        raise QueueConfigError(
+            f"FLIPSCOPE_QUEUE={queue_url!r} is not a queue Flipscope knows; use "
+            "redis://HOST:PORT/DB (scale-out) or leave it unset (embedded SQLite queue)"
+        )
+    huey.task(name="run_job")(run_job)
+    return huey
+
+
+def describe_queue(queue_url: str | None, data_dir: Path | None = None) -> str:
+    if queue_url is None:
+        return f"sqlite {(data_dir or settings().data_dir) / QUEUE_FILE}"
+    if "@" in queue_url:  # do not print a password
+        scheme, rest = queue_url.split("://", 1)
+        queue_url = f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return queue_url
+
+
+class HueyBackend:
+    """``JobBackend`` on a Huey queue and a run store.
+
+    Parameters
+    ----------
+    huey : the queue (``make_huey``).
+    store : where runs live; workers must see the same folder.
+    """
+
+    def __init__(self, huey: Huey, store: RunStore) -> None:
+        self.huey = huey
+        self.store = store
+        # The task class make_huey registered (Huey names it "<module>.<name>").
+        self._task_class = huey._registry.string_to_task(f"{run_job.__module__}.run_job")
+
+    # ------------------------------------------------------------------ JobBackend
+    def submit(
+        self,
+        kind: str,
+        *,
+        dataset: str | dict[str, Any],
+        model: str | dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        retry_of: str | None = None,
+    ) -> str:
+        """Validate and queue a job; returns its run id at once (the job runs in a worker)."""
+        from app.jobs.tasks import validate
+
+        dataset_spec, model_spec, clean = validate(kind, dataset, model, params)
+        run = self.store.create(
+            kind, dataset=dataset_spec, model=model_spec, params=clean, retry_of=retry_of
+        )
+        try:
+            self.huey.enqueue(self._task_class(args=(run.id,)))
+        except Exception as exc:
+            reason = f"could not reach the job queue ({type(exc).__name__}: {exc})"
+
+            def fail(rec: dict[str, Any]) -> None:
+                rec.update(status=FAILED, finished_at=time.time(), error=reason)
+
+            self.store.update(run.id, fail, fsync=True)
+            raise QueueUnavailable(reason + "; is the queue (FLIPSCOPE_QUEUE) up?") from exc
+        return run.id
+
+    def status(self, run_id: str) -> Run:
+        return self.store.get(run_id)
+
+    def result(self, run_id: str) -> Any:
+        """The run's Explanation (``RunStateError`` if it has none, e.g. a blackbox run)."""
+        return self.store.load_explanation(run_id)
+
+    def cancel(self, run_id: str) -> Run:
+        return self.store.request_cancel(run_id)
+
+    def retry(self, run_id: str) -> str:
+        """Queue a new run with the same kind, specs and params, linked to the old one."""
+        old = self.store.get(run_id)
+        if old.status not in (FAILED, CANCELLED):
+            raise RunStateError(
+                f"run {run_id} is {old.status}; only failed or cancelled runs are retried "
+                "(submit a new job to run a finished one again)"
+            )
+        if old.kind == "unknown":
+            raise RunStateError(f"run {run_id} has an unreadable record; it cannot be retried")
+        new_id = self.submit(
+            old.kind, dataset=old.dataset, model=old.model, params=old.params, retry_of=run_id
+        )
+
+        def link(rec: dict[str, Any]) -> None:
+            rec["retried_by"] = new_id
+
+        self.store.update(run_id, link)
+        return new_id
+
+    def list(self, status: str | None = None, kind: str | None = None) -> list[Run]:
+        return self.store.list(status=status, kind=kind)
+
+    def delete(self, run_id: str) -> None:
+        self.store.delete(run_id)
+
+    def pending(self) -> int:
+        """Jobs waiting in the queue (not yet taken by a worker)."""
+        return int(self.huey.pending_count())
+
+    # ------------------------------------------------------------------ workers
+    def consumer(self, workers: int = 1) -> Consumer:
+        """A Huey consumer with ``workers`` forked worker processes and the reaper."""
+        return ReapingConsumer(
+            self.huey,
+            self.store,
+            workers=workers,
+            worker_type="process",
+            periodic=False,
+            # Polling the SQLite queue: start at 50 ms, back off to at most 0.25 s when idle, so a
+            # job starts well within a second of its submission. Redis blocks on BRPOP instead.
+            initial_delay=0.05,
+            backoff=1.15,
+            max_delay=0.25,
+            check_worker_health=True,
+            health_check_interval=2,
+        )
+
+
+class ReapingConsumer(Consumer):
+    """Huey's consumer, plus the run-store reaper in its main loop.
+
+    The reaper runs in the parent's own loop, not a thread: the parent forks replacement workers,
+    and forking while another thread holds a run's file lock would leave that lock held."""
+
+    def __init__(self, huey: Huey, store: RunStore, **options: Any) -> None:
+        super().__init__(huey, **options)
+        self.store = store
+        self._reaped_at = 0.0
+
+    def start(self) -> None:
+        self.reap()  # runs left "running" by a worker that died show as failed at once
+        super().start()
+
+    def loop(self, health_check_ts: float | None = None) -> float | None:
+        health_check_ts = super().loop(health_check_ts)
+        now = time.monotonic()
+        if now - self._reaped_at >= REAP_EVERY:
+            self.reap()
+        return health_check_ts
+
+    def reap(self) -> None:
+        self._reaped_at = time.monotonic()
+        try:
+            for run_id in self.store.reap():
+                log.warning("run %s: its worker died; marked failed", run_id)
+        except Exception:  # a shared-disk hiccup must not stop the consumer
+            log.exception("reaping dead runs failed")

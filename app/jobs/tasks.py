@@ -1,0 +1,550 @@
+"""What a worker does with a run: one function per job kind, and ``execute`` around them.
+
+``execute(run_id)`` claims the queued run, runs its kind with a ``JobContext`` (progress, cancel
+flag, heartbeat, log, artifacts folder), and records the outcome: ``succeeded`` with metrics and
+artifacts, ``cancelled`` when the user's cancel was seen at a check between epochs or batches, or
+``failed`` with a one-line reason (the traceback goes to the run's log).
+
+Kinds are named after what they run. ``blackbox`` trains a demo random forest; the explainer kinds
+(``emap``, ``deduce``, ``jsma``, ``lime``, ``shap``, ``ig``) go through the explainers' public API
+only: ``Method(params_from_dict(Params, params)).fit(dataset, model, ...)`` then
+``.explain(X, ...)``, save the ``Explanation`` under ``artifacts/explanation/`` and the fitted
+method's own ``save`` (safetensors + json) under ``artifacts/<kind>/``.
+
+Job parameters other than the method's: ``rows`` caps how many test rows are explained (default:
+the whole test split). Nothing here imports torch at module level: the worker's parent process
+imports this module before it forks its workers and must not initialise CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from app.config import settings
+from app.jobs import resolve
+from app.jobs.store import (
+    CANCELLED,
+    EXPLANATION,
+    FAILED,
+    FINISHED,
+    HEARTBEAT_SECONDS,
+    RUNNING,
+    SUCCEEDED,
+    Progress,
+    Run,
+    RunStore,
+    this_worker,
+)
+from explainers.base import Cancelled, ParamsError, param, params_from_dict
+
+log = logging.getLogger("flipscope.jobs")
+
+JOB_PARAMS = ("rows",)  # handled by the job itself, not passed to the method's Params
+PROGRESS_EVERY = 0.5  # seconds between progress writes (stage changes are written at once)
+CANCEL_POLL = 0.2  # seconds a cancel-flag check is trusted for
+
+
+class JobError(RuntimeError):
+    """A job cannot run as asked; the message is the one-line reason shown to the user."""
+
+
+# --------------------------------------------------------------------------- the context
+class JobContext:
+    """What a job function gets: its run, where to write, and the progress/cancel callbacks.
+
+    ``stage(name, lo, hi)`` returns a ``ProgressFn`` for a method's ``progress=``: it maps the
+    method's own fraction in [0, 1] onto [lo, hi] of the whole job. ``should_stop`` is the
+    method's ``should_stop=``: true once the user asked to cancel (or the run was taken away
+    from this worker by the reaper).
+    """
+
+    def __init__(self, store: RunStore, run: Run, worker: dict[str, Any]) -> None:
+        self.store = store
+        self.run = run
+        self.worker = worker
+        self.artifacts = store.artifacts_dir(run.id)
+        self.device = "cpu"
+        self._stage_start = (time.monotonic(), 0.0)
+        self._progress = Progress(0.0, "starting", "a worker took the job")
+        self._written = 0.0
+        self._lock = threading.Lock()
+        self._cancel_seen_at = 0.0
+        self._cancel = False
+        self.lost = False  # the run is no longer ours (reaped); stop quietly
+        self._logged_at = 0.0
+        self._unlogged: str | None = None  # the latest progress line not yet in the log
+
+    # ---------------------------------------------------------------- progress
+    def stage(
+        self, name: str, lo: float, hi: float, message: str = "started"
+    ) -> Callable[[float, str], None]:
+        self.report(lo, name, message, force=True)
+
+        def progress(fraction: float, message: str) -> None:
+            f = min(max(float(fraction), 0.0), 1.0)
+            self.report(lo + f * (hi - lo), name, message)
+
+        return progress
+
+    def report(self, fraction: float, stage: str, message: str, force: bool = False) -> None:
+        now = time.monotonic()
+        new_stage = stage != self._progress.stage
+        if new_stage:
+            self._stage_start = (now, fraction)
+        # Time left at the current stage's pace (the stage that matters most is the long one).
+        t_start, f_start = self._stage_start
+        eta = None
+        if fraction - f_start >= 0.01 and now - t_start >= 0.5:
+            eta = round((1.0 - fraction) * (now - t_start) / (fraction - f_start), 1)
+        self._progress = Progress(round(fraction, 4), stage, message, eta)
+        line = f"{stage}: {message}"
+        if new_stage and self._unlogged:
+            self.log(self._unlogged)  # how the previous stage ended
+        if new_stage or now - self._logged_at >= 2.0:
+            self.log(line)
+            self._logged_at, self._unlogged = now, None
+        else:
+            self._unlogged = line
+        if force or new_stage or now - self._written >= PROGRESS_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the latest progress and a heartbeat into run.json."""
+        with self._lock:
+            progress = asdict(self._progress)
+            device = self.device
+
+            def write(rec: dict[str, Any]) -> bool:
+                if rec.get("status") != RUNNING or rec.get("worker") != self.worker:
+                    self.lost = True
+                    return False
+                rec["progress"] = progress
+                rec["heartbeat_at"] = time.time()
+                rec["device"] = device
+                return True
+
+            self.store.update(self.run.id, write)
+            self._written = time.monotonic()
+
+    def set_device(self, device: str) -> None:
+        self.device = device
+        self.log(f"device: {device}")
+        self.flush()
+
+    # ---------------------------------------------------------------- cancel
+    def should_stop(self) -> bool:
+        if self.lost:
+            return True
+        now = time.monotonic()
+        if not self._cancel and now - self._cancel_seen_at >= CANCEL_POLL:
+            self._cancel = self.store.cancel_requested(self.run.id)
+            self._cancel_seen_at = now
+        return self._cancel
+
+    # ---------------------------------------------------------------- log
+    def log(self, message: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        self.store.append_log(self.run.id, f"[{stamp}] {message}")
+
+    # ---------------------------------------------------------------- helpers for job functions
+    def dataset(self) -> Any:
+        self.report(0.01, "loading data", _spec_text(self.run.dataset), force=True)
+        return resolve.resolve_dataset(self.run.dataset)
+
+    def model(self, dataset: Any, lo: float = 0.02, hi: float = 0.05) -> Any:
+        progress = self.stage("loading model", lo, hi, _spec_text(self.run.model))
+        return resolve.resolve_model(
+            self.run.model, dataset, self.run.dataset, self.store, device=self.device,
+            progress=progress,
+        )  # fmt: skip
+
+    @contextlib.contextmanager
+    def gpu_slot(self) -> Iterator[None]:
+        """Hold this GPU for the job (at most one job per GPU, however many workers share it)."""
+        if not self.device.startswith("cuda"):
+            yield
+            return
+        import fcntl
+
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "all").replace(",", "_") or "none"
+        locks = settings().data_dir / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        path = locks / f"gpu-{socket.gethostname()}-{visible}-{self.device.replace(':', '')}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.report(0.0, "waiting for the GPU", f"another job holds {self.device}", True)
+                while True:
+                    if self.should_stop():
+                        raise Cancelled("cancelled while waiting for the GPU") from None
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        time.sleep(0.5)
+            yield
+        finally:
+            os.close(fd)
+
+    def rows(self, dataset: Any, job_params: dict[str, Any]) -> Any:
+        """The rows to explain: the test split, capped by ``rows``."""
+        X = dataset.X_test
+        cap = job_params.get("rows")
+        if cap is not None:
+            X = X[: int(cap)]
+        if len(X) == 0:
+            raise JobError(f"no rows to explain: the test split of {dataset.name!r} is empty")
+        return X
+
+
+def _spec_text(spec: dict[str, Any] | None) -> str:
+    return ", ".join(f"{k} {v}" for k, v in (spec or {}).items()) or "none"
+
+
+class _Heartbeat(threading.Thread):
+    """Flushes progress and the heartbeat every HEARTBEAT_SECONDS while a job runs, so a job
+    stuck in one long step (or a method that rarely reports) still shows as alive."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        super().__init__(name="flipscope-heartbeat", daemon=True)
+        self.ctx = ctx
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(HEARTBEAT_SECONDS):
+            try:
+                self.ctx.flush()
+            except Exception:  # a shared disk hiccup must not kill the job; the next beat retries
+                log.exception("heartbeat for run %s failed", self.ctx.run.id)
+
+
+# --------------------------------------------------------------------------- job kinds
+@dataclass(frozen=True)
+class BlackboxParams:
+    """A random forest trained in batches of trees, so it reports progress and can be cancelled;
+    the trees are the same as one ``fit`` of ``n_trees`` (scikit-learn's ``warm_start`` draws each
+    tree's seed from the same stream)."""
+
+    n_trees: int = param(200, "trees in the random forest (the EMAP paper: 200)", 1, 5000)
+    seed: int = param(0, "random seed of the forest", 0, 2**31 - 1)
+
+
+TREES_PER_BATCH = 10
+
+
+def run_blackbox(ctx: JobContext) -> dict[str, Any]:
+    """Train a demo black box (random forest) on the run's data set; save it as skops."""
+    import skops.io as sio
+    from joblib import parallel_config
+    from sklearn.ensemble import RandomForestClassifier
+
+    from explainers.blackbox import RF_DEMOS, demo_model_path, evaluate
+    from explainers.models import load_model
+
+    if ctx.run.model:
+        raise JobError("a blackbox job trains its own model; submit it without a model spec")
+    params = params_from_dict(BlackboxParams, ctx.run.params)
+    dataset = ctx.dataset()
+    ctx.set_device("cpu")  # scikit-learn forests run on the CPU
+    forest = RandomForestClassifier(
+        n_estimators=0, random_state=params.seed, n_jobs=-1, warm_start=True
+    )
+    fit = ctx.stage("training", 0.05, 0.9, f"0 of {params.n_trees} trees")
+    built = 0
+    # Threads, not loky processes: a Huey process worker is a daemon and may not start children
+    # (joblib would quietly fall back to one core).
+    with parallel_config(backend="threading"):
+        while built < params.n_trees:
+            if ctx.should_stop():
+                raise Cancelled(f"cancelled after {built} of {params.n_trees} trees")
+            built = min(built + TREES_PER_BATCH, params.n_trees)
+            forest.set_params(n_estimators=built)
+            forest.fit(dataset.X_train, dataset.y_train)
+            fit(built / params.n_trees, f"{built} of {params.n_trees} trees")
+    ctx.report(0.9, "saving", "writing model.skops", force=True)
+    path = ctx.artifacts / "model.skops"
+    tmp = path.with_name("model.skops.tmp")
+    sio.dump(forest, tmp)
+    tmp.replace(path)
+    demo_path = None
+    if params == BlackboxParams() and ctx.run.dataset.get("name") in RF_DEMOS:
+        # The same forest the dashboard's demo uses: fill its cache so nothing trains twice.
+        demo_path = demo_model_path(dataset.name, settings().cache_dir)
+        if not demo_path.exists():
+            demo_path.parent.mkdir(parents=True, exist_ok=True)
+            cache_tmp = demo_path.with_name(demo_path.name + f".{os.getpid()}.tmp")
+            cache_tmp.write_bytes(path.read_bytes())
+            cache_tmp.replace(demo_path)
+    ctx.report(0.95, "evaluating", "accuracy and F1 on the test split", force=True)
+    # Read back through the safe loader, as every later job will.
+    model = load_model(path.read_bytes(), path.name, class_names=list(dataset.class_names))
+    with parallel_config(backend="threading"):
+        metrics = evaluate(model, dataset)
+    metrics.update(
+        n_trees=params.n_trees, train_rows=len(dataset.X_train), test_rows=len(dataset.X_test),
+        class_names=list(dataset.class_names),
+    )  # fmt: skip
+    ctx.log(f"test accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1']:.4f}")
+    return metrics
+
+
+def run_method(ctx: JobContext, method: str, fit_share: float) -> dict[str, Any]:
+    """Fit and apply a registered explanation method; save its Explanation (and fitted state)."""
+    from explainers.registry import get_method
+
+    info = get_method(method)
+    job_params, method_params = split_params(ctx.run.params)
+    params = params_from_dict(info.load_params(), method_params)
+    cls = info.load()
+    device_choice = getattr(params, "device", None)
+    if device_choice is not None:
+        from explainers.base import resolve_device
+
+        ctx.set_device(resolve_device(device_choice))
+    else:
+        ctx.set_device("cpu")
+    with ctx.gpu_slot():
+        dataset = ctx.dataset()
+        model = ctx.model(dataset)
+        X = ctx.rows(dataset, job_params)
+        t0 = time.perf_counter()
+        explainer = cls(params)
+        fit_end = 0.05 + fit_share * 0.9
+        explainer.fit(
+            dataset, model, progress=ctx.stage("fitting", 0.05, fit_end),
+            should_stop=ctx.should_stop,
+        )  # fmt: skip
+        fitted = time.perf_counter()
+        explanation = explainer.explain(
+            X, progress=ctx.stage("explaining", fit_end, 0.95), should_stop=ctx.should_stop
+        )
+        done = time.perf_counter()
+    ctx.report(0.96, "saving", "writing the explanation", force=True)
+    explanation.save(ctx.artifacts / EXPLANATION)
+    if hasattr(explainer, "save"):
+        explainer.save(ctx.artifacts / method)
+    metrics = dict(explanation.metrics)
+    metrics.update(
+        n=explanation.n, fit_seconds=round(fitted - t0, 3), explain_seconds=round(done - fitted, 3)
+    )
+    if explanation.success is not None:
+        metrics.setdefault("success_rate", float(explanation.success.mean()))
+    return metrics
+
+
+def split_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(job-level params such as ``rows``, the method's own params)."""
+    job = {k: v for k, v in params.items() if k in JOB_PARAMS}
+    if "rows" in job:
+        try:
+            job["rows"] = int(job["rows"])
+        except (TypeError, ValueError):
+            raise ParamsError(f"parameter 'rows' must be int, got {job['rows']!r}") from None
+        if job["rows"] < 1:
+            raise ParamsError(f"parameter 'rows' must be >= 1, got {job['rows']}")
+    return job, {k: v for k, v in params.items() if k not in JOB_PARAMS}
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A kind of job: what it runs, the Params dataclass its form and validation come from,
+    and whether it explains a black box (needs a model spec)."""
+
+    name: str
+    title: str
+    run: Callable[[JobContext], dict[str, Any]]
+    params: Callable[[], type | None]
+    needs_model: bool
+    method: str | None = None
+
+    def available(self) -> str | None:
+        """None when the kind can run here, else why not."""
+        if self.method is None:
+            return None
+        from explainers.registry import METHODS
+
+        if self.method not in METHODS:
+            return f"method {self.method!r} is not in explainers.registry.METHODS in this version"
+        return None
+
+
+def _method_kind(
+    name: str, title: str, method: str, fit_share: float, needs_model: bool = True
+) -> JobKind:
+    def run(ctx: JobContext) -> dict[str, Any]:
+        return run_method(ctx, method, fit_share)
+
+    def params() -> type | None:
+        from explainers.registry import get_method
+
+        return get_method(method).load_params()
+
+    return JobKind(name, title, run, params, needs_model, method)
+
+
+# fit_share: the part of the progress bar for fitting (EMAP trains two networks; DeDUCE, JSMA,
+# LIME, SHAP and IG do their work per instance in explain).
+KINDS: dict[str, JobKind] = {
+    "blackbox": JobKind(
+        "blackbox",
+        "Train a demo black box (random forest)",
+        run_blackbox,
+        lambda: BlackboxParams,
+        needs_model=False,
+    ),  # fmt: skip
+    "emap": _method_kind("emap", "Train EMAP and explain the test rows", "emap", 0.85),
+    "deduce": _method_kind("deduce", "DeDUCE counterfactuals", "deduce", 0.1),
+    "jsma": _method_kind("jsma", "JSMA counterfactuals", "jsma", 0.1),
+    "lime": _method_kind("lime", "LIME attributions", "lime", 0.1),
+    "shap": _method_kind("shap", "Kernel SHAP attributions", "shap", 0.1),
+    "ig": _method_kind("ig", "Integrated Gradients attributions", "ig", 0.05),
+}
+
+
+def get_kind(name: str) -> JobKind:
+    kind = KINDS.get(name)
+    if kind is None:
+        raise JobError(f"unknown job kind {name!r}; kinds: {', '.join(KINDS)}")
+    why = kind.available()
+    if why:
+        raise JobError(f"job kind {name!r} cannot run: {why}")
+    return kind
+
+
+def validate(
+    kind: str, dataset: str | dict[str, Any], model: str | dict[str, Any] | None,
+    params: dict[str, Any] | None,
+) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:  # fmt: skip
+    """Check a submission before it is queued; returns the normalised (dataset, model, params).
+
+    Errors a user can cause (unknown kind, bad spec, unknown or out-of-range parameter) are
+    raised here, so they reach the user at once instead of as a failed run."""
+    job = get_kind(kind)
+    dataset_spec = resolve.normalize_dataset_spec(dataset)
+    if job.needs_model:
+        model_spec = resolve.normalize_model_spec(model, dataset_spec)
+        if model_spec is None:
+            raise resolve.SpecError(
+                f"{kind} explains a model: {dataset_spec} has no demo model, so pass one "
+                "(upload:ID, or run:ID of a blackbox run on this data set)"
+            )
+    else:
+        if model:
+            raise resolve.SpecError(f"a {kind} job trains its own model; do not pass a model spec")
+        model_spec = None
+    params = dict(params or {})
+    params_cls = job.params()
+    job_params, own = split_params(params) if job.method else ({}, params)
+    if params_cls is not None:
+        checked = params_from_dict(params_cls, own)
+        # Store the converted values (CLI strings become numbers) so the run shows what ran.
+        own = {f.name: getattr(checked, f.name) for f in fields(checked) if f.name in own}
+    return dataset_spec, model_spec, {**own, **job_params}
+
+
+# --------------------------------------------------------------------------- execute
+USER_ERRORS: tuple[type[BaseException], ...] = (JobError, resolve.SpecError, ParamsError)
+
+
+def one_line(exc: BaseException) -> str:
+    """The reason shown to the user: the message alone for errors a user can cause, else the
+    exception type and its first line (the traceback is in the log)."""
+    from datasets import DataValidationError
+    from explainers.models import ModelCompatibilityError, ModelFormatError
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    known = (*USER_ERRORS, DataValidationError, ModelCompatibilityError, ModelFormatError)
+    line = text if isinstance(exc, known) and text else f"{type(exc).__name__}: {text}".rstrip(": ")
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+class _LogHandler(logging.Handler):
+    def __init__(self, store: RunStore, run_id: str) -> None:
+        super().__init__(logging.INFO)
+        self.store, self.run_id = store, run_id
+        self.setFormatter(logging.Formatter("[%(asctime)s] %(name)s: %(message)s", "%H:%M:%S"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.store.append_log(self.run_id, self.format(record))
+
+
+def execute(run_id: str, store: RunStore | None = None) -> str:
+    """Run a queued run to its end in this process; returns its final status.
+
+    Safe to call for a run that is not queued any more (cancelled before it started, or taken by
+    another worker): it then does nothing and returns the run's current status."""
+    store = store or RunStore(settings().runs_dir)
+    worker = this_worker()
+    if not store.start(run_id, worker):
+        return store.get(run_id).status
+    run = store.get(run_id)
+    ctx = JobContext(store, run, worker)
+    ctx.log(f"started {run.kind} on {worker['host']} (pid {worker['pid']})")
+    heartbeat = _Heartbeat(ctx)
+    heartbeat.start()
+    handler = _LogHandler(store, run_id)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    status, error, metrics, interrupted = FAILED, None, None, None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            logging.captureWarnings(True)
+            metrics = get_kind(run.kind).run(ctx)
+        status = SUCCEEDED
+    except Cancelled as exc:
+        status = CANCELLED
+        ctx.log(f"cancelled: {exc}" if not ctx.lost else "stopped: the run was taken away")
+    except KeyboardInterrupt as exc:
+        # Huey interrupts a running task this way when the worker is stopped without waiting.
+        interrupted = exc
+        error = "interrupted: the worker was stopped while the job ran; retry the run"
+        ctx.log(error)
+    except Exception as exc:
+        error = one_line(exc)
+        store.append_log(run_id, traceback.format_exc())
+    finally:
+        logging.captureWarnings(False)
+        root.removeHandler(handler)
+        heartbeat.stopped.set()
+        heartbeat.join(timeout=5)
+    if ctx._unlogged:
+        ctx.log(ctx._unlogged)
+    final = store.finish(run_id, worker, status, error=error, metrics=_plain(metrics))
+    if final.status in FINISHED:
+        ctx.log(
+            f"{final.status} after {final.seconds or 0:.1f} s" + (f": {error}" if error else "")
+        )
+    if interrupted is not None:
+        raise interrupted
+    return final.status
+
+
+def _plain(value: Any) -> Any:
+    """JSON data for run.json: numpy values become numbers and lists, NaN/inf become None."""
+    import math
+
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):
+        return _plain(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
