@@ -54,15 +54,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         flush=True,
     )
     env = dict(os.environ, FLIPSCOPE_DATA_DIR=str(cfg.data_dir))
-    if args.no_worker or not _has_worker():
+    if args.no_worker:
         return subprocess.call(streamlit_command(port, args.address), cwd=ROOT, env=env)
     from app.jobs.supervisor import run_with_worker
 
     return run_with_worker(streamlit_command(port, args.address), env=env, cwd=ROOT)
-
-
-def _has_worker() -> bool:
-    return importlib.util.find_spec("app.jobs.supervisor") is not None
 
 
 def _add_modules(
