@@ -19,6 +19,7 @@ st.set_page_config(page_title="Flipscope", page_icon=":material/flip:", layout="
 
 PAGES = [
     st.Page("pages/data_model.py", title="Data & model", icon=":material/dataset:", default=True),
+    st.Page("pages/explain.py", title="Explain", icon=":material/play_circle:"),
 ]
 
 sel = state.selection()

@@ -67,3 +67,13 @@ def get(key: str, default: Any = None) -> Any:
 
 def put(key: str, value: Any) -> None:
     st.session_state[key] = value
+
+
+def run_id() -> str | None:
+    """The run this session is looking at (also in the URL as ``run``)."""
+    return st.session_state.get("run") or st.query_params.get("run")
+
+
+def set_run(run: str) -> None:
+    st.session_state["run"] = run
+    st.query_params["run"] = run

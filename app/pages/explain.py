@@ -1,0 +1,193 @@
+"""Explain: choose a method, set its parameters, start a background job, watch it, cancel it."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app import resources, state, widgets
+from app.jobs import FAILED, RUNNING, SUCCEEDED
+from app.jobs.tasks import KINDS
+from explainers.registry import METHODS
+
+st.title("Explain")
+sel = state.selection()
+backend = resources.backend()
+store = backend.store
+
+try:
+    dataset = resources.selected_dataset(sel)
+except (ValueError, LookupError) as exc:
+    st.error(
+        f"The selected data set cannot be opened: {exc}. Pick another on the Data & model page."
+    )
+    st.stop()
+model_caps = resources.selected_capabilities(sel)
+st.caption(
+    f"Data: **{dataset.name}** ({dataset.modality}, {len(dataset.X_test):,} test rows). "
+    "Jobs run in the background: closing the tab loses nothing, and results stay after a restart."
+)
+
+if sel.model is None:
+    st.info("Upload a model on the Data & model page first.")
+    st.stop()
+
+
+def _applicable() -> dict[str, str]:
+    """Method kinds that fit this data set and model, with the reason for those that do not."""
+    out: dict[str, str] = {}
+    for name, kind in KINDS.items():
+        info = METHODS.get(kind.method or "")
+        if info is None:
+            continue
+        if dataset.modality not in info.modalities:
+            out[name] = f"not for {dataset.modality} data"
+        elif info.needs_gradients and "gradients" not in model_caps:
+            out[name] = "needs a model with gradients (the MNIST demo's SN-ResNet)"
+        else:
+            out[name] = ""
+    return out
+
+
+applicable = _applicable()
+usable = [k for k, why in applicable.items() if not why]
+if not usable:
+    st.warning("No explanation method fits this data set and model yet.")
+    st.stop()
+unusable = {k: why for k, why in applicable.items() if why}
+if unusable:
+    st.caption(
+        "Not available here: "
+        + "; ".join(f"{METHODS[KINDS[k].method].title}: {why}" for k, why in unusable.items())
+    )  # type: ignore[index]
+
+kind_name = st.selectbox(
+    "Method",
+    usable,
+    format_func=lambda k: METHODS[KINDS[k].method].title,  # type: ignore[index]
+    key="method",
+)
+info = METHODS[KINDS[kind_name].method]  # type: ignore[index]
+if info.summary:
+    st.caption(info.summary)
+
+model_spec = dict(sel.model)
+if kind_name == "ig" and "gradients" not in model_caps:
+    emap_runs = [r for r in store.list(status=SUCCEEDED, kind="emap") if r.dataset == sel.dataset]
+    if not emap_runs:
+        st.info(
+            "This black box gives no gradients, so Integrated Gradients runs on EMAP's surrogate network. "
+            "Train EMAP on this data set first."
+        )
+        st.stop()
+    chosen = st.selectbox(
+        "EMAP run whose surrogate to explain",
+        [r.id for r in emap_runs],
+        format_func=lambda rid: (
+            f"{rid[:8]} ({widgets.age_text(next(r.created_at for r in emap_runs if r.id == rid))})"
+        ),
+        key="ig_emap_run",
+    )
+    model_spec = {"emap_run": chosen}
+
+with st.form("job_form"):
+    n_test = len(dataset.X_test)
+    rows = st.number_input(
+        "Test rows to explain",
+        min_value=1,
+        max_value=n_test,
+        value=min(n_test, resources.default_rows(kind_name, dataset.modality)),
+        help="Slow methods (LIME, SHAP's permutation explainer, DeDUCE on a CPU) take seconds per row.",
+        key="rows",
+    )
+    values = widgets.params_form(info.load_params(), key=f"params.{kind_name}")
+    submitted = st.form_submit_button("Start", type="primary")
+
+if submitted:
+    try:
+        run_id = backend.submit(
+            kind_name, dataset=sel.dataset, model=model_spec, params={**values, "rows": int(rows)}
+        )
+    except (ValueError, LookupError, RuntimeError) as exc:
+        st.error(f"The job was not started: {exc}")
+    else:
+        state.set_run(run_id)
+        st.toast(f"Started {info.title} ({run_id[:8]})")
+
+
+@st.fragment(run_every=1.0)
+def live_progress(run_id: str) -> None:
+    run = store.get(run_id)
+    p = run.progress
+    label = f"{info_title(run.kind)} {run_id[:8]}: {p.stage or run.status}"
+    if p.message:
+        label += f": {p.message}"
+    if run.status == RUNNING:
+        label += f" ({widgets.eta_text(p.eta_seconds)})"
+    st.progress(min(max(p.fraction, 0.0), 1.0), text=label)
+    if not run.finished:
+        if st.button("Cancel", key=f"cancel.{run_id}"):
+            backend.cancel(run_id)
+            st.toast("Cancelling: the job stops at its next epoch or batch")
+    else:
+        st.rerun()
+
+
+def info_title(kind: str) -> str:
+    method = KINDS[kind].method if kind in KINDS else None
+    return METHODS[method].title if method in METHODS else kind
+
+
+active = state.run_id()
+if active and store.exists(active):
+    run = store.get(active)
+    if not run.finished:
+        live_progress(active)
+    elif run.status == SUCCEEDED:
+        st.success(
+            f"{info_title(run.kind)} {active[:8]} finished in {run.seconds or 0:.1f} s on {run.device}. "
+            "Open a view from the sidebar to see it."
+        )
+    elif run.status == FAILED:
+        st.error(f"{info_title(run.kind)} {active[:8]} failed: {run.error}")
+        if st.button("Retry", key="retry"):
+            state.set_run(backend.retry(active))
+            st.rerun()
+    else:
+        st.warning(f"{info_title(run.kind)} {active[:8]} was {run.status}.")
+
+st.subheader("Runs")
+runs = store.list()
+if not runs:
+    st.caption("No runs yet.")
+else:
+    table = pd.DataFrame(
+        {
+            "run": [r.id[:8] for r in runs],
+            "method": [info_title(r.kind) for r in runs],
+            "data": [r.dataset.get("name") or "upload" for r in runs],
+            "status": [r.status for r in runs],
+            "progress": [r.progress.fraction for r in runs],
+            "device": [r.device or "" for r in runs],
+            "seconds": [round(r.seconds, 1) if r.seconds else None for r in runs],
+            "started": [widgets.age_text(r.created_at) for r in runs],
+            "reason": [r.error or "" for r in runs],
+        }
+    )
+    picked = st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "progress": st.column_config.ProgressColumn(
+                min_value=0.0, max_value=1.0, format="percent"
+            )
+        },
+        on_select="rerun",
+        selection_mode="single-row",
+        key="runs_table",
+    )
+    rows_picked = picked.selection.rows if picked and picked.selection else []
+    if rows_picked:
+        state.set_run(runs[rows_picked[0]].id)
+        st.caption(f"Selected run {runs[rows_picked[0]].id[:8]}: the views open it.")

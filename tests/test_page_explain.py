@@ -1,0 +1,39 @@
+"""The Explain page through AppTest: the method list fits the data, the form submits a job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app.jobs import RunStore
+
+PAGE = str(Path(__file__).resolve().parent.parent / "app" / "pages" / "explain.py")
+
+
+@pytest.fixture
+def app(model_cache, monkeypatch, tmp_path):
+    monkeypatch.setenv("FLIPSCOPE_DATA_DIR", str(model_cache))
+    monkeypatch.setenv("FLIPSCOPE_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("FLIPSCOPE_QUEUE", f"sqlite://{tmp_path / 'queue.db'}")
+    return AppTest.from_file(PAGE, default_timeout=120)
+
+
+def test_methods_fit_the_data_and_a_job_is_queued(app, tmp_path):
+    app.run()
+    assert not app.exception, app.exception
+    methods = app.selectbox(key="method").options
+    assert "LIME" in " ".join(methods)
+    # DeDUCE/JSMA need a model with gradients: not offered for the moons forest
+    assert not any("DeDUCE" in m for m in methods)
+    app.selectbox(key="method").set_value("lime")
+    app.run()
+    app.number_input(key="rows").set_value(5)
+    app.button[0].click()  # the form's Start button
+    app.run()
+    assert not app.exception, app.exception
+    runs = RunStore(tmp_path / "runs").list()
+    assert len(runs) == 1 and runs[0].kind == "lime" and runs[0].params["rows"] == 5
+    assert runs[0].dataset == {"name": "moons"}
+    assert app.query_params["run"] == runs[0].id
