@@ -8,6 +8,7 @@ Every problem raises ``DataValidationError`` with a message that names the colum
 
 from __future__ import annotations
 
+import csv
 import io
 import zipfile
 from dataclasses import dataclass
@@ -40,6 +41,12 @@ class UploadLimits:
     max_categories: int = 100
     max_classes: int = 50
     min_rows: int = 20
+    # Text cells and column names longer than this are refused: they would end up in class names,
+    # category lists, plot labels and URLs. Cells (rows x columns) are capped so a compressed format
+    # (Parquet, NPZ) cannot decode to more than a CSV of the size limit could hold.
+    max_cell_chars: int = 1_000
+    max_name_chars: int = 200
+    max_cells: int = 25_000_000
 
 
 def sniff_table_format(data: bytes) -> str:
@@ -84,6 +91,12 @@ def read_table(data: bytes, filename: str, limits: UploadLimits = UploadLimits()
         )
     reader = {"parquet": _read_parquet, "npz": _read_npz, "csv": _read_csv}[fmt]
     frame = reader(data, filename, limits)
+    _check_frame(frame, filename, limits)
+    return frame
+
+
+def _check_frame(frame: pd.DataFrame, filename: str, limits: UploadLimits) -> None:
+    """Checks every format shares: sizes, names, long text cells. Renames columns to stripped strings."""
     if frame.shape[1] > limits.max_columns:
         raise DataValidationError(
             f"{filename!r} has {frame.shape[1]} columns; the limit is {limits.max_columns}"
@@ -93,34 +106,76 @@ def read_table(data: bytes, filename: str, limits: UploadLimits = UploadLimits()
             f"{filename!r} has more than {limits.max_rows:,} rows; upload a sample of the rows"
         )
     if len(frame) == 0:
-        raise DataValidationError(f"{filename!r} has a header but no rows")
+        raise DataValidationError(
+            f"{filename!r} has a header but no rows; add the data rows below the header line"
+        )
     frame.columns = [str(c).strip() for c in frame.columns]
-    duplicated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    _check_names(list(frame.columns), filename, limits)
+    for c in frame.columns:
+        if frame[c].dtype.kind in "biufcmM":
+            continue  # numbers and dates have bounded width
+        lengths = frame[c].astype(str).str.len().to_numpy()
+        if len(lengths) and int(lengths.max()) > limits.max_cell_chars:
+            raise DataValidationError(
+                f"column {c!r} of {filename!r} holds a text of {int(lengths.max()):,} characters (row "
+                f"{int(lengths.argmax())}); the limit is {limits.max_cell_chars:,}. Shorten or drop that "
+                "column."
+            )
+
+
+def _check_names(
+    names: list[str], filename: str, limits: UploadLimits, allow_empty: bool = False
+) -> None:
+    duplicated = (
+        sorted({c for c in names if c and names.count(c) > 1})
+        if len(set(names)) < len(names)
+        else []
+    )
     if duplicated:
         raise DataValidationError(
-            f"{filename!r} repeats column name(s) {duplicated[:5]}; names must be unique"
+            f"{filename!r} repeats column name(s) {[d[:40] for d in duplicated[:5]]}; names must be "
+            "unique. Rename the repeated columns."
         )
-    if any(c == "" for c in frame.columns):
+    if not allow_empty and any(c == "" for c in names):
         raise DataValidationError(
-            f"{filename!r} has a column with an empty name; name every column"
+            f"{filename!r} has a column with an empty name (column {names.index('') + 1}); name every column"
         )
-    return frame
+    long = [c for c in names if len(c) > limits.max_name_chars]
+    if long:
+        raise DataValidationError(
+            f"{filename!r} has a column name of {len(long[0]):,} characters ({long[0][:40]!r}...); the "
+            f"limit is {limits.max_name_chars}. Use short column names."
+        )
 
 
 def _read_csv(data: bytes, filename: str, limits: UploadLimits) -> pd.DataFrame:
+    encoding = "utf-16" if data.startswith((b"\xff\xfe", b"\xfe\xff")) else "utf-8-sig"
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode(encoding)
     except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
         raise DataValidationError(
-            f"{filename!r} is not UTF-8 text (byte 0x{data[exc.start]:02x} at position {exc.start}); "
-            "save it as UTF-8 CSV"
+            f"{filename!r} is not {encoding.upper().removesuffix('-SIG')} text (byte 0x{data[exc.start]:02x} "
+            f"at position {exc.start}, line {line}). It may be Latin-1 or Windows-1252: save it as "
+            "UTF-8 CSV (Excel: 'CSV UTF-8'; pandas: df.to_csv(path, encoding='utf-8'))."
         ) from None
-    header = text.split("\n", 1)[0]
+    # The header alone decides the column count, so a million-column header is refused after
+    # scanning one line, before pandas builds anything.
+    ends = [i for i in (text.find("\n"), text.find("\r")) if i >= 0]
+    header = text[: min(ends)] if ends else text
     delimiter = max([",", ";", "\t"], key=header.count)
     if header.count(delimiter) + 1 > limits.max_columns:
         raise DataValidationError(
             f"{filename!r} has a header of {header.count(delimiter) + 1:,} columns; "
-            f"the limit is {limits.max_columns}"
+            f"the limit is {limits.max_columns}. Keep the feature columns and the label only."
+        )
+    # pandas would silently rename a repeated name to 'name.1'; a repeated column is refused instead.
+    names = [n.strip() for n in next(csv.reader([header], delimiter=delimiter), [])]
+    _check_names(names, filename, limits, allow_empty=True)  # pandas names those 'Unnamed: i'
+
+    if not ends or not text[min(ends) :].strip():
+        raise DataValidationError(
+            f"{filename!r} has a single line (the header) and no rows; add the data rows below it"
         )
     try:
         return pd.read_csv(
@@ -134,29 +189,82 @@ def _read_csv(data: bytes, filename: str, limits: UploadLimits) -> pd.DataFrame:
         raise DataValidationError(
             f"{filename!r} has no columns; the first line must be a header"
         ) from None
-    except (pd.errors.ParserError, ValueError) as exc:
+    except (pd.errors.ParserError, ValueError, OverflowError, MemoryError) as exc:
         raise DataValidationError(
-            f"{filename!r} is not a well-formed CSV: {str(exc).splitlines()[0]}"
+            f"{filename!r} is not a well-formed CSV: {(str(exc).splitlines() or [type(exc).__name__])[0][:300]}. "
+            "Every row must have as many fields as the header."
         ) from None
 
 
 def _read_parquet(data: bytes, filename: str, limits: UploadLimits) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(io.BytesIO(data))
         meta = pf.metadata
-        if meta.num_columns > limits.max_columns or meta.num_rows > limits.max_rows:
+        schema = pf.schema_arrow
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DataValidationError(
+            f"{filename!r} is not a readable Parquet file (truncated or damaged?): "
+            f"{(str(exc).splitlines() or [type(exc).__name__])[0][:300]}"
+        ) from None
+    if meta.num_columns > limits.max_columns or meta.num_rows > limits.max_rows:
+        raise DataValidationError(
+            f"{filename!r} has {meta.num_rows:,} rows and {meta.num_columns:,} columns; the limits are "
+            f"{limits.max_rows:,} rows and {limits.max_columns} columns. Upload a sample of the rows."
+        )
+    if meta.num_rows * meta.num_columns > limits.max_cells:
+        raise DataValidationError(
+            f"{filename!r} has {meta.num_rows * meta.num_columns:,} cells; the limit is {limits.max_cells:,}"
+        )
+    textual = [
+        f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+    ]
+    other = [
+        f"{f.name} ({f.type})"
+        for f in schema
+        if f.name not in textual
+        and not (
+            pa.types.is_integer(f.type)
+            or pa.types.is_floating(f.type)
+            or pa.types.is_boolean(f.type)
+            or pa.types.is_dictionary(f.type)
+        )
+    ]
+    if other:
+        raise DataValidationError(
+            f"{filename!r} has column(s) of a type that is not a number, text or boolean: {other[:5]}; "
+            "flatten or drop them"
+        )
+    try:
+        # Text is read dictionary-encoded, so its decoded size can be measured before it exists:
+        # a dictionary of one long string repeated on every row is a Parquet "bomb".
+        table = pq.ParquetFile(io.BytesIO(data), read_dictionary=textual).read()
+        decoded = 0
+        for name in textual:
+            for chunk in table.column(name).chunks:
+                lengths = pc.utf8_length(chunk.dictionary)
+                longest = pc.max(lengths).as_py() or 0
+                if longest > limits.max_cell_chars:
+                    raise DataValidationError(
+                        f"column {name!r} of {filename!r} holds a text of {longest:,} characters; the limit "
+                        f"is {limits.max_cell_chars:,}. Shorten or drop that column."
+                    )
+                decoded += pc.sum(pc.take(lengths, chunk.indices)).as_py() or 0
+        if decoded > limits.max_bytes * 4:
             raise DataValidationError(
-                f"{filename!r} has {meta.num_rows:,} rows and {meta.num_columns:,} columns; the limits are "
-                f"{limits.max_rows:,} rows and {limits.max_columns} columns"
+                f"{filename!r} would decode to {decoded / 2**20:,.0f} MiB of text; the limit is "
+                f"{limits.max_bytes * 4 / 2**20:,.0f} MiB"
             )
-        return pf.read().to_pandas()
+        return table.cast(schema).to_pandas() if textual else table.to_pandas()
     except DataValidationError:
         raise
-    except Exception as exc:
+    except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataValidationError(
-            f"{filename!r} is not a readable Parquet file: {str(exc).splitlines()[0]}"
+            f"{filename!r} is not a readable Parquet file (truncated or damaged?): "
+            f"{(str(exc).splitlines() or [type(exc).__name__])[0][:300]}"
         ) from None
 
 
@@ -164,8 +272,10 @@ def _read_npz(data: bytes, filename: str, limits: UploadLimits) -> pd.DataFrame:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = archive.infolist()
-    except zipfile.BadZipFile:
-        raise DataValidationError(f"{filename!r} is a damaged zip/NPZ archive") from None
+    except (zipfile.BadZipFile, ValueError, EOFError):
+        raise DataValidationError(
+            f"{filename!r} is a damaged or truncated zip/NPZ archive; save it again with np.savez"
+        ) from None
     unpacked = sum(i.file_size for i in infos)
     if unpacked > 4 * limits.max_bytes:  # a zip bomb is refused before anything is inflated
         raise DataValidationError(
@@ -186,8 +296,13 @@ def _read_npz(data: bytes, filename: str, limits: UploadLimits) -> pd.DataFrame:
         raise DataValidationError(f"{filename!r} is not a readable NPZ: {exc}") from None
     except Exception as exc:
         raise DataValidationError(
-            f"{filename!r} is not a readable NPZ: {str(exc).splitlines()[0]}"
+            f"{filename!r} is not a readable NPZ: {(str(exc).splitlines() or [type(exc).__name__])[0][:300]}"
         ) from None
+    odd = {k: str(v.dtype) for k, v in arrays.items() if v.dtype.kind not in "biufUS"}
+    if odd:
+        raise DataValidationError(
+            f"{filename!r} holds arrays of unsupported dtype {odd}; save numbers, booleans or strings"
+        )
     return _npz_frame(arrays, filename)
 
 
@@ -258,7 +373,8 @@ def dataset_from_frame(
         )
     if len(frame) < limits.min_rows:
         raise DataValidationError(
-            f"only {len(frame)} rows; at least {limits.min_rows} are needed to train and test"
+            f"only {len(frame)} row{'s' if len(frame) != 1 else ''}; at least {limits.min_rows} are "
+            "needed to train and test"
         )
 
     y_raw = frame[label]
@@ -300,9 +416,16 @@ def dataset_from_frame(
                     f"column {c!r} has {int(values.isna().sum())} missing values (first at row "
                     f"{int(np.flatnonzero(values.isna())[0])}); fill or drop them"
                 )
-            if not np.all(np.isfinite(values.to_numpy(dtype=np.float64))):
+            numbers = values.to_numpy(dtype=np.float64)
+            if not np.all(np.isfinite(numbers)):
+                row = int(np.flatnonzero(~np.isfinite(numbers))[0])
                 raise DataValidationError(
-                    f"column {c!r} holds an infinite value; replace it with a finite number"
+                    f"column {c!r} holds an infinite value (row {row}); replace it with a finite number"
+                )
+            if np.abs(numbers).max() > 1e150:
+                raise DataValidationError(
+                    f"column {c!r} holds values as large as {np.abs(numbers).max():.3g}; its mean and "
+                    "spread cannot be computed. Rescale the column (for example to other units)."
                 )
         else:
             if frame[c].isna().any():
@@ -317,6 +440,13 @@ def dataset_from_frame(
                 )
 
     idx = np.arange(len(frame))
+    n_test = int(np.ceil(test_fraction * len(frame)))
+    if min(n_test, len(frame) - n_test) < len(classes):
+        raise DataValidationError(
+            f"{len(frame)} rows cannot be split into a training and a test part that each hold all "
+            f"{len(classes)} classes of {label!r}; upload more rows (at least "
+            f"{int(np.ceil(len(classes) / min(test_fraction, 1 - test_fraction)))})"
+        )
     train_idx, test_idx = train_test_split(
         idx, test_size=test_fraction, random_state=seed, stratify=y
     )
