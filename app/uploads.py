@@ -9,7 +9,9 @@ No streamlit import: workers resolve uploads too.
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import shutil
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -24,6 +26,10 @@ META = "upload.json"
 
 class UploadNotFound(LookupError):
     """No upload with that id (or it belongs to another user)."""
+
+
+class UploadWriteError(OSError):
+    """The store could not write an upload (disk full, permissions); nothing was kept."""
 
 
 @dataclass
@@ -47,10 +53,22 @@ class UploadStore:
         return self.root / upload_id
 
     def _write(self, info: UploadInfo, data: bytes) -> str:
+        """Write into a hidden temporary folder and rename it into place, so a failed write (full
+        disk, killed process) leaves no half-written upload behind under its id."""
         folder = self._folder(info.id)
-        folder.mkdir(parents=True, exist_ok=False)
-        (folder / "data.bin").write_bytes(data)
-        (folder / META).write_text(json.dumps(vars(info), indent=1))
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".tmp-{info.id}"
+        try:
+            tmp.mkdir()
+            (tmp / "data.bin").write_bytes(data)
+            (tmp / META).write_text(json.dumps(vars(info), indent=1))
+            os.replace(tmp, folder)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise UploadWriteError(
+                f"the upload could not be saved ({exc.strerror or exc}); nothing was stored. "
+                "Try again later or ask the operator to check the data directory's free space."
+            ) from None
         return info.id
 
     def info(self, upload_id: str, owner: str | None = None) -> UploadInfo:
@@ -89,14 +107,20 @@ class UploadStore:
         self._write(info, data)
         return upload_id, dataset
 
-    def dataset(self, upload_id: str) -> Dataset:
+    def dataset(self, upload_id: str, owner: str | None = None) -> Dataset:
+        """The Dataset of an upload; with ``owner``, another user's upload is not found."""
+        if owner is not None:
+            self.info(upload_id, owner)
         return _cached_dataset(str(self.root), upload_id, self.limits)
 
     def add_model(
         self, data: bytes, filename: str, dataset_id: str, owner: str | None = None
     ) -> tuple[str, Model]:
         """Load a model safely, bind it to an uploaded data set (refusing a misfit), and store it."""
-        model = adapt_uploaded_model(load_model(data, filename), self.dataset(dataset_id))
+        dataset = self.dataset(dataset_id, owner)
+        model = adapt_uploaded_model(
+            load_model(data, filename, max_bytes=self.limits.max_bytes), dataset
+        )
         upload_id = secrets.token_urlsafe(12)
         info = UploadInfo(
             upload_id,
@@ -109,13 +133,17 @@ class UploadStore:
         self._write(info, data)
         return upload_id, model
 
-    def model(self, upload_id: str) -> Model:
-        info = self.info(upload_id)
+    def model(self, upload_id: str, owner: str | None = None) -> Model:
+        """The bound Model of an upload; with ``owner``, another user's upload is not found."""
+        info = self.info(upload_id, owner)
         if info.kind != "model":
             raise UploadNotFound(f"upload {upload_id!r} is a {info.kind}, not a model")
         data = (self._folder(upload_id) / "data.bin").read_bytes()
+        # Stored bytes passed the size limit once; the limit may have been lowered since, so the
+        # file's own size (or the current limit, if larger) is allowed when re-reading it.
         return adapt_uploaded_model(
-            load_model(data, info.filename), self.dataset(info.options["dataset"])
+            load_model(data, info.filename, max_bytes=max(self.limits.max_bytes, len(data))),
+            self.dataset(info.options["dataset"]),
         )
 
 
