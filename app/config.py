@@ -1,10 +1,34 @@
-"""Configuration from the environment, read in one place. No streamlit import: workers use it too."""
+"""Configuration from the environment, read in one place. No streamlit import: workers use it too.
+
+Limits a hosted instance needs, each with a safe default:
+
+================================  =======  ==============================================
+variable                          default  what it caps
+================================  =======  ==============================================
+FLIPSCOPE_MAX_UPLOAD_MB           50       size of one uploaded file (data set or model)
+FLIPSCOPE_MAX_ROWS                200000   rows of an uploaded data set
+FLIPSCOPE_MAX_COLUMNS             1000     columns of an uploaded data set
+FLIPSCOPE_MAX_JOBS_PER_USER       4        jobs one user may have queued or running
+FLIPSCOPE_JOB_TIME_LIMIT_S        1800     seconds one job may run before it is stopped
+FLIPSCOPE_ALLOWED_EMAILS          (none)   who may sign in (see ``app.auth``)
+================================  =======  ==============================================
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported lazily: `flipscope run` reads settings without loading pandas
+    from datasets.upload import UploadLimits
+
+MIB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value Flipscope cannot use; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -12,6 +36,13 @@ class Settings:
     data_dir: Path
     queue_url: str | None
     port: int
+    max_upload_mb: int = 50
+    max_rows: int = 200_000
+    max_columns: int = 1_000
+    max_jobs_per_user: int = 4
+    job_time_limit_s: int = 1_800
+    # Lower-cased addresses, or ``*@domain`` patterns; empty: nobody named (see app.auth).
+    allowed_emails: tuple[str, ...] = ()
 
     @property
     def cache_dir(self) -> Path:
@@ -26,11 +57,66 @@ class Settings:
         return self.data_dir / "uploads"
 
 
+def _int_env(name: str, default: int, lo: int, hi: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not a whole number; set it to an integer from {lo:,} to {hi:,} "
+            f"or unset it (default {default:,})"
+        ) from None
+    if not lo <= value <= hi:
+        raise ConfigError(
+            f"{name}={value:,} is outside {lo:,}..{hi:,}; choose a value in that range "
+            f"or unset it (default {default:,})"
+        )
+    return value
+
+
+def parse_emails(raw: str) -> tuple[str, ...]:
+    """``"A@x.org, *@y.org"`` -> ``("a@x.org", "*@y.org")``; refuses entries that are not addresses."""
+    entries = tuple(e.strip().lower() for e in raw.replace(";", ",").split(",") if e.strip())
+    bad = [e for e in entries if e != "*" and (e.count("@") != 1 or e.endswith("@"))]
+    if bad:
+        raise ConfigError(
+            f"FLIPSCOPE_ALLOWED_EMAILS holds {bad[:3]}, which are not e-mail addresses; list "
+            "addresses or *@domain patterns separated by commas (or * for any signed-in account)"
+        )
+    return entries
+
+
 def settings() -> Settings:
-    """Current settings: FLIPSCOPE_DATA_DIR (default ~/.flipscope), FLIPSCOPE_QUEUE, FLIPSCOPE_PORT."""
+    """Current settings: FLIPSCOPE_DATA_DIR (default ~/.flipscope), FLIPSCOPE_QUEUE, FLIPSCOPE_PORT,
+    and the limits in the module docstring. Raises ``ConfigError`` naming a malformed variable."""
     data_dir = Path(os.environ.get("FLIPSCOPE_DATA_DIR") or Path.home() / ".flipscope").expanduser()
     return Settings(
         data_dir=data_dir,
         queue_url=os.environ.get("FLIPSCOPE_QUEUE") or None,
-        port=int(os.environ.get("FLIPSCOPE_PORT", "8501")),
+        port=_int_env("FLIPSCOPE_PORT", 8501, 1, 65_535),
+        max_upload_mb=_int_env("FLIPSCOPE_MAX_UPLOAD_MB", 50, 1, 2_000),
+        max_rows=_int_env("FLIPSCOPE_MAX_ROWS", 200_000, 20, 100_000_000),
+        max_columns=_int_env("FLIPSCOPE_MAX_COLUMNS", 1_000, 2, 1_000_000),
+        max_jobs_per_user=_int_env("FLIPSCOPE_MAX_JOBS_PER_USER", 4, 1, 10_000),
+        job_time_limit_s=_int_env("FLIPSCOPE_JOB_TIME_LIMIT_S", 1_800, 10, 7 * 24 * 3600),
+        allowed_emails=parse_emails(os.environ.get("FLIPSCOPE_ALLOWED_EMAILS", "")),
+    )
+
+
+def upload_limits(cfg: Settings | None = None) -> UploadLimits:
+    """The data-upload caps of ``cfg`` (default: the current settings) as ``UploadLimits``.
+
+    Cells (rows x columns) are capped at what a CSV of the size limit could hold ("0," per cell),
+    so Parquet and NPZ, which compress, cannot decode to more.
+    """
+    from datasets.upload import UploadLimits
+
+    cfg = cfg or settings()
+    return UploadLimits(
+        max_bytes=cfg.max_upload_mb * MIB,
+        max_rows=cfg.max_rows,
+        max_columns=cfg.max_columns,
+        max_cells=cfg.max_upload_mb * MIB // 2,
     )

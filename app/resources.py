@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.config import settings
+from app.config import settings, upload_limits
 from app.jobs import JobBackend, get_backend
 from app.state import Selection
 from app.uploads import UploadStore
@@ -25,7 +25,8 @@ def demo(name: str) -> Model:
 
 
 def uploads() -> UploadStore:
-    return UploadStore(settings().uploads_dir)
+    cfg = settings()
+    return UploadStore(cfg.uploads_dir, upload_limits(cfg))
 
 
 @st.cache_resource(show_spinner=False)

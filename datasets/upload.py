@@ -46,7 +46,7 @@ class UploadLimits:
     # (Parquet, NPZ) cannot decode to more than a CSV of the size limit could hold.
     max_cell_chars: int = 1_000
     max_name_chars: int = 200
-    max_cells: int = 25_000_000
+    max_cells: int = 25 * 1024 * 1024  # what a CSV of max_bytes can hold: '0,' per cell
 
 
 def sniff_table_format(data: bytes) -> str:
