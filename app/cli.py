@@ -23,8 +23,14 @@ ROOT = Path(__file__).resolve().parent.parent
 COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("app.jobs.worker", "serve the job queue (one per GPU, pinned with CUDA_VISIBLE_DEVICES)"),
     "jobs": ("app.jobs.cli", "submit, list, show, cancel, retry background jobs"),
+    "train": ("app.train_cli", "train the SN-ResNet on MNIST and write a model + density asset folder"),
 }
-BENCHES: dict[str, tuple[str, str]] = {}
+BENCHES: dict[str, tuple[str, str]] = {
+    "deduce": (
+        "benchmarks.deduce",
+        "DeDUCE vs JSMA on MNIST test images 0-99 x 9 targets (the DeDUCE paper's table)",
+    ),
+}
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:

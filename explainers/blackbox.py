@@ -1,6 +1,10 @@
 """The built-in demo black boxes: a random forest of 200 trees per tabular/2-D demo (the EMAP paper's
 choice), trained on first use with a fixed seed and cached as ``.skops`` in a cache folder. The cached
 file is read back through the same safe loader as an upload, so the demo path exercises it too.
+
+The 10-class MNIST demo is instead the pretrained small spectrally normalised ResNet shipped in
+``assets/mnist_resnet_sn_small`` (trained by ``flipscope train resnet``), a ``TorchModel`` with input
+gradients and its DDU feature density attached as ``model.density``, so DeDUCE and JSMA work at once.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from explainers.models import Model, load_model
 
 PAPER_F1 = {"moons": 0.97, "blob": 0.910, "mnist38": 0.98, "adult": 0.81}
 RF_DEMOS = ("moons", "blob", "mnist38", "adult")
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+SN_RESNET_DEMOS = {"mnist": ASSETS_DIR / "mnist_resnet_sn_small"}
 Progress = Callable[[float, str], None]
 
 
@@ -35,9 +41,14 @@ def demo_model_path(name: str, cache_dir: str | Path) -> Path:
 
 
 def demo_model(name: str, cache_dir: str | Path, progress: Progress | None = None) -> Model:
-    """The demo black box for a built-in data set, trained and cached on first use."""
+    """The demo black box for a built-in data set: the shipped SN-ResNet for ``mnist``, otherwise a
+    random forest trained and cached on first use."""
+    if name in SN_RESNET_DEMOS:
+        return sn_resnet_demo(name)
     if name not in RF_DEMOS:
-        raise ValueError(f"no random-forest demo model for {name!r}; demos: {', '.join(RF_DEMOS)}")
+        raise ValueError(
+            f"no demo model for {name!r}; demos: {', '.join([*SN_RESNET_DEMOS, *RF_DEMOS])}"
+        )
     dataset = load_dataset(name)
     path = demo_model_path(name, cache_dir)
     if not path.exists():
@@ -55,6 +66,34 @@ def demo_model(name: str, cache_dir: str | Path, progress: Progress | None = Non
             progress(1.0, f"trained in {time.perf_counter() - t0:.1f} s")
     model = load_model(path.read_bytes(), path.name, class_names=dataset.class_names)
     model.description = f"random forest, 200 trees, on {name}"
+    return model
+
+
+def sn_resnet_demo(name: str = "mnist", folder: str | Path | None = None) -> Model:
+    """The pretrained SN-ResNet in ``folder`` (default: the shipped asset for ``name``), loaded through
+    the safe loader, with its feature density attached as ``model.density`` (None if absent)."""
+    import json
+
+    from explainers.density import ClassGaussianDensity
+
+    folder = Path(folder) if folder is not None else SN_RESNET_DEMOS[name]
+    path = folder / "model.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"the pretrained SN-ResNet is missing ({path}); rebuild it with "
+            f"`flipscope train resnet --size small --out {folder}`"
+        )
+    dataset = load_dataset(name)
+    model = load_model(path.read_bytes(), path.name, class_names=dataset.class_names)
+    model.density = (  # type: ignore[attr-defined]
+        ClassGaussianDensity.load(folder) if (folder / "density.safetensors").exists() else None
+    )
+    meta_path = folder / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    acc = meta.get("test_accuracy")
+    model.description = f"SN-ResNet ({meta.get('size', 'small')}, c={meta.get('coeff', 4.0):g}) on {name}" + (
+        f", test accuracy {acc:.2%}" if isinstance(acc, float) else ""
+    )
     return model
 
 

@@ -215,9 +215,23 @@ class Architecture:
     help: str
 
 
+def build_resnet_sn(config: dict[str, Any]) -> Any:
+    """The spectrally normalised ResNet of DDU/DeDUCE (``explainers.resnet_sn``), imported lazily."""
+    from explainers.resnet_sn import build_resnet_sn as build
+
+    return build(config)
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     "mlp": Architecture(
         build_mlp, lambda c: None, "ReLU MLP on flat features: in_features, hidden, n_classes"
+    ),
+    "resnet_sn": Architecture(
+        build_resnet_sn,
+        lambda c: tuple(int(s) for s in c.get("input_shape", (1, 28, 28))),
+        "spectrally normalised ResNet (DDU/DeDUCE) for 1x28x28 images in [0, 1], giving log-probabilities: "
+        "widths, blocks, coeff, n_classes, input_shape [1, 28, 28], leak "
+        "(explainers.resnet_sn.config_for('small' or 'resnet18'))",
     ),
 }
 

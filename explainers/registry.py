@@ -62,6 +62,29 @@ METHODS["integrated_gradients"] = MethodInfo(
     "without gradients (fit(..., surrogate=...))",
 )
 
+# Pixel counterfactuals on a torch image classifier (the shipped MNIST SN-ResNet or an uploaded one).
+METHODS["deduce"] = MethodInfo(
+    name="deduce",
+    title="DeDUCE",
+    module="explainers.deduce",
+    cls="DeDUCE",
+    params_cls="DeDUCEParams",
+    modalities=("image",),
+    needs_gradients=True,
+    summary="greedy pixel steps towards a target class, guided by the classifier and the DDU feature "
+    "density of the target (Höltgen et al. 2021)",
+)
+METHODS["jsma"] = MethodInfo(
+    name="jsma",
+    title="JSMA (DeDUCE baseline)",
+    module="explainers.jsma",
+    cls="JSMA",
+    params_cls="JSMAParams",
+    modalities=("image",),
+    needs_gradients=True,
+    summary="greedy single-pixel gradient-sign steps on the target's NLL, as the DeDUCE paper ran JSMA",
+)
+
 
 def get_method(name: str) -> MethodInfo:
     try:
