@@ -126,9 +126,9 @@ class FeatureSchema:
         for j, f in enumerate(self.continuous):
             values = X[:, j] * f.std + f.mean
             columns[f.name] = np.rint(values).astype(np.int64) if f.integer else values
-        for f in self.categorical:
-            idx = X[:, f.block].argmax(axis=1)
-            columns[f.name] = np.asarray(f.categories, dtype=object)[idx]
+        for cat in self.categorical:
+            idx = X[:, cat.block].argmax(axis=1)
+            columns[cat.name] = np.array(cat.categories, dtype=object)[idx]
         return pd.DataFrame(columns)
 
     def encode(self, frame: pd.DataFrame) -> NDArray[np.float32]:
@@ -145,16 +145,16 @@ class FeatureSchema:
                     f"column {f.name!r} has a missing or non-numeric value at row {bad}"
                 )
             out[:, j] = (values - f.mean) / f.std
-        for f in self.categorical:
-            values = frame[f.name].astype(str).to_numpy()
-            lookup = {c: i for i, c in enumerate(f.categories)}
+        for cat in self.categorical:
+            values = frame[cat.name].astype(str).to_numpy()
+            lookup = {c: i for i, c in enumerate(cat.categories)}
             unknown = sorted({v for v in values if v not in lookup})
             if unknown:
                 raise DataValidationError(
-                    f"column {f.name!r} has unknown categories {unknown[:5]}; known: {list(f.categories)[:10]}"
+                    f"column {cat.name!r} has unknown categories {unknown[:5]}; known: {list(cat.categories)[:10]}"
                 )
             idx = np.fromiter((lookup[v] for v in values), dtype=np.int64, count=len(values))
-            out[np.arange(len(frame)), f.start + idx] = 1.0
+            out[np.arange(len(frame)), cat.start + idx] = 1.0
         return out
 
     def to_dict(self) -> dict:

@@ -91,11 +91,14 @@ def load_mnist(folder: str | Path | None = None, digits: tuple[int, ...] | None 
         }
     else:
         folder = Path(folder)
-        X_train = read_idx(_find_idx(folder, "train-images-idx3-ubyte")).reshape(-1, 784) / 255.0
+        X_train = (
+            read_idx(_find_idx(folder, "train-images-idx3-ubyte")).reshape(-1, 784) / 255.0
+        ).astype(np.float32)
         y_train = read_idx(_find_idx(folder, "train-labels-idx1-ubyte")).astype(np.int64)
-        X_test = read_idx(_find_idx(folder, "t10k-images-idx3-ubyte")).reshape(-1, 784) / 255.0
+        X_test = (
+            read_idx(_find_idx(folder, "t10k-images-idx3-ubyte")).reshape(-1, 784) / 255.0
+        ).astype(np.float32)
         y_test = read_idx(_find_idx(folder, "t10k-labels-idx1-ubyte")).astype(np.int64)
-        X_train, X_test = X_train.astype(np.float32), X_test.astype(np.float32)
         provenance = {"source": f"MNIST IDX files in {folder}", "split": "standard 60,000/10,000"}
     name, classes = "mnist", DIGITS
     if digits is not None:

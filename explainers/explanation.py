@@ -7,6 +7,7 @@ and provenance needed to read them later (alibi's metadata). Saved as ``arrays.n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -173,9 +174,6 @@ class Explanation:
                 arrays[name] = getattr(self, name)
         for key, value in self.diagnostics.items():
             arrays[f"diagnostics/{key}"] = value
-        tmp_npz = folder / (ARRAYS + ".tmp")
-        with open(tmp_npz, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
         meta = {
             "schema_version": SCHEMA_VERSION,
             "method": self.method,
@@ -189,22 +187,46 @@ class Explanation:
             "metrics": _jsonable(self.metrics),
             "arrays": sorted(arrays),
         }
+        tmp_npz = folder / (ARRAYS + ".tmp")
         tmp_json = folder / (META + ".tmp")
-        tmp_json.write_text(json.dumps(meta, indent=1, allow_nan=False))
-        tmp_npz.replace(folder / ARRAYS)
-        tmp_json.replace(folder / META)
+        try:
+            with open(tmp_npz, "wb") as fh:
+                np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
+            tmp_json.write_text(json.dumps(meta, indent=1, allow_nan=False))
+            # explanation.json goes last and is what marks a saved Explanation: drop an old one
+            # first, so a crash between the renames leaves "no explanation.json" (an error that
+            # says so), never new arrays read with old metadata.
+            (folder / META).unlink(missing_ok=True)
+            tmp_npz.replace(folder / ARRAYS)
+            tmp_json.replace(folder / META)
+        finally:
+            # A failed write (disk full, read-only folder) leaves no temporary files behind.
+            for tmp in (tmp_npz, tmp_json):
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
         return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> Explanation:
+        """Read what ``save`` wrote. Raises ``ExplanationFormatError``, naming the file and what is
+        wrong with it, for a missing, unreadable, truncated or inconsistent save (never another
+        exception type, so a caller can show one message per broken run)."""
         folder = Path(folder)
         try:
-            meta = json.loads((folder / META).read_text())
+            meta = json.loads((folder / META).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ExplanationFormatError(f"no {META} in {folder}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ExplanationFormatError(f"{folder / META} is corrupted: {exc}") from None
-        version = meta.get("schema_version") if isinstance(meta, dict) else None
+        except OSError as exc:
+            raise ExplanationFormatError(
+                f"{folder / META} cannot be read: {exc.strerror or exc}"
+            ) from None
+        if not isinstance(meta, dict):
+            raise ExplanationFormatError(
+                f"{folder / META} is corrupted: a JSON {type(meta).__name__}, not an explanation record"
+            )
+        version = meta.get("schema_version")
         if version != SCHEMA_VERSION:
             raise ExplanationFormatError(
                 f"{folder} holds an explanation of schema version {version!r}; this Flipscope reads "
@@ -215,11 +237,14 @@ class Explanation:
                 arrays = {k: npz[k] for k in npz.files}
         except FileNotFoundError:
             raise ExplanationFormatError(f"no {ARRAYS} in {folder}") from None
-        except Exception as exc:  # zipfile/zlib/ValueError: any unreadable archive
+        except Exception as exc:  # zipfile/zlib/ValueError/OSError: any unreadable archive
             raise ExplanationFormatError(f"{folder / ARRAYS} is corrupted: {exc}") from None
-        missing = [k for k in meta["arrays"] if k not in arrays]
+        listed = meta.get("arrays")
+        if not isinstance(listed, list):
+            raise ExplanationFormatError(f"{folder / META} is corrupted: it lists no arrays")
+        missing = [k for k in listed if k not in arrays]
         if missing:
-            raise ExplanationFormatError(f"{folder / ARRAYS} lacks {', '.join(missing)}")
+            raise ExplanationFormatError(f"{folder / ARRAYS} lacks {', '.join(map(str, missing))}")
         try:
             return cls(
                 method=meta["method"],
@@ -242,7 +267,9 @@ class Explanation:
                 image_shape=tuple(meta["image_shape"]) if meta["image_shape"] else None,
                 schema=FeatureSchema.from_dict(meta["schema"]) if meta.get("schema") else None,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except KeyError as exc:
+            raise ExplanationFormatError(f"{folder / META} lacks the field {exc}") from None
+        except (TypeError, ValueError, AttributeError, IndexError) as exc:
             raise ExplanationFormatError(f"{folder} is inconsistent: {exc}") from None
 
 
