@@ -133,8 +133,12 @@ def _print_kinds() -> int:
         for spec in param_specs(cls) if cls else []:
             bounds = "" if spec.lo is None and spec.hi is None else f" [{spec.lo}, {spec.hi}]"
             print(f"    {spec.name}={spec.default!r}{bounds}  {spec.help}")
-        if kind.method:
-            print("    rows=all  test rows to explain")
+        if "rows" in kind.job_params:
+            print("    rows=all  test rows to explain (the first N of the test split)")
+        if "surrogate" in kind.job_params:
+            print(
+                "    surrogate=none  emap_run:ID, an EMAP run whose surrogate gives the gradients"
+            )
     return 0
 
 

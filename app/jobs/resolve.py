@@ -199,6 +199,39 @@ def _emap_surrogate(path: Path, device: str) -> Model:
 RUN_MODEL_LOADERS: dict[str, Callable[[Path, str], Model]] = {"emap": _emap_surrogate}
 
 
+def normalize_surrogate_spec(spec: str | dict[str, Any]) -> dict[str, Any]:
+    """A surrogate is an EMAP run: ``"ID"``, ``"emap_run:ID"`` or ``{"emap_run": ID}``."""
+    if isinstance(spec, str):
+        spec = parse_spec(spec, "emap_run")
+    if not isinstance(spec, dict) or set(spec) != {"emap_run"} or not spec["emap_run"]:
+        raise SpecError(f'a surrogate is {{"emap_run": RUN_ID}} (an EMAP run), got {spec!r}')
+    return {"emap_run": str(spec["emap_run"])}
+
+
+def resolve_surrogate(
+    spec: dict[str, Any],
+    model_spec: dict[str, Any] | None,
+    dataset_spec: dict[str, Any],
+    dataset: Dataset,
+    store: RunStore,
+    *,
+    device: str = "cpu",
+) -> Model:
+    """The differentiable surrogate an EMAP run learned of the same black box on the same data."""
+    run_id = normalize_surrogate_spec(spec)["emap_run"]
+    model_spec = normalize_model_spec(model_spec, dataset_spec)
+    try:
+        emap_model = normalize_model_spec(store.get(run_id).model, dataset_spec)
+    except LookupError as exc:
+        raise SpecError(str(exc)) from None
+    if emap_model != model_spec:
+        raise SpecError(
+            f"EMAP run {run_id} learned a surrogate of model {emap_model}, but this job explains "
+            f"{model_spec}; use an EMAP run of the same model"
+        )
+    return _model_from_run(store, run_id, "emap", device, dataset, dataset_spec)
+
+
 # --------------------------------------------------------------------------- uploads
 def load_uploaded_dataset(upload_id: str) -> Dataset:
     """An uploaded data set from the upload store under the data directory."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -56,6 +57,10 @@ CANCEL_POLL = 0.2  # seconds a cancel-flag check is trusted for
 
 class JobError(RuntimeError):
     """A job cannot run as asked; the message is the one-line reason shown to the user."""
+
+
+class ArtifactWriteError(JobError):
+    """The job's results could not be written (disk full, read-only or vanished folder)."""
 
 
 # --------------------------------------------------------------------------- the context
@@ -198,6 +203,25 @@ class JobContext:
         finally:
             os.close(fd)
 
+    @contextlib.contextmanager
+    def writing(self, *names: str) -> Iterator[None]:
+        """Write the artifacts ``names`` (files or folders under ``artifacts/``). An ``OSError``
+        becomes the one-line ``ArtifactWriteError`` "could not write artifacts: <why>" (the
+        traceback still goes to the log), and whatever was half-written under these names is
+        removed, so nothing broken is left looking like a result."""
+        try:
+            yield
+        except OSError as exc:
+            for name in names:
+                path = self.artifacts / name
+                with contextlib.suppress(OSError):
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink(missing_ok=True)
+            why = exc.strerror or str(exc) or type(exc).__name__
+            raise ArtifactWriteError(f"could not write artifacts: {why}") from exc
+
     def rows(self, dataset: Any, job_params: dict[str, Any]) -> Any:
         """The rows to explain: the test split, capped by ``rows``."""
         X = dataset.X_test
@@ -276,17 +300,23 @@ def run_blackbox(ctx: JobContext) -> dict[str, Any]:
     ctx.report(0.9, "saving", "writing model.skops", force=True)
     path = ctx.artifacts / "model.skops"
     tmp = path.with_name("model.skops.tmp")
-    sio.dump(forest, tmp)
-    tmp.replace(path)
+    with ctx.writing(tmp.name, path.name):
+        sio.dump(forest, tmp)
+        tmp.replace(path)
     demo_path = None
     if params == BlackboxParams() and ctx.run.dataset.get("name") in RF_DEMOS:
         # The same forest the dashboard's demo uses: fill its cache so nothing trains twice.
         demo_path = demo_model_path(dataset.name, settings().cache_dir)
         if not demo_path.exists():
-            demo_path.parent.mkdir(parents=True, exist_ok=True)
             cache_tmp = demo_path.with_name(demo_path.name + f".{os.getpid()}.tmp")
-            cache_tmp.write_bytes(path.read_bytes())
-            cache_tmp.replace(demo_path)
+            try:
+                demo_path.parent.mkdir(parents=True, exist_ok=True)
+                cache_tmp.write_bytes(path.read_bytes())
+                cache_tmp.replace(demo_path)
+            except OSError as exc:  # only a cache: the run's own model is saved
+                ctx.log(f"could not fill the demo cache ({exc.strerror or exc}); the run is kept")
+                with contextlib.suppress(OSError):
+                    cache_tmp.unlink(missing_ok=True)
     ctx.report(0.95, "evaluating", "accuracy and F1 on the test split", force=True)
     # Read back through the safe loader, as every later job will.
     model = load_model(path.read_bytes(), path.name, class_names=list(dataset.class_names))
@@ -300,12 +330,13 @@ def run_blackbox(ctx: JobContext) -> dict[str, Any]:
     return metrics
 
 
-def run_method(ctx: JobContext, method: str, fit_share: float) -> dict[str, Any]:
+def run_method(ctx: JobContext, kind: JobKind) -> dict[str, Any]:
     """Fit and apply a registered explanation method; save its Explanation (and fitted state)."""
     from explainers.registry import get_method
 
-    info = get_method(method)
-    job_params, method_params = split_params(ctx.run.params)
+    assert kind.method is not None
+    info = get_method(kind.method)
+    job_params, method_params = split_params(ctx.run.params, kind.job_params)
     params = params_from_dict(info.load_params(), method_params)
     cls = info.load()
     device_choice = getattr(params, "device", None)
@@ -318,13 +349,20 @@ def run_method(ctx: JobContext, method: str, fit_share: float) -> dict[str, Any]
     with ctx.gpu_slot():
         dataset = ctx.dataset()
         model = ctx.model(dataset)
+        fit_extra: dict[str, Any] = {}
+        if job_params.get("surrogate"):
+            ctx.report(0.05, "loading model", "the surrogate of an EMAP run", force=True)
+            fit_extra["surrogate"] = resolve.resolve_surrogate(
+                job_params["surrogate"], ctx.run.model, ctx.run.dataset, dataset, ctx.store,
+                device=ctx.device,
+            )  # fmt: skip
         X = ctx.rows(dataset, job_params)
         t0 = time.perf_counter()
         explainer = cls(params)
-        fit_end = 0.05 + fit_share * 0.9
+        fit_end = 0.05 + kind.fit_share * 0.9
         explainer.fit(
             dataset, model, progress=ctx.stage("fitting", 0.05, fit_end),
-            should_stop=ctx.should_stop,
+            should_stop=ctx.should_stop, **fit_extra,
         )  # fmt: skip
         fitted = time.perf_counter()
         explanation = explainer.explain(
@@ -332,9 +370,10 @@ def run_method(ctx: JobContext, method: str, fit_share: float) -> dict[str, Any]
         )
         done = time.perf_counter()
     ctx.report(0.96, "saving", "writing the explanation", force=True)
-    explanation.save(ctx.artifacts / EXPLANATION)
-    if hasattr(explainer, "save"):
-        explainer.save(ctx.artifacts / method)
+    with ctx.writing(EXPLANATION, kind.name):
+        explanation.save(ctx.artifacts / EXPLANATION)
+        if hasattr(explainer, "save"):
+            explainer.save(ctx.artifacts / kind.name)
     metrics = dict(explanation.metrics)
     metrics.update(
         n=explanation.n, fit_seconds=round(fitted - t0, 3), explain_seconds=round(done - fitted, 3)
@@ -344,9 +383,11 @@ def run_method(ctx: JobContext, method: str, fit_share: float) -> dict[str, Any]
     return metrics
 
 
-def split_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(job-level params such as ``rows``, the method's own params)."""
-    job = {k: v for k, v in params.items() if k in JOB_PARAMS}
+def split_params(
+    params: dict[str, Any], job_keys: tuple[str, ...] = JOB_PARAMS
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(job-level params such as ``rows`` and ``surrogate``, the method's own params)."""
+    job = {k: v for k, v in params.items() if k in job_keys}
     if "rows" in job:
         try:
             job["rows"] = int(job["rows"])
@@ -354,13 +395,17 @@ def split_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
             raise ParamsError(f"parameter 'rows' must be int, got {job['rows']!r}") from None
         if job["rows"] < 1:
             raise ParamsError(f"parameter 'rows' must be >= 1, got {job['rows']}")
-    return job, {k: v for k, v in params.items() if k not in JOB_PARAMS}
+    if job.get("surrogate"):
+        job["surrogate"] = resolve.normalize_surrogate_spec(job["surrogate"])
+    return job, {k: v for k, v in params.items() if k not in job_keys}
 
 
 @dataclass(frozen=True)
 class JobKind:
     """A kind of job: what it runs, the Params dataclass its form and validation come from,
-    and whether it explains a black box (needs a model spec)."""
+    whether it explains a black box (needs a model spec), and the job-level parameters it takes
+    besides the method's (``rows``: cap on test rows; ``surrogate``: an EMAP run whose surrogate
+    stands in for a black box without gradients)."""
 
     name: str
     title: str
@@ -368,6 +413,8 @@ class JobKind:
     params: Callable[[], type | None]
     needs_model: bool
     method: str | None = None
+    job_params: tuple[str, ...] = ()
+    fit_share: float = 0.1  # the part of the progress bar for fitting
 
     def available(self) -> str | None:
         """None when the kind can run here, else why not."""
@@ -381,21 +428,20 @@ class JobKind:
 
 
 def _method_kind(
-    name: str, title: str, method: str, fit_share: float, needs_model: bool = True
+    name: str, title: str, method: str, fit_share: float, job_params: tuple[str, ...] = JOB_PARAMS
 ) -> JobKind:
     def run(ctx: JobContext) -> dict[str, Any]:
-        return run_method(ctx, method, fit_share)
+        return run_method(ctx, KINDS[name])
 
     def params() -> type | None:
         from explainers.registry import get_method
 
         return get_method(method).load_params()
 
-    return JobKind(name, title, run, params, needs_model, method)
+    return JobKind(name, title, run, params, True, method, job_params, fit_share)
 
 
-# fit_share: the part of the progress bar for fitting (EMAP trains two networks; DeDUCE, JSMA,
-# LIME, SHAP and IG do their work per instance in explain).
+# fit_share: EMAP trains two networks in fit; DeDUCE, JSMA, LIME, SHAP and IG work per instance.
 KINDS: dict[str, JobKind] = {
     "blackbox": JobKind(
         "blackbox",
@@ -407,9 +453,15 @@ KINDS: dict[str, JobKind] = {
     "emap": _method_kind("emap", "Train EMAP and explain the test rows", "emap", 0.85),
     "deduce": _method_kind("deduce", "DeDUCE counterfactuals", "deduce", 0.1),
     "jsma": _method_kind("jsma", "JSMA counterfactuals", "jsma", 0.1),
-    "lime": _method_kind("lime", "LIME attributions", "lime", 0.1),
-    "shap": _method_kind("shap", "Kernel SHAP attributions", "shap", 0.1),
-    "ig": _method_kind("ig", "Integrated Gradients attributions", "ig", 0.05),
+    "lime": _method_kind("lime", "LIME attributions", "lime", 0.05),
+    "shap": _method_kind("shap", "SHAP attributions", "shap", 0.05),
+    "ig": _method_kind(
+        "ig",
+        "Integrated Gradients attributions",
+        "integrated_gradients",
+        0.05,
+        (*JOB_PARAMS, "surrogate"),
+    ),  # fmt: skip
 }
 
 
@@ -446,7 +498,7 @@ def validate(
         model_spec = None
     params = dict(params or {})
     params_cls = job.params()
-    job_params, own = split_params(params) if job.method else ({}, params)
+    job_params, own = split_params(params, job.job_params) if job.method else ({}, params)
     if params_cls is not None:
         checked = params_from_dict(params_cls, own)
         # Store the converted values (CLI strings become numbers) so the run shows what ran.
@@ -515,22 +567,46 @@ def execute(run_id: str, store: RunStore | None = None) -> str:
         ctx.log(error)
     except Exception as exc:
         error = one_line(exc)
-        store.append_log(run_id, traceback.format_exc())
+        # A full disk may refuse the log too; the run must still get its final status.
+        with contextlib.suppress(OSError):
+            store.append_log(run_id, traceback.format_exc())
     finally:
         logging.captureWarnings(False)
         root.removeHandler(handler)
         heartbeat.stopped.set()
         heartbeat.join(timeout=5)
-    if ctx._unlogged:
-        ctx.log(ctx._unlogged)
-    final = store.finish(run_id, worker, status, error=error, metrics=_plain(metrics))
-    if final.status in FINISHED:
-        ctx.log(
-            f"{final.status} after {final.seconds or 0:.1f} s" + (f": {error}" if error else "")
-        )
+    with contextlib.suppress(OSError):
+        if ctx._unlogged:
+            ctx.log(ctx._unlogged)
+    final = _finish(store, run_id, worker, status, error, _plain(metrics))
+    with contextlib.suppress(OSError):
+        if final.status in FINISHED:
+            ctx.log(
+                f"{final.status} after {final.seconds or 0:.1f} s" + (f": {error}" if error else "")
+            )
     if interrupted is not None:
         raise interrupted
     return final.status
+
+
+FINISH_TRIES = 3
+
+
+def _finish(
+    store: RunStore, run_id: str, worker: dict[str, Any], status: str, error: str | None,
+    metrics: Any,
+) -> Run:  # fmt: skip
+    """``store.finish``, tried again when the disk refuses the record (a transient error on a
+    shared disk), so the run does not stay "running" behind a live worker."""
+    for attempt in range(FINISH_TRIES):
+        try:
+            return store.finish(run_id, worker, status, error=error, metrics=metrics)
+        except OSError:
+            if attempt == FINISH_TRIES - 1:
+                raise
+            log.exception("run %s: could not record its end (try %d)", run_id, attempt + 1)
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
 
 
 def _plain(value: Any) -> Any:
