@@ -13,14 +13,19 @@ if (
 
 import streamlit as st  # noqa: E402
 
-from app import state  # noqa: E402
+from app import auth, state  # noqa: E402
 
 st.set_page_config(page_title="Flipscope", page_icon=":material/flip:", layout="wide")
 
 PAGES = [
-    st.Page("pages/data_model.py", title="Data & model", icon=":material/dataset:", default=True),
-    st.Page("pages/explain.py", title="Explain", icon=":material/play_circle:"),
+    st.Page("views/data_model.py", title="Data & model", icon=":material/dataset:", default=True),
+    st.Page("views/explain.py", title="Explain", icon=":material/play_circle:"),
 ]
+
+# The gate comes before anything else renders: signed out (when sign-in is configured), no page,
+# run or artifact is reachable. Pages live in app/views/, not app/pages/: Streamlit would run a
+# script from a folder named "pages" directly, without this entrypoint, skipping the gate.
+auth.require_sign_in()
 
 sel = state.selection()
 with st.sidebar:

@@ -3,15 +3,24 @@ spectral norm cannot be deep-copied, so ``st.cache_data`` would break torch mode
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 import streamlit as st
+from numpy.typing import NDArray
 
 from app.config import settings, upload_limits
-from app.jobs import JobBackend, get_backend
+from app.jobs import JobBackend, Run, RunStore, get_backend
 from app.state import Selection
 from app.uploads import UploadStore
 from datasets import Dataset, load_dataset
 from explainers.blackbox import demo_model, evaluate
+from explainers.explanation import Explanation
 from explainers.models import Model
+
+if TYPE_CHECKING:
+    from app.plots.arrows import DecisionRegions, Projection2D
 
 
 @st.cache_resource(show_spinner=False)
@@ -79,3 +88,89 @@ DEFAULT_ROWS = {"emap": 100_000, "ig": 500, "lime": 200, "shap": 200, "deduce": 
 
 def default_rows(kind: str, modality: str) -> int:
     return DEFAULT_ROWS.get(kind, 200)
+
+
+def model_for_spec(spec: dict[str, str] | None) -> Model | None:
+    """The black box a run was made with, for drawing (decision regions, class probabilities)."""
+    if not spec:
+        return None
+    if "demo" in spec:
+        return demo(spec["demo"])
+    if "upload" in spec:
+        return uploaded_model(spec["upload"])
+    return None
+
+
+def dataset_for_spec(spec: dict[str, str]) -> Dataset:
+    if "name" in spec:
+        return dataset(spec["name"])
+    return uploaded_dataset(spec["upload"])
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def explanation(run_id: str, root: str) -> Explanation:
+    """A finished run's Explanation (immutable once the run succeeded, so safe to share)."""
+    return RunStore(root).load_explanation(run_id)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def projection(run_id: str, root: str, axes: tuple) -> Projection2D | None:
+    """The plane an arrow field is drawn in: None for 2-D data, PCA, or two chosen features."""
+    from app.plots.arrows import project_2d
+
+    exp = explanation(run_id, root)
+    if axes[0] in ("identity", "features"):
+        return None  # the arrow builder draws feature axes itself, labelled in original units
+    if axes[0] == "pca":
+        return project_2d(exp.inputs, "pca")
+    return project_2d(exp.inputs, "features", (int(axes[1]), int(axes[2])), exp.feature_names)
+
+
+@st.cache_resource(show_spinner="Drawing the black box's decision regions", max_entries=16)
+def regions(run_id: str, root: str, axes: tuple, resolution: int = 120) -> DecisionRegions | None:
+    """The black box's class probabilities on a grid of the plane (a slice for projections)."""
+    from app.plots.arrows import decision_regions, project_2d
+
+    store = RunStore(root)
+    model = model_for_spec(store.get(run_id).model)
+    if model is None:
+        return None
+    exp = explanation(run_id, root)
+    features = (int(axes[1]), int(axes[2])) if axes[0] == "features" else (0, 1)
+    proj = projection(run_id, root, axes) or project_2d(exp.inputs, "features", features)
+    pts = proj.points(exp.inputs)
+    pad = 0.08 * (pts.max(axis=0) - pts.min(axis=0))
+    lo, hi = pts.min(axis=0) - pad, pts.max(axis=0) + pad
+    return decision_regions(
+        model,
+        (float(lo[0]), float(hi[0])),
+        (float(lo[1]), float(hi[1])),
+        resolution,
+        projection=proj if axes[0] != "identity" else None,
+    )
+
+
+def black_box_errors(run: Run, exp: Explanation) -> NDArray[np.bool_] | None:
+    """Whether the black box misclassifies each explained row (None if the rows are not the test split's)."""
+    data = dataset_for_spec(run.dataset)
+    n = exp.n
+    if n > len(data.X_test) or not np.allclose(exp.inputs, data.X_test[:n], atol=1e-6):
+        return None
+    return exp.predictions != data.y_test[:n]
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _modality(path: str) -> str | None:
+    import json
+
+    try:
+        return json.loads(Path(path).read_text()).get("modality")
+    except (OSError, ValueError):
+        return None
+
+
+def modality(run: Run) -> str | None:
+    """A finished run's modality, read from its explanation.json only (no arrays loaded)."""
+    if run.path is None:
+        return None
+    return _modality(str(run.path / "artifacts" / "explanation" / "explanation.json"))

@@ -77,3 +77,17 @@ def run_id() -> str | None:
 def set_run(run: str) -> None:
     st.session_state["run"] = run
     st.query_params["run"] = run
+
+
+def query_int(name: str, default: int, lo: int, hi: int) -> int:
+    """An integer from the URL (share links carry ``k``, ``i``, ...), clamped; ``default`` if absent or bad."""
+    try:
+        value = int(st.query_params.get(name, default))
+    except (TypeError, ValueError):
+        return default
+    return min(max(value, lo), hi)
+
+
+def set_query(values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        st.query_params[key] = str(value)

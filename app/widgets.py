@@ -94,3 +94,101 @@ def age_text(timestamp: float | None) -> str:
     if age < 5400:
         return f"{age / 60:.0f} min ago"
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+def run_label(run: Any, titles: dict[str, str]) -> str:
+    data = run.dataset.get("name") or "upload"
+    # A fixed time, not "5 s ago": widget options must not change between reruns.
+    when = time.strftime("%d %b %H:%M", time.localtime(run.finished_at or run.created_at))
+    return f"{titles.get(run.kind, run.kind)} on {data} · {run.id[:8]} · {when}"
+
+
+def share_link(page: str, params: dict[str, Any]) -> None:
+    """A copyable link that opens this page with these query parameters in any browser."""
+    from urllib.parse import urlencode
+
+    base = str(getattr(st.context, "url", "") or "").split("?")[0].rstrip("/")
+    root = base.rsplit("/", 1)[0] if base.endswith(page) else base
+    query = urlencode({k: v for k, v in params.items() if v is not None})
+    st.code(f"{root}/{page}?{query}", language=None)
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def finished_runs(store: Any, keep: Any) -> list[Any]:
+    """Succeeded runs with an explanation that ``keep(run)`` accepts, newest first."""
+    from app.jobs import SUCCEEDED
+
+    return [r for r in store.list(status=SUCCEEDED) if r.has_explanation and keep(r)]
+
+
+def run_picker(runs: list[Any], key: str, label: str = "Run") -> Any:
+    """Pick one of ``runs``; the URL's run is preselected, and choosing one puts it in the URL."""
+    from app import state
+    from app.jobs.tasks import KINDS
+
+    if not runs:
+        return None
+    titles = {k: v.title for k, v in KINDS.items()}
+    ids = [r.id for r in runs]
+    wanted = state.run_id()
+    index = ids.index(wanted) if wanted in ids else 0
+    chosen = st.selectbox(
+        label,
+        ids,
+        index=index,
+        format_func=lambda i: run_label(runs[ids.index(i)], titles),
+        key=key,
+    )
+    if key.endswith("_run") and chosen != wanted and label == "Run":
+        state.set_run(chosen)
+    return runs[ids.index(chosen)]
+
+
+def point_table(explanation: Any, i: int) -> Any:
+    """One instance: its features, the counterfactual and the change, in original units when known."""
+    import numpy as np
+    import pandas as pd
+
+    row = explanation.subset([i])
+    names = explanation.schema.original_names if explanation.schema else explanation.feature_names
+    if explanation.schema is not None:
+        before = explanation.schema.decode(row.inputs).iloc[0]
+        after = (
+            explanation.schema.decode(row.counterfactuals).iloc[0]
+            if row.counterfactuals is not None
+            else None
+        )
+    else:
+        before = pd.Series(row.inputs[0], index=names)
+        after = (
+            pd.Series(row.counterfactuals[0], index=names)
+            if row.counterfactuals is not None
+            else None
+        )
+    table = pd.DataFrame({"feature": names, "value": [str(_short(v)) for v in before.to_numpy()]})
+    if after is not None:
+        table["counterfactual"] = [str(_short(v)) for v in after.to_numpy()]
+        table["changed"] = [
+            b != a for b, a in zip(table["value"], table["counterfactual"], strict=True)
+        ]
+    cls = explanation.class_names
+    extra = {
+        "black box's class": cls[int(row.predictions[0])],
+        "target class": cls[int(row.targets[0])],
+    }
+    if row.counterfactual_predictions is not None:
+        extra["black box's class after"] = cls[int(row.counterfactual_predictions[0])]
+    for key in ("perturbation_norm", "norm_percentile"):
+        if key in explanation.diagnostics:
+            extra[key.replace("_", " ")] = (
+                f"{float(np.asarray(explanation.diagnostics[key])[i]):.3g}"
+            )
+    facts = pd.DataFrame({"feature": list(extra), "value": list(extra.values())})
+    return pd.concat([facts, table], ignore_index=True)
+
+
+def _short(v: Any) -> Any:
+    return f"{v:.3g}" if isinstance(v, float) else v

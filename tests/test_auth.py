@@ -139,12 +139,6 @@ def _page_scripts() -> list[str]:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="until app/main.py calls auth.require_sign_in() first and app/pages/ is renamed: with a "
-    "folder named 'pages' beside the entrypoint, Streamlit runs a page's script directly (its v1 "
-    "multipage fallback) whenever no run has yet called st.navigation, skipping the gate",
-)
 def test_no_page_is_reachable_signed_out(monkeypatch):
     monkeypatch.setenv("FLIPSCOPE_ALLOWED_EMAILS", "ada@example.org")
     at = AppTest.from_file("../app/main.py", default_timeout=30)

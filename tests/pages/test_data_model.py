@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-PAGE = str(Path(__file__).resolve().parent.parent / "app" / "pages" / "data_model.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app" / "views" / "data_model.py")
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from app.jobs import RunStore
 
-PAGE = str(Path(__file__).resolve().parent.parent / "app" / "pages" / "explain.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app" / "views" / "explain.py")
 
 
 @pytest.fixture

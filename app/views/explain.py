@@ -80,14 +80,9 @@ if kind_name == "ig" and "gradients" not in model_caps:
             "Train EMAP on this data set first."
         )
         st.stop()
-    chosen = st.selectbox(
-        "EMAP run whose surrogate to explain",
-        [r.id for r in emap_runs],
-        format_func=lambda rid: (
-            f"{rid[:8]} ({widgets.age_text(next(r.created_at for r in emap_runs if r.id == rid))})"
-        ),
-        key="ig_emap_run",
-    )
+    chosen = widgets.run_picker(
+        emap_runs, key="ig_emap_run", label="EMAP run whose surrogate to explain"
+    ).id
     model_spec = {"emap_run": chosen}
 
 with st.form("job_form"):

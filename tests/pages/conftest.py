@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+import pytest
+import streamlit as st
+
+from app.jobs import RunStore
+
+
+@pytest.fixture
+def env(model_cache, monkeypatch, tmp_path):
+    """A fresh run store and queue per test; cached resources (the backend) are dropped between tests."""
+    monkeypatch.setenv("FLIPSCOPE_DATA_DIR", str(model_cache))
+    monkeypatch.setenv("FLIPSCOPE_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("FLIPSCOPE_QUEUE", f"sqlite://{tmp_path / 'queue.db'}")
+    st.cache_resource.clear()
+    yield RunStore(tmp_path / "runs")
+    st.cache_resource.clear()
