@@ -30,6 +30,18 @@ class MethodInfo:
 
 METHODS: dict[str, MethodInfo] = {}
 
+# EMAP first: it is the dashboard's main method (a learned, amortised counterfactual explainer).
+METHODS["emap"] = MethodInfo(
+    name="emap",
+    title="EMAP",
+    module="explainers.emap",
+    cls="EMAP",
+    params_cls="EMAPParams",
+    modalities=("points2d", "tabular", "image"),
+    summary="a surrogate and a perturbation network trained once; each explanation is one forward pass "
+    "giving the smallest change that flips the decision (Chapman-Rounds et al. 2019)",
+)
+
 # Feature-attribution methods over the real packages (lime, shap, captum); each returns attributions
 # shaped like the inputs, so they compare with EMAP's negative perturbation (explainers.metrics).
 METHODS["lime"] = MethodInfo(
