@@ -30,6 +30,7 @@ BENCHES: dict[str, tuple[str, str]] = {
         "benchmarks.deduce",
         "DeDUCE vs JSMA on MNIST test images 0-99 x 9 targets (the DeDUCE paper's table)",
     ),
+    "jobs": ("benchmarks.jobs", "submit-to-start latency of the job queue, SQLite and Redis"),
     "attributions": (
         "benchmarks.attributions",
         "seconds per explanation and agreement of EMAP, LIME, SHAP and IG on one data set",
