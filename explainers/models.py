@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -28,6 +30,9 @@ MAX_UNPACK_RATIO = 4
 # No tensor an ONNX graph declares (initializer, constant, or an intermediate whose shape is known
 # statically) may exceed this: a ConstantOfShape of [1e5, 1e5] would otherwise allocate 40 GB on load.
 MAX_ONNX_TENSOR_BYTES = 1 << 30
+# Checking an uploaded ONNX model runs it on two rows; a graph that loops for ever (a Loop with a
+# trip count of 1e15) is stopped after this many seconds through onnxruntime's terminate flag.
+ONNX_PROBE_SECONDS = 10.0
 GRADIENTS = "gradients"
 
 
@@ -115,12 +120,24 @@ class OnnxModel(_ArgmaxMixin):
                 f"the ONNX model has {len(inputs)} inputs; Flipscope needs exactly one (n, d) input"
             )
         self.input_name = inputs[0].name
+        # Seconds one session.run may take (None: no limit); set while an upload is being checked.
+        self.time_limit_s: float | None = None
         shape = inputs[0].shape
         self.n_features = shape[-1] if len(shape) == 2 and isinstance(shape[-1], int) else None
         probe = np.zeros((2, self.n_features or 1), dtype=np.float32)
         self._output_index = None
         if self.n_features is not None:
-            probe_out = self.session.run(None, {self.input_name: probe})
+            self.time_limit_s = ONNX_PROBE_SECONDS
+            try:
+                probe_out = self._run(probe)
+            except ModelFormatError:
+                raise
+            except Exception as exc:
+                raise ModelFormatError(
+                    f"the ONNX model failed on two rows of zeros: {_first_line(exc)}"
+                ) from None
+            finally:
+                self.time_limit_s = None
             for i, out in enumerate(probe_out):
                 arr = np.asarray(out) if not isinstance(out, list) else None
                 if arr is not None and arr.ndim == 2 and arr.dtype.kind == "f":
@@ -138,10 +155,28 @@ class OnnxModel(_ArgmaxMixin):
         self.class_names = class_names or [str(i) for i in range(self.n_classes)]
         self.description = "ONNX model"
 
+    def _run(self, X: NDArray) -> list[Any]:
+        if self.time_limit_s is None:
+            return self.session.run(None, {self.input_name: X})
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        timer = threading.Timer(self.time_limit_s, lambda: setattr(options, "terminate", True))
+        timer.start()
+        try:
+            return self.session.run(None, {self.input_name: X}, options)
+        except Exception:
+            if options.terminate:
+                raise ModelFormatError(
+                    f"the ONNX model did not finish {len(X)} rows within {self.time_limit_s:g} s; "
+                    "a classifier answers in milliseconds. Export a model without unbounded loops."
+                ) from None
+            raise
+        finally:
+            timer.cancel()
+
     def predict_proba(self, X: NDArray) -> NDArray[np.float64]:
-        out = self.session.run(None, {self.input_name: np.asarray(X, dtype=np.float32)})[
-            self._output_index
-        ]
+        out = self._run(np.asarray(X, dtype=np.float32))[self._output_index]
         if isinstance(out, list):
             out = np.array([[row[k] for k in sorted(row)] for row in out])
         p = np.asarray(out, dtype=np.float64)
@@ -284,9 +319,14 @@ def torch_model_from_state(
         raise ModelFormatError(
             f"the weights do not fit architecture {arch!r} with config {config}: {_first_line(exc)}"
         ) from None
-    return TorchModel(
+    model = TorchModel(
         module, int(config["n_classes"]), class_names, spec.input_shape(config), f"torch {arch}"
     )
+    if model.n_features is None and isinstance(config.get("in_features"), int):
+        # flat-input architectures name their width in the config; knowing it lets a misfit be
+        # refused with the reason instead of a matrix-shape error from the first forward pass
+        model.n_features = config["in_features"]
+    return model
 
 
 def save_torch_model(path: str | Path, arch: str, config: dict[str, Any], module: Any) -> None:
@@ -328,12 +368,14 @@ def sniff_model_format(data: bytes) -> str:
         return "zip"
     if data[:1] == b"\x80" and len(data) > 1 and 2 <= data[1] <= 5:
         return "pickle"
-    if _is_compressed(data):
-        return "compressed"
+    # safetensors before the compressed streams: its 8-byte header length can begin with bytes that
+    # look like a zlib header (0x78 0x..), while its own test (a length that fits, then '{') is strict.
     if len(data) > 8:
         header_len = int.from_bytes(data[:8], "little")
         if 2 <= header_len <= len(data) - 8 and data[8:9] == b"{":
             return "safetensors"
+    if _is_compressed(data):
+        return "compressed"
     if data[:1] == b"\x08":  # protobuf field 1 (ir_version), varint: how every ModelProto begins
         return "onnx"
     if (
@@ -788,7 +830,8 @@ def check_compatible(model: Model, dataset: Dataset) -> None:
             f"{dataset.n_classes} ({', '.join(dataset.class_names)})"
         )
     try:
-        probe = model.predict_proba(dataset.X_test[:2])
+        with _time_limited(model, ONNX_PROBE_SECONDS):
+            probe = model.predict_proba(dataset.X_test[:2])
     except Exception as exc:
         raise ModelCompatibilityError(
             f"the model failed on two rows of data set {dataset.name!r}: {_first_line(exc)}"
@@ -799,3 +842,16 @@ def check_compatible(model: Model, dataset: Dataset) -> None:
         raise ModelCompatibilityError(
             f"the model returned probabilities of shape {probe.shape} for 2 rows; expected (2, {dataset.n_classes})"
         )
+
+
+@contextmanager
+def _time_limited(model: Model, seconds: float) -> Iterator[None]:
+    """Limit each onnxruntime call of ``model`` (or the ONNX model it wraps) while checking it."""
+    limited = [m for m in (model, getattr(model, "inner", None)) if isinstance(m, OnnxModel)]
+    for m in limited:
+        m.time_limit_s = seconds
+    try:
+        yield
+    finally:
+        for m in limited:
+            m.time_limit_s = None

@@ -140,6 +140,11 @@ def _page_scripts() -> list[str]:
 
 
 def test_no_page_is_reachable_signed_out(monkeypatch):
+    """The entrypoint gates every page. A folder named ``pages`` beside the entrypoint would let
+    Streamlit run a page's script directly (its v1 fallback) until some run calls st.navigation."""
+    from pathlib import Path
+
+    assert not (Path(__file__).resolve().parent.parent / "app" / "pages").exists()
     monkeypatch.setenv("FLIPSCOPE_ALLOWED_EMAILS", "ada@example.org")
     at = AppTest.from_file("../app/main.py", default_timeout=30)
     at.secrets.update(AUTH)
