@@ -20,6 +20,23 @@ st.set_page_config(page_title="Flipscope", page_icon=":material/flip:", layout="
 PAGES = [
     st.Page("views/data_model.py", title="Data & model", icon=":material/dataset:", default=True),
     st.Page("views/explain.py", title="Explain", icon=":material/play_circle:"),
+    st.Page(
+        "views/arrows.py", title="Arrow field", icon=":material/north_east:", url_path="arrows"
+    ),
+    st.Page(
+        "views/images.py", title="Image counterfactuals", icon=":material/image:", url_path="images"
+    ),
+    st.Page(
+        "views/tabular.py",
+        title="Counterfactual table",
+        icon=":material/table:",
+        url_path="tabular",
+    ),
+    st.Page("views/compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
+    st.Page(
+        "views/triage.py", title="Uncertainty triage", icon=":material/warning:", url_path="triage"
+    ),
+    st.Page("views/report.py", title="Share & export", icon=":material/share:", url_path="report"),
 ]
 
 # The gate comes before anything else renders: signed out (when sign-in is configured), no page,

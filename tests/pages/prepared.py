@@ -54,3 +54,72 @@ def emap_like_moons(n: int = 300, seed: int = 0) -> Explanation:
         metrics={"surrogate_fidelity": 0.98, "flip_rate_blackbox": 1.0},
         schema=d.schema,
     )
+
+
+def image_run_like_deduce(method: str = "deduce", n: int = 6, seed: int = 0) -> Explanation:
+    """MNIST test digits with a few pixels brightened: a stand-in for a DeDUCE/JSMA result."""
+    d = load_dataset("mnist")
+    rng = np.random.default_rng(seed)
+    X = d.X_test[:n].copy()
+    cf = X.copy()
+    for row in cf:
+        row[rng.choice(784, 20, replace=False)] = 1.0
+    targets = (d.y_test[:n] + 1) % 10
+    return Explanation(
+        method=method,
+        params={},
+        modality="image",
+        inputs=X,
+        predictions=d.y_test[:n],
+        targets=targets,
+        feature_names=d.feature_names,
+        class_names=d.class_names,
+        provenance=Provenance(dataset="mnist", model="sn-resnet"),
+        counterfactuals=cf,
+        counterfactual_predictions=targets,
+        success=np.ones(n, dtype=bool),
+        diagnostics={
+            "iterations": np.full(n, 40),
+            "l0": (cf != X).sum(axis=1),
+            "l1": np.abs(cf - X).sum(axis=1),
+            "target_log_density": rng.normal(-500, 50, n),
+            "original_log_density": rng.normal(-300, 50, n),
+        },
+        image_shape=(28, 28),
+        schema=d.schema,
+    )
+
+
+def adult_like_emap(n: int = 50) -> Explanation:
+    """Adult test rows whose counterfactual changes age by 5 years and the occupation: an EMAP stand-in."""
+    d = load_dataset("adult")
+    X = d.X_test[:n].copy()
+    cf = X.copy()
+    age_std = d.schema.continuous[0].std
+    cf[:, 0] += 5 / age_std
+    occ = next(c for c in d.schema.categorical if c.name == "occupation")
+    cf[:, occ.block] = 0.0
+    cf[:, occ.start] = 1.0
+    pred = d.y_test[:n]
+    delta = cf - X
+    return Explanation(
+        method="emap",
+        params={},
+        modality="tabular",
+        inputs=X,
+        predictions=pred,
+        targets=1 - pred,
+        feature_names=d.feature_names,
+        class_names=d.class_names,
+        provenance=Provenance(dataset="adult", model="rf"),
+        attributions=-delta,
+        counterfactuals=cf,
+        counterfactual_predictions=1 - pred,
+        success=np.ones(n, dtype=bool),
+        diagnostics={
+            "perturbation_norm": np.linalg.norm(delta, axis=1),
+            "norm_percentile": np.linspace(0, 100, n),
+        },
+        metrics={"surrogate_fidelity": 0.9},
+        schema=d.schema,
+    )

@@ -1,0 +1,558 @@
+"""Arrow fields: one arrow per point, for EMAP's negative perturbations or any attribution.
+
+An arrow starts at the point ``x`` and ends at ``x + v`` where ``v`` is the Explanation's vector
+for that point (:func:`app.plots.attributions.explanation_vectors`): for EMAP the negative
+perturbation ``-(x' - x)``, so it points AWAY from the decision boundary, and the counterfactual
+``x'`` lies the same distance the other way; for LIME the local linear model's coefficients
+towards the explained class. The smallest k% of perturbations (by ``diagnostics
+["perturbation_norm"]`` when present, else by the vector's norm) are drawn in red: the points
+closest to the boundary, where the black box is least certain.
+
+Drawing: all arrows go into ONE ``go.Scattergl`` line trace (plus one for the red set) built
+with NumPy, each arrow a polyline ``start, tip, left barb, tip, right barb`` followed by a NaN
+that breaks the line. ``plotly.figure_factory.create_quiver`` is never used: its build time grows
+quadratically with the number of arrows. Coordinates go out as float32 (plotly sends NumPy arrays
+as typed binary arrays), and the 10,000-point hover carries numbers in ``customdata``, not text.
+Axes keep an equal scale (``scaleanchor``) so directions and lengths are not distorted.
+
+Data with more than two features is drawn through a :class:`Projection2D`: a chosen pair of
+features, or the first two principal components, whose axis labels say "(projection)".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+from numpy.typing import NDArray
+
+from app.plots.attributions import explanation_vectors
+from app.plots.triage import smallest_k_mask
+from explainers.explanation import Explanation
+
+UNCERTAIN = "#d62728"  # red, reserved for the smallest-k% arrows
+NEUTRAL = "#3d3d3d"
+SELECTED = "#000000"
+# Class colours for the points and (paler) the decision regions; red is left out on purpose.
+CLASS_COLOURS = (
+    "#1f77b4",
+    "#2ca02c",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#bcbd22",
+    "#7f7f7f",
+    "#ff7f0e",
+    "#393b79",
+)
+PERTURBATION_NORM = "‖x′ − x‖"
+HEAD_FRACTION = 0.3  # barb length as a share of the arrow's length
+HEAD_ANGLE = np.pi / 9  # 20 degrees between shaft and barb
+
+
+# --------------------------------------------------------------------------- projections
+@dataclass(frozen=True)
+class Projection2D:
+    """A linear map from model space (d) to the plane, and back onto a 2-D slice of model space.
+
+    ``coords = (X - center) @ components.T``; ``lift(U) = base + U @ components`` puts plane
+    coordinates back into model space (``coords(lift(U)) == U``). Vectors (arrows) map with
+    ``components`` alone.
+
+    Attributes
+    ----------
+    method : ``"identity"`` (2-D data), ``"features"`` or ``"pca"``.
+    components : (2, d) the two directions (unit vectors).
+    center : (d,) subtracted before projecting (the data mean for PCA, zeros otherwise).
+    base : (d,) the model-space point that plane coordinates (0, 0) lift to.
+    labels : the two axis titles; projections say "(projection)".
+    coords : (n, 2) float64, the projected rows of the X it was made from.
+    explained_variance : for PCA, the share of variance along each component.
+    """
+
+    method: str
+    components: NDArray[np.float64]
+    center: NDArray[np.float64]
+    base: NDArray[np.float64]
+    labels: tuple[str, str]
+    coords: NDArray[np.float64]
+    explained_variance: tuple[float, float] | None = None
+
+    @property
+    def is_slice(self) -> bool:
+        """True when the plane is a slice of a higher-dimensional space (background is a slice too)."""
+        return self.method != "identity"
+
+    def points(self, X: NDArray) -> NDArray[np.float64]:
+        return (np.asarray(X, dtype=np.float64) - self.center) @ self.components.T
+
+    def vectors(self, V: NDArray) -> NDArray[np.float64]:
+        return np.asarray(V, dtype=np.float64) @ self.components.T
+
+    def lift(self, U: NDArray) -> NDArray[np.float64]:
+        return self.base + np.asarray(U, dtype=np.float64) @ self.components
+
+
+def project_2d(
+    X: NDArray,
+    method: str = "pca",
+    features: tuple[int, int] = (0, 1),
+    feature_names: list[str] | None = None,
+) -> Projection2D:
+    """Project (n, d) rows to the plane, with axis labels that say what the axes are.
+
+    ``method="features"`` keeps columns ``features`` (other features are not shown; the
+    background slice holds them at their mean). ``method="pca"`` uses the first two principal
+    components of ``X`` (signs fixed so the largest loading is positive) and labels the axes
+    "PCA component 1 (projection)", so nobody reads them as raw features. Two-column data with
+    ``features=(0, 1)`` gives the identity.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise ValueError(f"need a non-empty (n, d) array to project, got shape {X.shape}")
+    n, d = X.shape
+    names = feature_names or [f"feature {j}" for j in range(d)]
+    if method == "features":
+        i, j = (int(f) for f in features)
+        if not (0 <= i < d and 0 <= j < d) or i == j:
+            raise ValueError(
+                f"features must be two different columns in 0..{d - 1}, got {features}"
+            )
+        comps = np.zeros((2, d))
+        comps[0, i] = comps[1, j] = 1.0
+        identity = d == 2 and (i, j) == (0, 1)
+        base = X.mean(axis=0)
+        base[[i, j]] = 0.0
+        suffix = "" if identity else " (projection: other features at their mean)"
+        return Projection2D(
+            method="identity" if identity else "features",
+            components=comps,
+            center=np.zeros(d),
+            base=np.zeros(d) if identity else base,
+            labels=(names[i] + ("" if identity else " (projection)"), names[j] + suffix),
+            coords=X[:, [i, j]].copy(),
+        )
+    if method != "pca":
+        raise ValueError(f"method must be 'pca' or 'features', got {method!r}")
+    if d < 2:
+        raise ValueError("PCA to two components needs at least two features")
+    center = X.mean(axis=0)
+    _, s, vt = np.linalg.svd(X - center, full_matrices=False)
+    comps = vt[:2].copy()
+    # SVD signs are arbitrary; fix them so the same data always gives the same picture.
+    flip = np.sign(comps[np.arange(2), np.abs(comps).argmax(axis=1)])
+    comps *= np.where(flip == 0, 1.0, flip)[:, None]
+    var = s**2
+    share = var[:2] / var.sum() if var.sum() > 0 else np.zeros(2)
+    return Projection2D(
+        method="pca",
+        components=comps,
+        center=center,
+        base=center.copy(),
+        labels=("PCA component 1 (projection)", "PCA component 2 (projection)"),
+        coords=(X - center) @ comps.T,
+        explained_variance=(float(share[0]), float(share[1])),
+    )
+
+
+# --------------------------------------------------------------------------- decision regions
+@dataclass(frozen=True)
+class DecisionRegions:
+    """The black box's class probabilities on a grid of the plane.
+
+    ``proba[r, c]`` is the probability vector at ``(xs[c], ys[r])``; shape (len(ys), len(xs), C).
+    ``is_slice`` says the grid is a 2-D slice of a higher-dimensional space (the other features
+    are fixed), so a point's own region may differ from the background under it.
+    """
+
+    xs: NDArray[np.float64]
+    ys: NDArray[np.float64]
+    proba: NDArray[np.float32]
+    class_names: list[str]
+    is_slice: bool = False
+
+
+def decision_regions(
+    model,
+    xlim: tuple[float, float],
+    ylim: tuple[float, float],
+    resolution: int = 150,
+    projection: Projection2D | None = None,
+    batch_size: int = 20_000,
+) -> DecisionRegions:
+    """Evaluate ``model.predict_proba`` on a ``resolution`` x ``resolution`` grid.
+
+    With a ``projection`` the grid is lifted into model space with ``projection.lift`` (a slice
+    through ``projection.base``); without one the model must take two features.
+    """
+    if resolution < 2:
+        raise ValueError("resolution must be at least 2")
+    xs = np.linspace(float(xlim[0]), float(xlim[1]), resolution)
+    ys = np.linspace(float(ylim[0]), float(ylim[1]), resolution)
+    gx, gy = np.meshgrid(xs, ys)
+    plane = np.column_stack([gx.ravel(), gy.ravel()])
+    rows = plane if projection is None else projection.lift(plane)
+    rows = rows.astype(np.float32)
+    proba = np.concatenate(
+        [
+            np.asarray(model.predict_proba(rows[s : s + batch_size]))
+            for s in range(0, len(rows), batch_size)
+        ]
+    )
+    return DecisionRegions(
+        xs=xs,
+        ys=ys,
+        proba=proba.reshape(resolution, resolution, -1).astype(np.float32),
+        class_names=list(
+            getattr(model, "class_names", None) or [str(c) for c in range(proba.shape[1])]
+        ),
+        is_slice=projection is not None and projection.is_slice,
+    )
+
+
+def _pale(hex_colour: str, amount: float = 0.75) -> str:
+    """Mix a colour with white so the background never competes with the arrows."""
+    r, g, b = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+    mix = [round(c + (255 - c) * amount) for c in (r, g, b)]
+    return f"rgb({mix[0]},{mix[1]},{mix[2]})"
+
+
+def decision_region_traces(regions: DecisionRegions) -> list[go.BaseTraceType]:
+    """Pale class regions plus the 0.5 boundary line (binary) as background traces."""
+    C = regions.proba.shape[-1]
+    where = " on this slice" if regions.is_slice else ""
+    traces: list[go.BaseTraceType] = []
+    if C == 2:
+        p1 = regions.proba[..., 1]
+        c0, c1 = _pale(CLASS_COLOURS[0]), _pale(CLASS_COLOURS[1])
+        traces.append(
+            go.Heatmap(
+                x=regions.xs.astype(np.float32),
+                y=regions.ys.astype(np.float32),
+                z=p1,
+                zmin=0,
+                zmax=1,
+                colorscale=[[0, c0], [0.5, "rgb(255,255,255)"], [1, c1]],
+                showscale=False,
+                name="black box",
+                hoverongaps=False,
+                hovertemplate=f"black box{where}: P({regions.class_names[1]}) = %{{z:.2f}}<extra></extra>",
+            )
+        )
+        traces.append(
+            go.Contour(
+                x=regions.xs.astype(np.float32),
+                y=regions.ys.astype(np.float32),
+                z=p1,
+                contours={"start": 0.5, "end": 0.5, "size": 1, "coloring": "none"},
+                line={"color": "#555", "width": 1.5, "dash": "dash"},
+                showscale=False,
+                name=f"decision boundary (P = 0.5){where}",
+                showlegend=True,
+                hoverinfo="skip",
+            )
+        )
+    else:
+        top = regions.proba.argmax(axis=-1).astype(np.float32)
+        scale = []
+        for c in range(C):
+            colour = _pale(CLASS_COLOURS[c % len(CLASS_COLOURS)])
+            scale += [[c / C, colour], [(c + 1) / C, colour]]
+        traces.append(
+            go.Heatmap(
+                x=regions.xs.astype(np.float32),
+                y=regions.ys.astype(np.float32),
+                z=top,
+                zmin=-0.5,
+                zmax=C - 0.5,
+                colorscale=scale,
+                showscale=False,
+                name="black box",
+                customdata=regions.proba.max(axis=-1),
+                hovertemplate=f"black box{where}: class %{{z:.0f}} (P = %{{customdata:.2f}})<extra></extra>",
+            )
+        )
+    return traces
+
+
+# --------------------------------------------------------------------------- arrows
+def arrow_segments(
+    starts: NDArray,
+    vectors: NDArray,
+    head_fraction: float = HEAD_FRACTION,
+    head_angle: float = HEAD_ANGLE,
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """x and y arrays for one line trace drawing every arrow, NaN between arrows.
+
+    Arrow ``i`` occupies entries ``6 i .. 6 i + 5``: start, tip, left barb, tip, right barb, NaN.
+    Barbs are ``head_fraction`` of the arrow's length, ``head_angle`` off the shaft.
+    """
+    p = np.asarray(starts, dtype=np.float64).reshape(-1, 2)
+    v = np.asarray(vectors, dtype=np.float64).reshape(-1, 2)
+    if p.shape != v.shape:
+        raise ValueError(f"{len(p)} starts but {len(v)} vectors")
+    tip = p + v
+    back = -head_fraction * v  # from the tip back along the shaft
+    cos, sin = np.cos(head_angle), np.sin(head_angle)
+    left = tip + np.column_stack(
+        [cos * back[:, 0] - sin * back[:, 1], sin * back[:, 0] + cos * back[:, 1]]
+    )
+    right = tip + np.column_stack(
+        [cos * back[:, 0] + sin * back[:, 1], -sin * back[:, 0] + cos * back[:, 1]]
+    )
+    nan = np.full_like(p, np.nan)
+    seq = np.stack([p, tip, left, tip, right, nan], axis=1).reshape(-1, 2)
+    return seq[:, 0].astype(np.float32), seq[:, 1].astype(np.float32)
+
+
+def arrow_norms(explanation: Explanation) -> tuple[NDArray[np.float64], str]:
+    """The size that decides the red set, and its name: ``perturbation_norm`` if present, else
+    the full-dimensional norm of the drawn vectors."""
+    if "perturbation_norm" in explanation.diagnostics:
+        return (
+            np.asarray(explanation.diagnostics["perturbation_norm"], dtype=np.float64).reshape(
+                explanation.n
+            ),
+            PERTURBATION_NORM,
+        )
+    vectors, _ = explanation_vectors(explanation)
+    if explanation.counterfactuals is not None:
+        return np.linalg.norm(vectors, axis=1), PERTURBATION_NORM
+    return np.linalg.norm(vectors, axis=1), "‖attribution‖"
+
+
+def normalised(vectors: NDArray, length: float) -> NDArray[np.float64]:
+    """Every non-zero vector rescaled to ``length``; zero vectors stay zero (no direction)."""
+    v = np.asarray(vectors, dtype=np.float64)
+    norm = np.linalg.norm(v, axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 0, v / norm * length, 0.0)
+
+
+def _padded(lo: float, hi: float, pad: float = 0.05) -> tuple[float, float]:
+    span = hi - lo if hi > lo else 1.0
+    return lo - pad * span, hi + pad * span
+
+
+def arrow_field_figure(
+    explanation: Explanation,
+    *,
+    k_pct: float = 10.0,
+    normalise: bool = False,
+    background: DecisionRegions | None = None,
+    max_arrows: int | None = None,
+    selected: int | None = None,
+    features: tuple[int, int] = (0, 1),
+    projection: Projection2D | None = None,
+    arrow_length: float | None = None,
+    scale: float = 1.0,
+    ranges: tuple[tuple[float, float], tuple[float, float]] | None = None,
+    title: str | None = None,
+    height: int = 600,
+    seed: int = 0,
+) -> go.Figure:
+    """Draw every instance's vector as an arrow from the instance, smallest ``k_pct`` % in red.
+
+    Parameters
+    ----------
+    explanation : any Explanation with attributions or counterfactuals.
+    k_pct : share of arrows (by size, see :func:`arrow_norms`) drawn red as the uncertain region;
+        exactly ``ceil(k_pct / 100 * n)`` of them, chosen over ALL n instances.
+    normalise : draw every arrow with the same length (direction only); the legend says so.
+    background : the black box's regions (:func:`decision_regions`), drawn under the arrows.
+    max_arrows : draw at most this many (a reproducible random subset; the selected one is kept).
+    selected : an instance to mark with a ring and a black arrow.
+    features, projection : what the axes show for data with more than two features; default the
+        columns ``features`` (a projection, labelled as such). Pass :func:`project_2d` for PCA.
+    arrow_length : the common length when ``normalise`` (default 4% of the plot's larger extent).
+    scale : multiplies raw arrow lengths (1 = true to scale, tip at ``x + v``); named in the legend.
+    ranges : fixed ``((x0, x1), (y0, y1))``, e.g. to put EMAP's and LIME's fields on one frame.
+
+    Points are coloured by the black box's class; hovering a point shows its instance number,
+    its size and its arrow; ``customdata[:, 0]`` is the instance index (for selections).
+    """
+    vectors, what = explanation_vectors(explanation)
+    norms, norm_name = arrow_norms(explanation)
+    n, d = explanation.inputs.shape
+    if projection is None:
+        projection = project_2d(explanation.inputs, "features", features, explanation.feature_names)
+        if d > 2 and explanation.schema is not None:
+            projection = _label_units(projection, explanation, features)
+    elif projection.components.shape[1] != d:
+        raise ValueError(
+            f"the projection is for {projection.components.shape[1]} features, the data has {d}"
+        )
+    pts = projection.points(explanation.inputs)
+    vec2 = projection.vectors(vectors) * float(scale)
+    uncertain = smallest_k_mask(norms, k_pct)
+
+    if ranges is not None:
+        xlim, ylim = ranges
+    elif background is not None:
+        xlim = (float(background.xs[0]), float(background.xs[-1]))
+        ylim = (float(background.ys[0]), float(background.ys[-1]))
+    elif n:
+        xlim = _padded(float(pts[:, 0].min()), float(pts[:, 0].max()))
+        ylim = _padded(float(pts[:, 1].min()), float(pts[:, 1].max()))
+    else:
+        xlim, ylim = (-1.0, 1.0), (-1.0, 1.0)
+    if normalise:
+        length = arrow_length or 0.04 * max(xlim[1] - xlim[0], ylim[1] - ylim[0])
+        vec2 = normalised(vec2, length)
+    if ranges is None and background is None and n:
+        # Frame the tips as well as the points, so no arrow runs off the plot.
+        both = np.concatenate([pts, pts + vec2])
+        xlim = _padded(float(both[:, 0].min()), float(both[:, 0].max()))
+        ylim = _padded(float(both[:, 1].min()), float(both[:, 1].max()))
+
+    shown = np.arange(n)
+    if max_arrows is not None and n > max_arrows:
+        rng = np.random.default_rng(seed)
+        shown = np.sort(rng.choice(n, size=max_arrows, replace=False))
+        if selected is not None and selected not in shown:
+            shown = np.sort(np.append(shown[1:], selected))
+
+    fig = go.Figure()
+    if background is not None:
+        for trace in decision_region_traces(background):
+            fig.add_trace(trace)
+
+    # Points, one trace per black-box class so the legend names the classes.
+    custom = np.column_stack([np.arange(n), norms, vec2]).astype(np.float32)
+    point_size = 4 if len(shown) > 2000 else 6
+    for c, cname in enumerate(explanation.class_names):
+        idx = shown[explanation.predictions[shown] == c]
+        if not len(idx):
+            continue
+        fig.add_trace(
+            go.Scattergl(
+                x=pts[idx, 0].astype(np.float32),
+                y=pts[idx, 1].astype(np.float32),
+                mode="markers",
+                name=f"black box says {cname}",
+                marker={
+                    "color": CLASS_COLOURS[c % len(CLASS_COLOURS)],
+                    "size": point_size,
+                    "opacity": 0.8,
+                },
+                customdata=custom[idx],
+                hovertemplate=(
+                    f"instance %{{customdata[0]:.0f}} (black box: {cname})<br>{norm_name} = %{{customdata[1]:.3g}}"
+                    "<br>arrow (drawn) = (%{customdata[2]:.3g}, %{customdata[3]:.3g})<extra></extra>"
+                ),
+            )
+        )
+
+    length_note = (
+        " (lengths normalised: direction only)"
+        if normalise
+        else (f" (×{scale:g})" if scale != 1 else "")
+    )
+    rest, red = shown[~uncertain[shown]], shown[uncertain[shown]]
+    m = int(uncertain.sum())
+    # Only a perturbation's size measures distance to the boundary; an attribution's does not.
+    meaning = (
+        "closest to the boundary, least certain"
+        if norm_name == PERTURBATION_NORM
+        else "weakest local effect"
+    )
+    ties = m and bool((~uncertain & (norms == norms[uncertain].max())).any())
+    tie_note = "; ties at the cut-off broken by instance order" if ties else ""
+    for idx, name, colour, width in (
+        (rest, f"arrow = {what}{length_note}", NEUTRAL, 1.0),
+        (
+            red,
+            f"smallest {k_pct:g}% by {norm_name} ({m:,} of {n:,}): {meaning}{tie_note}",
+            UNCERTAIN,
+            1.6,
+        ),
+    ):
+        xs, ys = arrow_segments(pts[idx], vec2[idx])
+        fig.add_trace(
+            go.Scattergl(
+                x=xs,
+                y=ys,
+                mode="lines",
+                name=name,
+                hoverinfo="skip",
+                line={"color": colour, "width": width},
+                connectgaps=False,
+            )
+        )
+
+    if selected is not None:
+        if not 0 <= selected < n:
+            raise IndexError(f"selected instance {selected} is outside 0..{n - 1}")
+        xs, ys = arrow_segments(pts[[selected]], vec2[[selected]])
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="lines",
+                name=f"instance {selected}",
+                hoverinfo="skip",
+                line={"color": SELECTED, "width": 3},
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=pts[[selected], 0],
+                y=pts[[selected], 1],
+                mode="markers",
+                showlegend=False,
+                marker={
+                    "symbol": "circle-open",
+                    "size": 16,
+                    "color": SELECTED,
+                    "line": {"width": 2},
+                },
+                hovertemplate=f"instance {selected}<br>{norm_name} = {norms[selected]:.3g}<extra></extra>",
+            )
+        )
+
+    subset = f", {len(shown):,} of {n:,} drawn" if len(shown) < n else ""
+    var = ""
+    if projection.explained_variance is not None:
+        var = f"; PCA plane holds {sum(projection.explained_variance):.0%} of the variance"
+    default_title = f"{explanation.method}: {what} from each point{subset}{var}"
+    fig.update_layout(
+        title=title or default_title,
+        xaxis={"title": projection.labels[0], "range": list(xlim), "constrain": "domain"},
+        yaxis={
+            "title": projection.labels[1],
+            "range": list(ylim),
+            "scaleanchor": "x",
+            "scaleratio": 1,
+        },
+        legend={"orientation": "h", "yanchor": "top", "y": -0.12, "xanchor": "left", "x": 0},
+        height=height,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        plot_bgcolor="white",
+        uirevision="arrow-field",  # keep the user's zoom when k or normalisation changes
+    )
+    return fig
+
+
+def _label_units(
+    projection: Projection2D, explanation: Explanation, features: tuple[int, int]
+) -> Projection2D:
+    """Say "standardised" on an axis that shows a z-scored continuous feature."""
+    schema = explanation.schema
+    assert schema is not None
+    labels = list(projection.labels)
+    for axis, j in enumerate(features):
+        if j < schema.n_continuous and schema.continuous[j].std != 1.0:
+            labels[axis] = labels[axis].replace(
+                explanation.feature_names[j], f"{explanation.feature_names[j]} (standardised)", 1
+            )
+    return Projection2D(
+        method=projection.method,
+        components=projection.components,
+        center=projection.center,
+        base=projection.base,
+        labels=(labels[0], labels[1]),
+        coords=projection.coords,
+        explained_variance=projection.explained_variance,
+    )

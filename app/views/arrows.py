@@ -1,0 +1,165 @@
+"""Arrow field: EMAP's negative perturbations as arrows, the smallest k% in red as the uncertain region."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from app import resources, state, widgets
+from app.plots.arrows import arrow_field_figure, arrow_norms
+from app.plots.triage import smallest_k_mask
+from explainers.explanation import Explanation
+from explainers.metrics import mean_cosine
+
+PAGE = "arrows"
+st.title("Arrow field")
+st.caption(
+    "Each arrow starts at a test point and shows EMAP's **negative perturbation** −g(x): the direction "
+    "that feature-weighting methods such as LIME point to. The flip itself lies the other way. The smallest k% "
+    "of perturbations, the points nearest the decision boundary, are drawn in red."
+)
+
+store = resources.backend().store
+runs = widgets.finished_runs(store, lambda r: r.kind == "emap")
+run = widgets.run_picker(runs, key="arrows_run")
+if run is None:
+    st.info(
+        "No finished EMAP run yet. Start one on the Explain page, or open a demo on the Data & model page."
+    )
+    st.stop()
+exp: Explanation = resources.explanation(run.id, str(store.root))
+
+c1, c2, c3 = st.columns([2, 1, 1])
+k_pct = c1.slider(
+    "Uncertain region: smallest k% of perturbations",
+    1,
+    50,
+    value=state.query_int("k", 10, 1, 50),
+    key="k",
+    help="The paper highlights the smallest 10% (moons) or 20% (blob).",
+)
+normalise = c2.toggle(
+    "Same length for every arrow", value=False, key="normalise", help="Show directions only."
+)
+show_regions = c3.toggle("Black box's regions", value=True, key="regions")
+state.set_query({"k": k_pct})
+
+axes = ("identity",)
+if exp.inputs.shape[1] > 2:
+    how = st.radio(
+        "Axes",
+        ["PCA of the inputs (a projection)", "Two features"],
+        horizontal=True,
+        key="axes",
+        help="With more than two features the arrows are projected and the background is a 2-D slice.",
+    )
+    if how.startswith("PCA"):
+        axes = ("pca",)
+    else:
+        names = exp.feature_names
+        a, b = st.columns(2)
+        fx = a.selectbox("x axis", range(len(names)), format_func=names.__getitem__, key="fx")
+        fy = b.selectbox(
+            "y axis", range(len(names)), index=1, format_func=names.__getitem__, key="fy"
+        )
+        axes = ("features", fx, fy)
+projection = resources.projection(run.id, str(store.root), axes)
+features = (int(axes[1]), int(axes[2])) if axes[0] == "features" else (0, 1)
+
+n = exp.n
+selected = state.query_int("i", 0, 0, n - 1)
+background = (
+    resources.regions(run.id, str(store.root), axes) if show_regions and run.model else None
+)
+fig = arrow_field_figure(
+    exp,
+    k_pct=k_pct,
+    normalise=normalise,
+    background=background,
+    selected=selected,
+    projection=projection,
+    features=features,
+    title=f"EMAP negative perturbations on {run.dataset.get('name', 'upload')} ({n:,} test points)",
+)
+event = st.plotly_chart(fig, key="field", on_select="rerun", selection_mode="points")
+points = event.get("selection", {}).get("points", []) if event else []
+if points and points[0].get("customdata") is not None:
+    picked = int(np.atleast_1d(points[0]["customdata"])[0])
+    if picked != selected:
+        state.set_query({"i": picked})
+        st.rerun()
+
+norms, _ = arrow_norms(exp)
+red = smallest_k_mask(norms, k_pct)
+m = exp.metrics
+cols = st.columns(4)
+cols[0].metric(
+    "Surrogate fidelity",
+    widgets.fmt(m.get("surrogate_fidelity")),
+    help="Share of held-out points where the surrogate's class equals the black box's.",
+)
+cols[1].metric(
+    "Flip rate (black box)",
+    widgets.fmt(None if exp.success is None else float(np.mean(exp.success))),
+)
+cols[2].metric("Points in red", f"{int(red.sum()):,}")
+wrong = resources.black_box_errors(run, exp)
+cols[3].metric(
+    "Black box wrong: red / all",
+    "n/a" if wrong is None else f"{wrong[red].mean():.1%} / {wrong.mean():.1%}",
+    help="Share of test points the black box misclassifies, among the red points and overall.",
+)
+
+st.subheader("Compare with LIME")
+lime_runs = widgets.finished_runs(store, lambda r: r.kind == "lime" and r.dataset == run.dataset)
+if not lime_runs:
+    st.caption(
+        "Run LIME on this data set (Explain page) to see its arrows here and how much the two agree."
+    )
+else:
+    lime_run = widgets.run_picker(lime_runs, key="lime_run", label="LIME run")
+    lime = resources.explanation(lime_run.id, str(store.root))
+    common = min(lime.n, exp.n)
+    if not np.allclose(lime.inputs[:common], exp.inputs[:common]):
+        st.warning(
+            "The LIME run explains other rows than this EMAP run, so agreement is not computed."
+        )
+    else:
+        part = exp.subset(slice(0, common))
+        a, b, c = st.columns(3)
+        a.metric(
+            "Mean cosine, EMAP vs LIME",
+            widgets.fmt(mean_cosine(part.attributions, lime.attributions[:common])),
+            help=f"Over the {common:,} rows both explain.",
+        )
+        b.metric(
+            "Without EMAP's smallest 10%",
+            widgets.fmt(
+                mean_cosine(
+                    part.attributions,
+                    lime.attributions[:common],
+                    exclude_smallest_pct=10,
+                    size=arrow_norms(part)[0],
+                )
+            ),
+        )
+        c.metric(
+            "LIME settings",
+            f"kernel {lime.params.get('kernel_width', '?')}, {lime.params.get('num_samples', '?')} samples",
+        )
+        st.plotly_chart(
+            arrow_field_figure(
+                lime,
+                k_pct=k_pct,
+                normalise=True,
+                projection=projection,
+                features=features,
+                ranges=(tuple(fig.layout.xaxis.range), tuple(fig.layout.yaxis.range)),
+                title="LIME coefficients as arrows (directions only)",
+            ),
+            key="lime_field",
+        )
+
+st.subheader(f"Point {selected}")
+st.dataframe(widgets.point_table(exp, selected), hide_index=True, width="stretch")
+widgets.share_link(PAGE, {"run": run.id, "k": k_pct, "i": selected})

@@ -1,0 +1,86 @@
+"""Tabular counterfactuals: the EMAP paper's Table 1 for any row, and how often each feature changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from app import resources, state, widgets
+from app.plots.tabular import change_frequency_figure, counterfactual_table
+
+PAGE = "tabular"
+st.title("Counterfactual table")
+st.caption(
+    "For one row: its features, the smallest change EMAP found that flips the black box, and the "
+    "black box's class before and after, all in original units. Changed cells are highlighted."
+)
+
+store = resources.backend().store
+runs = widgets.finished_runs(
+    store, lambda r: r.kind == "emap" and resources.modality(r) == "tabular"
+)
+run = widgets.run_picker(runs, key="tab_run")
+if run is None:
+    st.info(
+        "No finished EMAP run on tabular data yet. Train EMAP on UCI Adult (Explain page) or on your own "
+        "upload, or open the precomputed Adult demo on the Data & model page."
+    )
+    st.stop()
+exp = resources.explanation(run.id, str(store.root))
+pinned = tuple(run.params.get("pinned") or ())
+if pinned:
+    st.caption(f"This run pinned {', '.join(pinned)}: EMAP was not allowed to change them.")
+else:
+    st.caption(
+        "No feature was pinned in this run. To keep features such as race and sex fixed, start EMAP "
+        "with them in `pinned` on the Explain page."
+    )
+
+n = exp.n
+only_flips = st.toggle(
+    "Only rows whose flip succeeded (judged by the black box)", value=False, key="tab_only_flips"
+)
+candidates = np.flatnonzero(exp.success) if only_flips and exp.success is not None else np.arange(n)
+if len(candidates) == 0:
+    st.warning("No row of this run flipped the black box.")
+    st.stop()
+start = state.query_int("i", int(candidates[0]), 0, n - 1)
+index = int(
+    st.number_input(
+        f"Row (0 to {n - 1})",
+        min_value=0,
+        max_value=n - 1,
+        value=start if start in candidates else int(candidates[0]),
+        key="tab_index",
+    )
+)
+state.set_query({"i": index})
+
+cls = exp.class_names
+before = cls[int(exp.predictions[index])]
+after = (
+    cls[int(exp.counterfactual_predictions[index])]
+    if exp.counterfactual_predictions is not None
+    else "?"
+)
+flipped = exp.success is not None and bool(exp.success[index])
+c1, c2, c3 = st.columns(3)
+c1.metric("Black box's class", before)
+c2.metric(
+    "After the change",
+    after,
+    delta="flipped" if flipped else "not flipped",
+    delta_color="normal" if flipped else "inverse",
+)
+if "norm_percentile" in exp.diagnostics:
+    pct = float(exp.diagnostics["norm_percentile"][index])
+    c3.metric(
+        "Perturbation size percentile",
+        f"{pct:.0f}",
+        help="Low: a small change flips this row, so it lies near the decision boundary (uncertain).",
+    )
+st.dataframe(counterfactual_table(exp, index, pinned=pinned), width="stretch")
+
+st.subheader("How often each feature changes")
+st.plotly_chart(change_frequency_figure(exp, pinned=pinned), key="tab_freq")
+widgets.share_link(PAGE, {"run": run.id, "i": index})

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from tests.pages.prepared import emap_like_moons, finished_run
+
+PAGE = str(Path(__file__).resolve().parents[2] / "app" / "views" / "arrows.py")
+
+
+def _traces(at):
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    return fig["data"]
+
+
+def test_arrow_field_from_the_url_with_red_arrows(env):
+    exp = emap_like_moons()
+    run_id = finished_run(env, "emap", "moons", exp)
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params["run"] = run_id
+    at.query_params["k"] = "20"
+    at.query_params["i"] = "7"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.slider(key="k").value == 20
+    names = [t.get("name", "") for t in _traces(at)]
+    assert any("smallest" in n.lower() or "uncertain" in n.lower() for n in names), names
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Points in red"] == "60"  # 20% of 300
+    assert at.subheader[-1].value == "Point 7"
+    # moving k redraws with a new red set and puts k in the URL
+    at.slider(key="k").set_value(5).run()
+    assert {m.label: m.value for m in at.metric}["Points in red"] == "15"
+    assert at.query_params["k"] == "5"
+
+
+def test_no_runs_says_what_to_do(env):
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert "No finished EMAP run" in at.info[0].value
