@@ -96,7 +96,7 @@ class Run:
     ``dataset`` and ``model`` are the specs the job was submitted with (see ``app.jobs.resolve``);
     ``error`` is a one-line reason when the run failed (the traceback is in the log); ``worker`` is
     ``{"host", "pid", "start"}`` of the process that ran it; ``retry_of``/``retried_by`` link a
-    retry to the run it repeats. ``artifacts`` lists files under ``artifacts/`` (relative paths).
+    retry to the run it repeats; ``owner`` is the user who submitted it (None without sign-in). ``artifacts`` lists files under ``artifacts/`` (relative paths).
     """
 
     id: str
@@ -117,6 +117,7 @@ class Run:
     worker: dict[str, Any] | None = None
     retry_of: str | None = None
     retried_by: str | None = None
+    owner: str | None = None
     cancel_requested: bool = False
     artifacts: list[str] = field(default_factory=list)
     path: Path | None = None
@@ -127,7 +128,10 @@ class Run:
 
     @property
     def has_explanation(self) -> bool:
-        return f"{EXPLANATION}/explanation.json" in self.artifacts
+        """Whether the run saved an Explanation: any file under ``artifacts/explanation/``, so a
+        damaged save (one of its two files lost) still lists, and opening it says what is wrong
+        instead of the run silently vanishing from the views."""
+        return any(a.startswith(f"{EXPLANATION}/") for a in self.artifacts)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (what ``flipscope jobs show`` prints)."""
@@ -248,8 +252,10 @@ class RunStore:
         model: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
         retry_of: str | None = None,
+        owner: str | None = None,
     ) -> Run:
-        """A new queued run with a fresh id (its folder, record and active marker)."""
+        """A new queued run with a fresh id (its folder, record and active marker); ``owner`` is
+        the signed-in user who asked for it (None when the app runs without sign-in)."""
         run_id = new_run_id()
         folder = self.root / run_id
         (folder / ARTIFACTS).mkdir(parents=True)
@@ -263,6 +269,7 @@ class RunStore:
             model=dict(model) if model else None,
             created_at=time.time(),
             retry_of=retry_of,
+            owner=owner,
             progress=Progress(0.0, "queued", "waiting for a worker"),
         )
         self._write(folder, record, fsync=True)
@@ -298,8 +305,10 @@ class RunStore:
         run.artifacts = self._list_artifacts(folder / ARTIFACTS)
         return run
 
-    def list(self, status: str | None = None, kind: str | None = None) -> list[Run]:
-        """Every run, newest first (optionally only one status or kind)."""
+    def list(
+        self, status: str | None = None, kind: str | None = None, owner: str | None = None
+    ) -> list[Run]:
+        """Every run, newest first (optionally only one status, kind or owner)."""
         if not self.root.is_dir():
             return []
         runs = []
@@ -312,7 +321,11 @@ class RunStore:
                 run = self.get(entry.name)
             except RunNotFound:
                 continue  # deleted meanwhile
-            if (status is None or run.status == status) and (kind is None or run.kind == kind):
+            if (
+                (status is None or run.status == status)
+                and (kind is None or run.kind == kind)
+                and (owner is None or run.owner == owner)
+            ):
                 runs.append(run)
         runs.sort(key=lambda r: r.created_at, reverse=True)
         return runs
@@ -332,7 +345,8 @@ class RunStore:
             fh.write(text if text.endswith("\n") else text + "\n")
 
     def load_explanation(self, run_id: str) -> Explanation:
-        """The run's Explanation; ``RunStateError`` if the run has none (yet)."""
+        """The run's Explanation; ``RunStateError`` if the run has none (yet),
+        ``ExplanationFormatError`` (naming the file and the fault) if its files are damaged."""
         from explainers.explanation import Explanation
 
         run = self.get(run_id)
