@@ -59,8 +59,20 @@ def scores(kind: str, key: str) -> dict[str, object]:
 
 @st.cache_resource(show_spinner=False)
 def backend() -> JobBackend:
-    """The job backend of this process (SQLite queue in the data dir, or Redis if configured)."""
-    return get_backend()
+    """The job backend of this process (SQLite queue in the data dir, or Redis if configured).
+    The precomputed demo runs shipped in assets/ are installed into its run store on first use."""
+    from app.demo_runs import install
+
+    jobs = get_backend()
+    install(jobs.store)
+    return jobs
+
+
+def demo_runs(dataset_name: str) -> dict[str, str]:
+    """``{kind: run id}`` of the precomputed demo runs on a built-in data set."""
+    from app.demo_runs import demo_runs_for
+
+    return demo_runs_for(backend().store, dataset_name)
 
 
 def selected_dataset(sel: Selection) -> Dataset:

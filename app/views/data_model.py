@@ -11,6 +11,17 @@ from datasets import DEMO_TITLES, Dataset, DataValidationError
 from datasets.upload import infer_kinds, read_table
 from explainers.models import ModelCompatibilityError, ModelFormatError
 
+# Which view opens a precomputed demo run of each kind (EMAP on tabular data or images opens
+# the table or the image view instead of the arrow field).
+VIEW_FOR_KIND = {
+    "emap": "views/arrows.py",
+    "lime": "views/compare.py",
+    "shap": "views/compare.py",
+    "ig": "views/compare.py",
+    "deduce": "views/images.py",
+    "jsma": "views/images.py",
+}
+
 st.title("Data & model")
 st.caption(
     "Choose what to explain: a built-in demo with its trained black box, or your own data set and model."
@@ -37,6 +48,21 @@ def _demo_picker() -> None:
     )
     if not current.is_demo or chosen != current.dataset["name"]:
         state.set_selection(state.Selection({"name": chosen}, {"demo": chosen}))
+    ready = resources.demo_runs(chosen)
+    if ready:
+        st.caption("Precomputed results, no training wait:")
+        cols = st.columns(len(ready))
+        for col, (kind, run_id) in zip(cols, ready.items(), strict=True):
+            modality = resources.dataset(chosen).modality
+            view = (
+                {"tabular": "views/tabular.py", "image": "views/images.py"}.get(modality)
+                if kind == "emap"
+                else None
+            )
+            view = view or VIEW_FOR_KIND.get(kind)
+            if view and col.button(f"Open {kind.upper()}", key=f"demo_open.{kind}"):
+                state.set_run(run_id)
+                st.switch_page(view)
 
 
 def _upload_picker() -> None:
