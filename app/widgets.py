@@ -124,6 +124,31 @@ def finished_runs(store: Any, keep: Any) -> list[Any]:
     return [r for r in store.list(status=SUCCEEDED) if r.has_explanation and keep(r)]
 
 
+def open_explanation(run: Any, store: Any, stop: bool = True) -> Any:
+    """The run's Explanation for a view; for a run whose results cannot be read (a damaged or
+    missing artifact, an unreadable disk) an error naming that run and the fault, then ``st.stop()``
+    (or None when ``stop`` is False). No traceback: the pickers above the error stay, so every
+    other run still opens."""
+    from app import resources
+    from app.jobs import RunStateError
+    from explainers.explanation import ExplanationFormatError
+
+    try:
+        return resources.explanation(run.id, str(store.root))
+    except (ExplanationFormatError, RunStateError, OSError) as exc:
+        # Paths inside the run store mean nothing to a viewer (and are not theirs to see).
+        reason = (
+            str(exc).replace(f"{store.root / run.id}/", "").replace(str(store.root), "the store")
+        )
+        st.error(
+            f"Run {run.id[:8]}: this run's results cannot be read: {reason}; re-run it on the "
+            "Explain page."
+        )
+        if stop:
+            st.stop()
+        return None
+
+
 def run_picker(runs: list[Any], key: str, label: str = "Run") -> Any:
     """Pick one of ``runs``; the URL's run is preselected, and choosing one puts it in the URL."""
     from app import state

@@ -27,7 +27,7 @@ if run is None:
         "No finished EMAP run yet. Start one on the Explain page, or open a demo on the Data & model page."
     )
     st.stop()
-exp: Explanation = resources.explanation(run.id, str(store.root))
+exp: Explanation = widgets.open_explanation(run, store)
 
 c1, c2, c3 = st.columns([2, 1, 1])
 k_pct = c1.slider(
@@ -118,9 +118,11 @@ if not lime_runs:
     )
 else:
     lime_run = widgets.run_picker(lime_runs, key="lime_run", label="LIME run")
-    lime = resources.explanation(lime_run.id, str(store.root))
-    common = min(lime.n, exp.n)
-    if not np.allclose(lime.inputs[:common], exp.inputs[:common]):
+    lime = widgets.open_explanation(lime_run, store, stop=False)
+    common = 0 if lime is None else min(lime.n, exp.n)
+    if lime is None:
+        pass  # open_explanation said why; the EMAP field above stands on its own
+    elif not np.allclose(lime.inputs[:common], exp.inputs[:common]):
         st.warning(
             "The LIME run explains other rows than this EMAP run, so agreement is not computed."
         )

@@ -56,7 +56,7 @@ methods = st.multiselect(
 )
 if not methods:
     st.stop()
-exps = {m.upper(): resources.explanation(newest[m].id, str(store.root)) for m in methods}  # type: ignore[attr-defined]
+exps = {m.upper(): widgets.open_explanation(newest[m], store) for m in methods}
 n_common = min(e.n for e in exps.values())
 base = next(iter(exps.values()))
 mismatch = [

@@ -50,7 +50,7 @@ chosen = st.multiselect(
 )
 if not chosen:
     st.stop()
-exps = {m.upper(): resources.explanation(by_method[m].id, str(store.root)) for m in chosen}  # type: ignore[attr-defined]
+exps = {m.upper(): widgets.open_explanation(by_method[m], store) for m in chosen}
 first_run = by_method[chosen[0]]
 first = exps[chosen[0].upper()]
 

@@ -21,7 +21,7 @@ run = widgets.run_picker(runs, key="rep_run")
 if run is None:
     st.info("No finished run yet.")
     st.stop()
-exp = resources.explanation(run.id, str(store.root))
+exp = widgets.open_explanation(run, store)
 wrong_labels = resources.black_box_errors(run, exp)
 y_true = (
     resources.dataset_for_spec(run.dataset).y_test[: exp.n] if wrong_labels is not None else None

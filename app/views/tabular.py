@@ -26,7 +26,7 @@ if run is None:
         "upload, or open the precomputed Adult demo on the Data & model page."
     )
     st.stop()
-exp = resources.explanation(run.id, str(store.root))
+exp = widgets.open_explanation(run, store)
 pinned = tuple(run.params.get("pinned") or ())
 if pinned:
     st.caption(f"This run pinned {', '.join(pinned)}: EMAP was not allowed to change them.")

@@ -29,7 +29,7 @@ run = widgets.run_picker(runs, key="tri_run")
 if run is None:
     st.info("No finished EMAP, DeDUCE or JSMA run yet. Start one on the Explain page.")
     st.stop()
-exp = resources.explanation(run.id, str(store.root))
+exp = widgets.open_explanation(run, store)
 dataset = resources.dataset_for_spec(run.dataset)
 if exp.n > len(dataset.X_test) or (exp.inputs[:5] != dataset.X_test[: min(5, exp.n)]).any():
     st.error(

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from app.jobs import SUCCEEDED
 from explainers.explanation import ARRAYS, META, ExplanationFormatError
-from tests.faults.conftest import same_explanation, stored_emap_run
+from tests.faults.conftest import VIEWS, same_explanation, stored_emap_run
 
 
 def _truncate(folder: Path) -> None:
@@ -94,3 +95,32 @@ def test_a_damaged_artifact_raises_a_named_error_and_spares_the_others(env, case
     runs = {r.id: r for r in env.list()}
     assert runs[bad].status == SUCCEEDED and runs[bad].has_explanation
     assert same_explanation(env.load_explanation(good), before)
+
+
+@pytest.mark.parametrize("view", ["arrows", "triage", "report", "compare"])
+def test_a_view_shows_an_error_for_the_damaged_run_only(env, view):
+    good = stored_emap_run(env, seed=1)
+    bad = stored_emap_run(env, seed=2)  # the newest: what compare picks for EMAP
+    _truncate(env.artifacts_dir(bad) / "explanation")
+
+    at = AppTest.from_file(str(VIEWS / f"{view}.py"), default_timeout=120)
+    at.query_params["run"] = bad
+    at.run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"Run {bad[:8]}: this run's results cannot be read: ")
+    assert "arrays.npz is corrupted" in errors[0] and "re-run it" in errors[0]
+    assert str(env.root) not in errors[0]  # no server paths shown to viewers
+    if view == "compare":
+        return  # it shows the newest run of each method; no picker to go back to the good one
+
+    at = AppTest.from_file(str(VIEWS / f"{view}.py"), default_timeout=120)
+    at.query_params["run"] = good
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    if view == "report":
+        assert any("The report holds" in m.value for m in at.markdown)
+    else:
+        assert at.get("plotly_chart"), "the good run's figure is missing"
