@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.config import settings
+from app.config import ConfigError, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,6 +54,8 @@ def streamlit_command(port: int, address: str) -> list[str]:
         sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
         "--server.port", str(port), "--server.address", address, "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
+        # Streamlit's uploader has its own cap; keep it equal to Flipscope's configured limit.
+        "--server.maxUploadSize", str(settings().max_upload_mb),
     ]  # fmt: skip
 
 
@@ -103,7 +105,11 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:  # a bad FLIPSCOPE_* variable: say which, no traceback
+        print(f"flipscope: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
