@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import resources, state
+from app import auth, resources, state
 from app.plots.common import class_balance_figure, confusion_matrix_figure
+from app.uploads import UploadWriteError
 from datasets import DEMO_TITLES, Dataset, DataValidationError
 from datasets.upload import infer_kinds, read_table
 from explainers.models import ModelCompatibilityError, ModelFormatError
@@ -103,9 +104,16 @@ def _upload_picker() -> None:
         if st.button("Use this data set", type="primary", key="use_data"):
             kinds = dict(zip(edited["column"], edited["kind"], strict=True))
             try:
-                upload_id, _ = store.add_dataset(data_file.getvalue(), data_file.name, label, kinds)
+                upload_id, _ = store.add_dataset(
+                    data_file.getvalue(), data_file.name, label, kinds, owner=auth.current_user()
+                )
             except DataValidationError as exc:
                 st.error(f"The data set was not accepted: {exc}")
+                return
+            except UploadWriteError as exc:
+                st.error(
+                    f"The data set could not be saved on the server ({exc}); nothing was kept. Try again later."
+                )
                 return
             state.set_selection(state.Selection({"upload": upload_id}, None))
             st.rerun()
@@ -117,10 +125,18 @@ def _upload_picker() -> None:
     if model_file is not None and st.button("Use this model", type="primary", key="use_model"):
         try:
             model_id, _ = store.add_model(
-                model_file.getvalue(), model_file.name, sel.dataset["upload"]
+                model_file.getvalue(),
+                model_file.name,
+                sel.dataset["upload"],
+                owner=auth.current_user(),
             )
         except (ModelFormatError, ModelCompatibilityError, DataValidationError) as exc:
             st.error(str(exc))
+            return
+        except UploadWriteError as exc:
+            st.error(
+                f"The model could not be saved on the server ({exc}); nothing was kept. Try again later."
+            )
             return
         state.set_selection(state.Selection(sel.dataset, {"upload": model_id}))
         st.rerun()
