@@ -117,11 +117,24 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None or value != value else f"{value:.{digits}f}"
 
 
+def visible(runs: list[Any]) -> list[Any]:
+    """The runs this session may see: with sign-in on, the user's own runs, runs made without an
+    owner (demos, or before sign-in was configured) and the run named in the URL (a share link
+    carries its unguessable id); with sign-in off, all of them."""
+    from app import auth, state
+
+    user = auth.current_user()
+    if user is None:
+        return runs
+    shared = state.run_id()
+    return [r for r in runs if getattr(r, "owner", None) in (None, user) or r.id == shared]
+
+
 def finished_runs(store: Any, keep: Any) -> list[Any]:
     """Succeeded runs with an explanation that ``keep(run)`` accepts, newest first."""
     from app.jobs import SUCCEEDED
 
-    return [r for r in store.list(status=SUCCEEDED) if r.has_explanation and keep(r)]
+    return [r for r in visible(store.list(status=SUCCEEDED)) if r.has_explanation and keep(r)]
 
 
 def open_explanation(run: Any, store: Any, stop: bool = True) -> Any:

@@ -73,7 +73,11 @@ if info.summary:
 
 model_spec = dict(sel.model)
 if kind_name == "ig" and "gradients" not in model_caps:
-    emap_runs = [r for r in store.list(status=SUCCEEDED, kind="emap") if r.dataset == sel.dataset]
+    emap_runs = [
+        r
+        for r in widgets.visible(store.list(status=SUCCEEDED, kind="emap"))
+        if r.dataset == sel.dataset
+    ]
     if not emap_runs:
         st.info(
             "This black box gives no gradients, so Integrated Gradients runs on EMAP's surrogate network. "
@@ -152,7 +156,7 @@ if active and store.exists(active):
         st.warning(f"{info_title(run.kind)} {active[:8]} was {run.status}.")
 
 st.subheader("Runs")
-runs = store.list()
+runs = widgets.visible(store.list())
 if not runs:
     st.caption("No runs yet.")
 else:
