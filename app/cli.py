@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("app.demo_runs", "build the precomputed demo runs shipped in assets/demo_runs"),
 }
 BENCHES: dict[str, tuple[str, str]] = {
+    "emap": (
+        "benchmarks.emap",
+        "the EMAP paper's table on moons, blob, mnist38 or adult, beside the paper's figures",
+    ),
     "deduce": (
         "benchmarks.deduce",
         "DeDUCE vs JSMA on MNIST test images 0-99 x 9 targets (the DeDUCE paper's table)",

@@ -346,7 +346,7 @@ class EMAP:
         ref_rows = X_all if len(X_all) <= MAX_NORM_REFERENCE else X_all[order[:MAX_NORM_REFERENCE]]
         ref_orig = y_all if len(X_all) <= MAX_NORM_REFERENCE else y_all[order[:MAX_NORM_REFERENCE]]
         self.norm_reference_ = np.zeros(0)
-        cf_ref, t_ref, _ = self._perturb_arrays(ref_rows, ref_orig)
+        cf_ref, _, _ = self._perturb_arrays(ref_rows, ref_orig, diagnostics=False)
         self.norm_reference_ = np.sort(np.linalg.norm(cf_ref - ref_rows, axis=1))
         self.train_seconds_ = time.perf_counter() - t0
         metrics: dict[str, float | None] = {
@@ -355,7 +355,9 @@ class EMAP:
             "flip_rate_surrogate_validation": history[-1]["flip_surrogate"],
         }
         if n_val:
-            cf_val, t_val_np, _ = self._perturb_arrays(X_all[val_idx], y_all[val_idx])
+            cf_val, t_val_np, _ = self._perturb_arrays(
+                X_all[val_idx], y_all[val_idx], diagnostics=False
+            )
             metrics["flip_rate_blackbox_validation"] = float(
                 np.mean(model.predict(cf_val) == t_val_np)
             )
@@ -482,7 +484,9 @@ class EMAP:
         classes ``original`` (n,) are known. No black-box call; what "one forward pass" costs."""
         self._check_fitted(need_model=False)
         X = self._check_X(X)
-        cf, t, _ = self._perturb_arrays(X, np.asarray(original, dtype=np.int64), targets)
+        cf, t, _ = self._perturb_arrays(
+            X, np.asarray(original, dtype=np.int64), targets, diagnostics=False
+        )
         return cf, t
 
     def norm_percentile(self, norms: NDArray) -> NDArray[np.float64]:
@@ -727,31 +731,41 @@ class EMAP:
         return rate
 
     def _perturb_arrays(
-        self, X: NDArray, original: NDArray, targets: NDArray | None = None
+        self,
+        X: NDArray,
+        original: NDArray,
+        targets: NDArray | None = None,
+        diagnostics: bool = True,
     ) -> tuple[NDArray[np.float32], NDArray[np.int64], dict[str, NDArray]]:
+        """x' for each row. Without ``diagnostics`` only g runs (plus s on x where a multi-class
+        runner-up is needed): the amortised cost of an explanation."""
         import torch
 
         dev = self.device_
-        with torch.no_grad():
+        with torch.no_grad(), _cpu_threads(dev, self.n_features_):
             x = torch.as_tensor(np.asarray(X, dtype=np.float32), device=dev)
             orig = torch.as_tensor(original, dtype=torch.int64, device=dev)
-            probs_x = torch.softmax(self.surrogate_(x), dim=1)
-            runner_up = self._default_targets(probs_x, orig)
-            replaced = torch.zeros(len(x), dtype=torch.bool, device=dev)
-            if targets is None:
-                t = runner_up
-            else:
-                t = torch.as_tensor(np.asarray(targets), dtype=torch.int64, device=dev)
-                replaced = t == orig
-                t = torch.where(replaced, runner_up, t)
+            t = (
+                None
+                if targets is None
+                else torch.as_tensor(np.asarray(targets), dtype=torch.int64, device=dev)
+            )
+            replaced = torch.zeros(len(x), dtype=torch.bool, device=dev) if t is None else t == orig
+            probs_x = None
+            if diagnostics or (self.n_classes_ > 2 and (t is None or bool(replaced.any()))):
+                probs_x = torch.softmax(self.surrogate_(x), dim=1)
+            # Binary: the runner-up is the other class, whatever the surrogate says.
+            runner_up = 1 - orig if probs_x is None else self._default_targets(probs_x, orig)
+            t = runner_up if t is None else torch.where(replaced, runner_up, t)
             delta, logits = self.perturber_(x, self._cond(t))
             x_new, _, _ = self._compose(x, delta, logits, tau=1.0, hard_eval=True)
-            probs_cf = torch.softmax(self.surrogate_(x_new), dim=1)
-        extra = {
-            "replaced": replaced.cpu().numpy(),
-            "probs_x": probs_x.double().cpu().numpy(),
-            "probs_cf": probs_cf.double().cpu().numpy(),
-        }
+            extra: dict[str, NDArray] = {"replaced": replaced.cpu().numpy()}
+            if diagnostics:
+                assert probs_x is not None
+                extra["probs_x"] = probs_x.double().cpu().numpy()
+                extra["probs_cf"] = (
+                    torch.softmax(self.surrogate_(x_new), dim=1).double().cpu().numpy()
+                )
         return x_new.cpu().numpy(), t.cpu().numpy(), extra
 
 
