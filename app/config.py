@@ -43,6 +43,8 @@ class Settings:
     job_time_limit_s: int = 1_800
     # Lower-cased addresses, or ``*@domain`` patterns; empty: nobody named (see app.auth).
     allowed_emails: tuple[str, ...] = ()
+    # Install the precomputed demo runs of assets/demo_runs into the run store (FLIPSCOPE_DEMO_RUNS=0: no).
+    demo_runs: bool = True
 
     @property
     def cache_dir(self) -> Path:
@@ -102,6 +104,7 @@ def settings() -> Settings:
         max_jobs_per_user=_int_env("FLIPSCOPE_MAX_JOBS_PER_USER", 4, 1, 10_000),
         job_time_limit_s=_int_env("FLIPSCOPE_JOB_TIME_LIMIT_S", 1_800, 10, 7 * 24 * 3600),
         allowed_emails=parse_emails(os.environ.get("FLIPSCOPE_ALLOWED_EMAILS", "")),
+        demo_runs=_int_env("FLIPSCOPE_DEMO_RUNS", 1, 0, 1) == 1,
     )
 
 

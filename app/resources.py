@@ -64,7 +64,8 @@ def backend() -> JobBackend:
     from app.demo_runs import install
 
     jobs = get_backend()
-    install(jobs.store)
+    if settings().demo_runs:
+        install(jobs.store)
     return jobs
 
 
@@ -72,6 +73,8 @@ def demo_runs(dataset_name: str) -> dict[str, str]:
     """``{kind: run id}`` of the precomputed demo runs on a built-in data set."""
     from app.demo_runs import demo_runs_for
 
+    if not settings().demo_runs:
+        return {}
     return demo_runs_for(backend().store, dataset_name)
 
 

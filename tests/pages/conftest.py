@@ -12,6 +12,9 @@ def env(model_cache, monkeypatch, tmp_path):
     monkeypatch.setenv("FLIPSCOPE_DATA_DIR", str(model_cache))
     monkeypatch.setenv("FLIPSCOPE_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("FLIPSCOPE_QUEUE", f"sqlite://{tmp_path / 'queue.db'}")
+    monkeypatch.setenv(
+        "FLIPSCOPE_DEMO_RUNS", "0"
+    )  # an empty store unless a test installs the demos
     st.cache_resource.clear()
     yield RunStore(tmp_path / "runs")
     st.cache_resource.clear()

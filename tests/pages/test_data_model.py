@@ -12,10 +12,8 @@ PAGE = str(Path(__file__).resolve().parents[2] / "app" / "views" / "data_model.p
 
 
 @pytest.fixture
-def app(model_cache, monkeypatch, tmp_path):
-    monkeypatch.setenv("FLIPSCOPE_DATA_DIR", str(model_cache))
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    return at
+def app(env):
+    return AppTest.from_file(PAGE, default_timeout=120)
 
 
 def test_demo_shows_data_and_model_scores(app):
@@ -44,3 +42,23 @@ def test_bad_upload_gets_a_message(app):
     app.radio(key="source").set_value("Upload your own").run()
     assert not app.exception
     assert any("Upload a data set first" in i.value for i in app.info)
+
+
+def test_demo_mode_opens_precomputed_runs(env, monkeypatch):
+    from app.demo_runs import DEMOS, install
+
+    monkeypatch.setenv("FLIPSCOPE_DEMO_RUNS", "1")
+    index = install(env)
+    assert set(index) == {d.slug for d in DEMOS}
+    assert install(env) == index  # installed once
+    runs = env.list()
+    assert len(runs) == len(DEMOS) and all(
+        r.status == "succeeded" and r.has_explanation for r in runs
+    )
+    for run in runs:
+        env.load_explanation(run.id)  # every shipped run opens
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    assert not at.exception
+    labels = [b.label for b in at.button]
+    assert "Open EMAP" in labels and "Open LIME" in labels

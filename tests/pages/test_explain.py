@@ -13,10 +13,7 @@ PAGE = str(Path(__file__).resolve().parents[2] / "app" / "views" / "explain.py")
 
 
 @pytest.fixture
-def app(model_cache, monkeypatch, tmp_path):
-    monkeypatch.setenv("FLIPSCOPE_DATA_DIR", str(model_cache))
-    monkeypatch.setenv("FLIPSCOPE_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("FLIPSCOPE_QUEUE", f"sqlite://{tmp_path / 'queue.db'}")
+def app(env):
     return AppTest.from_file(PAGE, default_timeout=120)
 
 
