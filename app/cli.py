@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("app.demo_runs", "build the precomputed demo runs shipped in assets/demo_runs"),
 }
 BENCHES: dict[str, tuple[str, str]] = {
+    "plots": (
+        "benchmarks.plots",
+        "arrow-field figure: build and k-change seconds and JSON size for 10,000 arrows (--browser: paint time)",
+    ),
     "emap": (
         "benchmarks.emap",
         "the EMAP paper's table on moons, blob, mnist38 or adult, beside the paper's figures",
