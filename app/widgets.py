@@ -180,8 +180,8 @@ def run_picker(runs: list[Any], key: str, label: str = "Run") -> Any:
         format_func=lambda i: run_label(runs[ids.index(i)], titles),
         key=key,
     )
-    if key.endswith("_run") and chosen != wanted and label == "Run":
-        state.set_run(chosen)
+    if label == "Run" and st.query_params.get("run") != chosen:
+        state.set_run(chosen)  # the URL names the run on view, so a copied link opens it
     return runs[ids.index(chosen)]
 
 
