@@ -24,8 +24,10 @@ class JobBackend(Protocol):
         dataset: str | dict[str, Any],
         model: str | dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> str:
-        """Validate and queue a job of ``kind``; returns the new run's id."""
+        """Validate and queue a job of ``kind``; returns the new run's id. ``owner``: the
+        signed-in user (their queued + running jobs are capped by FLIPSCOPE_MAX_JOBS_PER_USER)."""
         ...
 
     def status(self, run_id: str) -> Run:
@@ -44,7 +46,9 @@ class JobBackend(Protocol):
         """Queue a failed or cancelled run again; returns the new run's id (linked both ways)."""
         ...
 
-    def list(self, status: str | None = None, kind: str | None = None) -> list[Run]:
+    def list(
+        self, status: str | None = None, kind: str | None = None, owner: str | None = None
+    ) -> list[Run]:
         """Runs, newest first."""
         ...
 

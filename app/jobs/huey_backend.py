@@ -20,6 +20,7 @@ from typing import Any
 from huey import RedisHuey, SqliteHuey
 from huey.api import Huey
 from huey.consumer import Consumer
+from huey.exceptions import RetryTask
 
 from app.config import settings
 from app.jobs.store import (
@@ -46,11 +47,21 @@ class QueueUnavailable(RuntimeError):
     """The queue could not be reached when a job was submitted."""
 
 
+class JobLimitError(RuntimeError):
+    """The user already has as many queued or running jobs as FLIPSCOPE_MAX_JOBS_PER_USER allows."""
+
+
 def run_job(run_id: str) -> None:
     """The one Huey task: run a queued run by id (its spec is in the run store)."""
-    from app.jobs.tasks import execute
+    from app.jobs import tasks
 
-    execute(run_id, RunStore(settings().runs_dir))
+    if tasks.stopping():
+        # This process's job was just interrupted because the worker is stopping, and it took the
+        # next task before seeing its stop flag: give the task back untouched, so its run stays
+        # queued for the next worker instead of failing "interrupted" without having run.
+        time.sleep(0.2)  # let the stop flag arrive rather than take the task straight back
+        raise RetryTask("this worker is stopping; the task goes back to the queue")
+    tasks.execute(run_id, RunStore(settings().runs_dir))
 
 
 def make_huey(queue_url: str | None = None, data_dir: Path | None = None) -> Huey:
@@ -108,14 +119,27 @@ class HueyBackend:
         model: str | dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
         retry_of: str | None = None,
+        owner: str | None = None,
     ) -> str:
-        """Validate and queue a job; returns its run id at once (the job runs in a worker)."""
+        """Validate and queue a job; returns its run id at once (the job runs in a worker).
+
+        With an ``owner`` (the signed-in user), refuses a job beyond
+        ``FLIPSCOPE_MAX_JOBS_PER_USER`` queued or running ones (``JobLimitError``)."""
         from app.jobs.tasks import validate
 
         dataset_spec, model_spec, clean = validate(kind, dataset, model, params)
+        if owner is not None:
+            limit = settings().max_jobs_per_user
+            active = [r for r in self.store.list(owner=owner) if not r.finished]
+            if len(active) >= limit:
+                raise JobLimitError(
+                    f"you already have {len(active)} jobs queued or running (the limit is {limit}, "
+                    "FLIPSCOPE_MAX_JOBS_PER_USER); wait for one to finish or cancel one"
+                )
         run = self.store.create(
-            kind, dataset=dataset_spec, model=model_spec, params=clean, retry_of=retry_of
-        )
+            kind, dataset=dataset_spec, model=model_spec, params=clean, retry_of=retry_of,
+            owner=owner,
+        )  # fmt: skip
         try:
             self.huey.enqueue(self._task_class(args=(run.id,)))
         except Exception as exc:
@@ -149,8 +173,9 @@ class HueyBackend:
         if old.kind == "unknown":
             raise RunStateError(f"run {run_id} has an unreadable record; it cannot be retried")
         new_id = self.submit(
-            old.kind, dataset=old.dataset, model=old.model, params=old.params, retry_of=run_id
-        )
+            old.kind, dataset=old.dataset, model=old.model, params=old.params, retry_of=run_id,
+            owner=old.owner,
+        )  # fmt: skip
 
         def link(rec: dict[str, Any]) -> None:
             rec["retried_by"] = new_id
@@ -158,8 +183,10 @@ class HueyBackend:
         self.store.update(run_id, link)
         return new_id
 
-    def list(self, status: str | None = None, kind: str | None = None) -> list[Run]:
-        return self.store.list(status=status, kind=kind)
+    def list(
+        self, status: str | None = None, kind: str | None = None, owner: str | None = None
+    ) -> list[Run]:
+        return self.store.list(status=status, kind=kind, owner=owner)
 
     def delete(self, run_id: str) -> None:
         self.store.delete(run_id)

@@ -5,7 +5,8 @@ Data set specs
     ``{"upload": "<id>"}``      an uploaded data set (``app.uploads.UploadStore``)
 
 Model specs
-    ``{"demo": "moons"}``       the demo random forest of a built-in data set (``demo_model``)
+    ``{"demo": "moons"}``       the demo black box of a built-in data set (``demo_model``: a
+                                random forest; the shipped SN-ResNet for ``mnist``)
     ``{"upload": "<id>"}``      an uploaded model (bound to its uploaded data set)
     ``{"run": "<id>"}``         the model a finished run produced: a ``blackbox`` run's forest,
                                 an ``emap`` run's surrogate, a ``resnet`` run's SN-ResNet
@@ -79,11 +80,10 @@ def normalize_model_spec(
     spec: str | dict[str, Any] | None, dataset: dict[str, Any]
 ) -> dict[str, Any] | None:
     """Check a model spec's shape; None becomes the data set's demo model where there is one."""
-    from explainers.blackbox import RF_DEMOS
-
+    demos = demo_models()
     if spec is None or spec == "":
         name = dataset.get("name")
-        return {"demo": name} if name in RF_DEMOS else None
+        return {"demo": name} if name in demos else None
     if isinstance(spec, str):
         spec = parse_spec(spec, "demo")
     allowed = {"demo", "upload", *MODEL_RUN_KEYS}
@@ -94,9 +94,16 @@ def normalize_model_spec(
     key, value = next(iter(spec.items()))
     if not isinstance(value, str) or not value:
         raise SpecError(f"model spec {spec!r}: {key} must be a non-empty string")
-    if key == "demo" and value not in RF_DEMOS:
-        raise SpecError(f"no demo model for {value!r}; demos exist for {', '.join(RF_DEMOS)}")
+    if key == "demo" and value not in demos:
+        raise SpecError(f"no demo model for {value!r}; demos exist for {', '.join(demos)}")
     return {key: value}
+
+
+def demo_models() -> tuple[str, ...]:
+    """Built-in data sets with a demo black box (the SN-ResNet for mnist, forests for the rest)."""
+    from explainers.blackbox import RF_DEMOS, SN_RESNET_DEMOS
+
+    return (*SN_RESNET_DEMOS, *RF_DEMOS)
 
 
 # --------------------------------------------------------------------------- resolving (worker side)
@@ -186,17 +193,35 @@ def _model_from_run(
     loader = RUN_MODEL_LOADERS.get(run.kind)
     if loader is None:
         raise SpecError(f"loading the model of a {run.kind} run is not available in this version")
-    return loader(path, device)
+    model = loader(path, device, dataset)
+    model.description = f"{model.description} (run {run_id})"
+    return model
 
 
-def _emap_surrogate(path: Path, device: str) -> Model:
+def _emap_surrogate(path: Path, device: str, dataset: Dataset) -> Model:
     from explainers.emap import EMAP
 
     return EMAP.load(path, device=device).surrogate_model()
 
 
-# kind -> (artifact path, device) -> Model, for runs whose model is not a plain skops file.
-RUN_MODEL_LOADERS: dict[str, Callable[[Path, str], Model]] = {"emap": _emap_surrogate}
+def _sn_resnet(path: Path, device: str, dataset: Dataset) -> Model:
+    """A resnet run's asset folder: the weights through the safe loader, its density attached."""
+    from explainers.density import ClassGaussianDensity
+    from explainers.models import load_model
+
+    weights = path / "model.safetensors"
+    model = load_model(weights.read_bytes(), weights.name, class_names=list(dataset.class_names))
+    has_density = (path / "density.safetensors").exists()
+    model.density = ClassGaussianDensity.load(path) if has_density else None  # type: ignore[attr-defined]
+    model.description = "SN-ResNet"
+    return model
+
+
+# kind -> (artifact path, device, data set) -> Model, for runs whose model is not a skops file.
+RUN_MODEL_LOADERS: dict[str, Callable[[Path, str, Dataset], Model]] = {
+    "emap": _emap_surrogate,
+    "resnet": _sn_resnet,
+}
 
 
 def normalize_surrogate_spec(spec: str | dict[str, Any]) -> dict[str, Any]:
@@ -233,21 +258,29 @@ def resolve_surrogate(
 
 
 # --------------------------------------------------------------------------- uploads
+def _upload_store() -> Any:
+    from app.config import upload_limits
+    from app.uploads import UploadStore
+
+    cfg = settings()
+    return UploadStore(cfg.uploads_dir, upload_limits(cfg))
+
+
 def load_uploaded_dataset(upload_id: str) -> Dataset:
     """An uploaded data set from the upload store under the data directory."""
-    from app.uploads import UploadNotFound, UploadStore
+    from app.uploads import UploadNotFound
 
     try:
-        return UploadStore(settings().uploads_dir).dataset(upload_id)
+        return _upload_store().dataset(upload_id)
     except UploadNotFound as exc:
         raise SpecError(str(exc)) from None
 
 
 def load_uploaded_model(upload_id: str, dataset_spec: dict[str, Any]) -> Model:
     """An uploaded model; it must have been uploaded for the run's data set."""
-    from app.uploads import UploadNotFound, UploadStore
+    from app.uploads import UploadNotFound
 
-    store = UploadStore(settings().uploads_dir)
+    store = _upload_store()
     try:
         info = store.info(upload_id)
         bound = info.options.get("dataset")

@@ -55,6 +55,11 @@ PROGRESS_EVERY = 0.5  # seconds between progress writes (stage changes are writt
 CANCEL_POLL = 0.2  # seconds a cancel-flag check is trusted for
 
 
+def time_limit_seconds() -> float:
+    """How long one job may run before it is stopped (``FLIPSCOPE_JOB_TIME_LIMIT_S``)."""
+    return float(settings().job_time_limit_s)
+
+
 class JobError(RuntimeError):
     """A job cannot run as asked; the message is the one-line reason shown to the user."""
 
@@ -86,6 +91,9 @@ class JobContext:
         self._cancel_seen_at = 0.0
         self._cancel = False
         self.lost = False  # the run is no longer ours (reaped); stop quietly
+        self.time_limit = time_limit_seconds()
+        self.timed_out = False
+        self._started = time.monotonic()
         self._logged_at = 0.0
         self._unlogged: str | None = None  # the latest progress line not yet in the log
 
@@ -151,6 +159,9 @@ class JobContext:
         if self.lost:
             return True
         now = time.monotonic()
+        if now - self._started > self.time_limit:
+            self.timed_out = True
+            return True
         if not self._cancel and now - self._cancel_seen_at >= CANCEL_POLL:
             self._cancel = self.store.cancel_requested(self.run.id)
             self._cancel_seen_at = now
@@ -221,6 +232,10 @@ class JobContext:
                         path.unlink(missing_ok=True)
             why = exc.strerror or str(exc) or type(exc).__name__
             raise ArtifactWriteError(f"could not write artifacts: {why}") from exc
+
+    def check_stop(self) -> None:
+        if self.should_stop():
+            raise Cancelled("cancelled by the user")
 
     def rows(self, dataset: Any, job_params: dict[str, Any]) -> Any:
         """The rows to explain: the test split, capped by ``rows``."""
@@ -328,6 +343,143 @@ def run_blackbox(ctx: JobContext) -> dict[str, Any]:
     )  # fmt: skip
     ctx.log(f"test accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1']:.4f}")
     return metrics
+
+
+@dataclass(frozen=True)
+class ResNetParams:
+    """Training of the spectrally normalised ResNet as DeDUCE trains it (SGD 0.1, momentum 0.9,
+    batch 128, learning rate x0.1 at 50% and 80% of the epochs), then its DDU feature density."""
+
+    size: str = param("small", "small (8-64 channels, CPU minutes) or resnet18 (as in the paper; GPU)",
+                      choices=("small", "resnet18"))  # fmt: skip
+    epochs: int = param(15, "training epochs (the DeDUCE paper: 50)", 1, 500)
+    coeff: float = param(4.0, "spectral-norm coefficient c (the paper: 4)", 0.1, 100.0)
+    batch_size: int = param(128, "mini-batch size", 8, 4096, advanced=True)
+    lr: float = param(0.1, "SGD learning rate", 1e-5, 10.0, advanced=True)
+    seed: int = param(0, "random seed (initialisation and shuffling)", 0, 2**31 - 1)
+    device: str = param("auto", "where to train: auto = GPU when visible",
+                        choices=("auto", "cpu", "cuda"))  # fmt: skip
+
+
+RESNET_DIR = "resnet"  # artifacts/resnet/: model.safetensors, density.*, meta.json
+DENSITY_DIR = "density"
+
+
+def _torch_device(choice: str) -> str:
+    from explainers.base import resolve_device
+
+    return resolve_device(choice)
+
+
+def run_resnet(ctx: JobContext) -> dict[str, Any]:
+    """Train an SN-ResNet on an image data set (28x28) and fit its DDU feature density."""
+    import torch
+
+    from explainers.resnet_sn import build_resnet_sn, config_for
+    from explainers.train_resnet import (
+        TrainConfig,
+        fit_density,
+        result_dict,
+        train_sn_resnet,
+        write_asset,
+    )
+
+    if ctx.run.model:
+        raise JobError("a resnet job trains its own model; submit it without a model spec")
+    params = params_from_dict(ResNetParams, ctx.run.params)
+    ctx.set_device(_torch_device(params.device))
+    with ctx.gpu_slot():
+        dataset = ctx.dataset()
+        if dataset.modality != "image" or dataset.schema.image_shape != (28, 28):
+            raise JobError(
+                f"the SN-ResNet takes 28x28 images; data set {dataset.name!r} is {dataset.modality}"
+            )
+        config = config_for(params.size, coeff=params.coeff, n_classes=dataset.n_classes)
+        torch.manual_seed(params.seed)
+        model = build_resnet_sn(config)
+        train = TrainConfig(
+            epochs=params.epochs, batch_size=params.batch_size, lr=params.lr, seed=params.seed
+        )
+        result = train_sn_resnet(
+            model, dataset.X_train, dataset.y_train, dataset.X_test, dataset.y_test, train,
+            device=ctx.device, progress=ctx.stage("training", 0.05, 0.85),
+            should_stop=ctx.should_stop,
+        )  # fmt: skip
+        ctx.report(0.85, "fitting the density", "DDU Gaussians on the training features", True)
+        ctx.check_stop()
+        t0 = time.perf_counter()
+        density = fit_density(model, dataset.X_train, dataset.y_train, dataset.n_classes)
+        density_seconds = time.perf_counter() - t0
+    ctx.report(0.95, "saving", "weights (safetensors) and density", force=True)
+    history = result_dict(result).get("history", [])
+    meta = {
+        "model": f"SN-ResNet {params.size}", "arch": "resnet_sn", "size": params.size,
+        "config": config, "coeff": params.coeff, "dataset": dataset.name,
+        "n_train": len(dataset.X_train), "n_test": len(dataset.X_test),
+        "test_accuracy": result.test_accuracy, "train_accuracy": result.train_accuracy,
+        "epochs": params.epochs, "seed": params.seed, "train_seconds": round(result.seconds, 1),
+        "density_seconds": round(density_seconds, 1), "density_jitter": density.jitter_,
+        "device": ctx.device, "run": ctx.run.id, "history": history,
+    }  # fmt: skip
+    with ctx.writing(RESNET_DIR):
+        write_asset(ctx.artifacts / RESNET_DIR, model, config, density, meta)
+    ctx.log(f"test accuracy {result.test_accuracy:.4f} after {params.epochs} epochs")
+    return {k: v for k, v in meta.items() if k not in ("config", "run")}
+
+
+@dataclass(frozen=True)
+class DensityParams:
+    """The DDU feature density: one Gaussian per class on the model's penultimate features of the
+    training rows (what DeDUCE scores realism with)."""
+
+    batch_size: int = param(500, "rows per forward pass when extracting features", 1, 100_000,
+                            advanced=True)  # fmt: skip
+    device: str = param("auto", "where to run the model: auto = GPU when visible",
+                        choices=("auto", "cpu", "cuda"))  # fmt: skip
+
+
+def run_density(ctx: JobContext) -> dict[str, Any]:
+    """Fit the DDU class-conditional Gaussian density on a torch model's features."""
+    import numpy as np
+    import torch
+
+    from explainers.deduce import (
+        FeatureForward,
+        feature_log_density,
+        fit_feature_density,
+        require_torch_model,
+    )
+
+    params = params_from_dict(DensityParams, ctx.run.params)
+    ctx.set_device(_torch_device(params.device))
+    with ctx.gpu_slot():
+        dataset = ctx.dataset()
+        model = require_torch_model(ctx.model(dataset), "the DDU density")
+        model.module.to(ctx.device)
+        model.device = ctx.device
+        forward = FeatureForward(model)
+        density = fit_feature_density(
+            model, forward, dataset.X_train, dataset.y_train, dataset.n_classes,
+            batch=params.batch_size, progress=ctx.stage("fitting", 0.05, 0.85),
+            should_stop=ctx.should_stop,
+        )  # fmt: skip
+        ctx.report(
+            0.85, "scoring", "log-density of the test rows under their predicted class", True
+        )
+        predicted = model.predict(dataset.X_test)
+        with torch.no_grad():
+            log_density = feature_log_density(
+                forward, density.to(ctx.device), dataset.X_test, predicted
+            )
+    ctx.report(0.95, "saving", "density (safetensors + json)", force=True)
+    with ctx.writing(DENSITY_DIR):
+        density.to("cpu").save(ctx.artifacts / DENSITY_DIR)
+    return {
+        "dim": density.dim, "n_classes": density.n_classes, "jitter": density.jitter_,
+        "jitter_relative": density.jitter_relative_, "counts": density.counts_.tolist(),
+        "test_log_density_median": float(np.median(log_density)),
+        "test_log_density_p05": float(np.percentile(log_density, 5)),
+    }  # fmt: skip
 
 
 def run_method(ctx: JobContext, kind: JobKind) -> dict[str, Any]:
@@ -450,6 +602,22 @@ KINDS: dict[str, JobKind] = {
         lambda: BlackboxParams,
         needs_model=False,
     ),  # fmt: skip
+    "resnet": JobKind(
+        "resnet",
+        "Train an SN-ResNet (and its feature density) on 28x28 images",
+        run_resnet,
+        lambda: ResNetParams,
+        needs_model=False,
+        fit_share=0.8,
+    ),  # fmt: skip
+    "density": JobKind(
+        "density",
+        "Fit the DDU feature density of a torch model",
+        run_density,
+        lambda: DensityParams,
+        needs_model=True,
+        fit_share=0.8,
+    ),  # fmt: skip
     "emap": _method_kind("emap", "Train EMAP and explain the test rows", "emap", 0.85),
     "deduce": _method_kind("deduce", "DeDUCE counterfactuals", "deduce", 0.1),
     "jsma": _method_kind("jsma", "JSMA counterfactuals", "jsma", 0.1),
@@ -507,6 +675,16 @@ def validate(
 
 
 # --------------------------------------------------------------------------- execute
+_interrupted = False  # set in a process once one of its jobs was interrupted (see ``stopping``)
+
+
+def stopping() -> bool:
+    """True once a job in this process was interrupted because its worker is being stopped (Huey
+    raises KeyboardInterrupt in a running job then). Such a process may take one more task before
+    it sees its stop flag; the backend hands that task back to the queue instead of starting it."""
+    return _interrupted
+
+
 USER_ERRORS: tuple[type[BaseException], ...] = (JobError, resolve.SpecError, ParamsError)
 
 
@@ -558,10 +736,19 @@ def execute(run_id: str, store: RunStore | None = None) -> str:
             metrics = get_kind(run.kind).run(ctx)
         status = SUCCEEDED
     except Cancelled as exc:
-        status = CANCELLED
-        ctx.log(f"cancelled: {exc}" if not ctx.lost else "stopped: the run was taken away")
+        if ctx.timed_out:
+            error = (
+                f"stopped after the time limit of {ctx.time_limit:.0f} s "
+                "(FLIPSCOPE_JOB_TIME_LIMIT_S); ask for less work (fewer rows or epochs) or raise it"
+            )
+            ctx.log(error)
+        else:
+            status = CANCELLED
+            ctx.log(f"cancelled: {exc}" if not ctx.lost else "stopped: the run was taken away")
     except KeyboardInterrupt as exc:
         # Huey interrupts a running task this way when the worker is stopped without waiting.
+        global _interrupted
+        _interrupted = True
         interrupted = exc
         error = "interrupted: the worker was stopped while the job ran; retry the run"
         ctx.log(error)

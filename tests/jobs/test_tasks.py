@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -116,12 +117,13 @@ def test_specs():
     assert resolve.normalize_dataset_spec("upload:abc") == {"upload": "abc"}
     assert resolve.normalize_dataset_spec('{"name": "blob"}') == {"name": "blob"}
     assert resolve.normalize_model_spec(None, {"name": "moons"}) == {"demo": "moons"}
-    assert resolve.normalize_model_spec(None, {"name": "mnist"}) is None  # no forest demo
+    assert resolve.normalize_model_spec(None, {"name": "mnist"}) == {"demo": "mnist"}  # SN-ResNet
+    assert resolve.normalize_model_spec(None, {"upload": "abc"}) is None  # no demo for uploads
     assert resolve.normalize_model_spec("emap_run:XYZ", {"name": "moons"}) == {"emap_run": "XYZ"}
     with pytest.raises(resolve.SpecError):
         resolve.normalize_model_spec("pickle:x", {"name": "moons"})
-    with pytest.raises(resolve.SpecError, match="no demo model for 'mnist'"):
-        resolve.normalize_model_spec("demo:mnist", {"name": "mnist"})
+    with pytest.raises(resolve.SpecError, match="no demo model for 'mars'"):
+        resolve.normalize_model_spec("demo:mars", {"name": "moons"})
 
 
 def test_a_blackbox_run_is_a_model_for_later_jobs(store):
@@ -149,3 +151,95 @@ def test_retry_links_both_runs(data_dir):
     assert backend.status(first).retried_by == second
     assert backend.status(second).params == {"n_trees": 10}
     assert backend.pending() == 2  # both in the queue; the cancelled one is skipped by the worker
+
+
+def test_a_job_over_the_time_limit_is_stopped_and_failed(store, monkeypatch):
+    monkeypatch.setattr(tasks, "time_limit_seconds", lambda: 1.0)
+    run = store.create("blackbox", dataset={"name": "moons"}, params={"n_trees": 5000})
+    assert tasks.execute(run.id, store) == FAILED
+    failed = store.get(run.id)
+    assert "time limit of 1 s" in failed.error and failed.seconds < 30
+
+
+def test_jobs_per_user_are_capped(data_dir, monkeypatch):
+    from app.jobs.huey_backend import JobLimitError
+
+    monkeypatch.setenv("FLIPSCOPE_MAX_JOBS_PER_USER", "2")
+    backend = HueyBackend(make_huey(None, data_dir), RunStore(data_dir / "runs"))
+    first = backend.submit("blackbox", dataset="moons", owner="ada@example.org")
+    backend.submit("blackbox", dataset="moons", owner="ada@example.org")
+    with pytest.raises(JobLimitError, match="limit is 2"):
+        backend.submit("blackbox", dataset="moons", owner="ada@example.org")
+    backend.submit("blackbox", dataset="moons", owner="bob@example.org")  # others are not held up
+    backend.cancel(first)  # a finished (cancelled) job frees a place
+    third = backend.submit("blackbox", dataset="moons", owner="ada@example.org")
+    assert backend.status(third).owner == "ada@example.org"
+    assert len(backend.list(owner="ada@example.org")) == 3
+
+
+@pytest.mark.slow
+def test_resnet_training_stops_within_a_batch_of_a_cancel(store):
+    run = store.create("resnet", dataset={"name": "mnist38"}, params={"epochs": 3})
+
+    def cancel_once_training():
+        while store.get(run.id).progress.stage != "training":
+            time.sleep(0.05)
+        store.request_cancel(run.id)
+
+    t = threading.Thread(target=cancel_once_training)
+    t.start()
+    t0 = time.monotonic()
+    assert tasks.execute(run.id, store) == CANCELLED
+    t.join()
+    assert time.monotonic() - t0 < 60
+    got = store.get(run.id)
+    assert got.device == "cpu" and got.artifacts == []
+
+
+@pytest.mark.slow
+def test_a_resnet_run_is_a_model_with_its_density(store):
+    import torch
+
+    from datasets import load_dataset
+    from explainers.resnet_sn import build_resnet_sn, config_for
+    from explainers.train_resnet import fit_density, write_asset
+
+    data = load_dataset("mnist38")
+    run = store.create("resnet", dataset={"name": "mnist38"})
+    torch.manual_seed(0)
+    config = config_for("small", n_classes=2)
+    net = build_resnet_sn(config).eval()
+    density = fit_density(net, data.X_train[:300], data.y_train[:300], 2)
+    write_asset(store.artifacts_dir(run.id) / "resnet", net, config, density, {"test": True})
+    store.update(run.id, lambda r: r.update(status=SUCCEEDED))
+    model = resolve.resolve_model({"resnet_run": run.id}, data, {"name": "mnist38"}, store)
+    assert "gradients" in model.capabilities and model.density is not None
+    with torch.no_grad():
+        expected = net(torch.as_tensor(data.X_test[:4]).reshape(-1, 1, 28, 28)).exp().numpy()
+    np.testing.assert_allclose(model.predict_proba(data.X_test[:4]), expected, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_emap_then_ig_on_its_surrogate(model_cache, tmp_path, monkeypatch):
+    """EMAP trains a surrogate of the moons forest; IG explains the forest through it."""
+    monkeypatch.setenv("FLIPSCOPE_DATA_DIR", str(model_cache))  # the demo forest trains once
+    store = RunStore(tmp_path / "runs")
+
+    def run(kind, model, params):
+        d, m, p = tasks.validate(kind, "moons", model, params)
+        r = store.create(kind, dataset=d, model=m, params=p)
+        assert tasks.execute(r.id, store) == SUCCEEDED, store.read_log(r.id)
+        return r.id
+
+    emap = run("emap", None, {"epochs": 2, "perturber_epochs": 2, "rows": 40})
+    got = store.get(emap)
+    assert "emap/surrogate.safetensors" in got.artifacts and got.metrics["n"] == 40
+    assert store.load_explanation(emap).counterfactuals.shape == (40, 2)
+    ig = run("ig", None, {"rows": 5, "surrogate": emap})
+    exp = store.load_explanation(ig)
+    assert exp.params["on_surrogate"] and exp.attributions.shape == (5, 2)
+    assert store.get(ig).params["surrogate"] == {"emap_run": emap}
+    # An EMAP run of another black box is refused as a surrogate.
+    blob_spec = {"demo": "blob"}
+    with pytest.raises(resolve.SpecError, match="surrogate of model"):
+        resolve.resolve_surrogate({"emap_run": emap}, blob_spec, {"name": "moons"}, None, store)
