@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import resources, state, widgets
+from app import auth, resources, state, widgets
 from app.jobs import FAILED, RUNNING, SUCCEEDED
 from app.jobs.tasks import KINDS
 from explainers.registry import METHODS
@@ -105,7 +105,11 @@ with st.form("job_form"):
 if submitted:
     try:
         run_id = backend.submit(
-            kind_name, dataset=sel.dataset, model=model_spec, params={**values, "rows": int(rows)}
+            kind_name,
+            dataset=sel.dataset,
+            model=model_spec,
+            params={**values, "rows": int(rows)},
+            owner=auth.current_user(),
         )
     except (ValueError, LookupError, RuntimeError) as exc:
         st.error(f"The job was not started: {exc}")
