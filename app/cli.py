@@ -44,6 +44,10 @@ BENCHES: dict[str, tuple[str, str]] = {
         "benchmarks.attributions",
         "seconds per explanation and agreement of EMAP, LIME, SHAP and IG on one data set",
     ),
+    "load": (
+        "benchmarks.load",
+        "N browser sessions open one run's arrow field at once: time to a rendered chart",
+    ),
 }
 
 

@@ -1,0 +1,358 @@
+"""``flipscope bench load``: many browsers open one run's arrow field at once.
+
+Starts ``flipscope run`` on 127.0.0.1 (a free port; a temporary data folder whose ``cache`` is the
+configured one, so the demo forest is not trained again; a temporary run store holding the shipped
+EMAP run on moons, 2,000 test points, and its LIME run), then opens ``--sessions`` Playwright
+browser contexts at the same moment on ``/arrows?run=<id>``, each in Debian's chromium (never
+``playwright install``). A session's time runs from its navigation to the arrow field's Plotly
+chart being visible (``.js-plotly-plot .main-svg``); it then waits for the script to finish and
+counts as rendered without error only if the page shows no exception and no error box.
+
+Bounded: one navigation per session and no retries (requests are counted, and any that leave the
+loopback interface are reported), at most ``MAX_SESSIONS`` sessions, each given up after
+``--session-timeout`` seconds, and the whole bench stops after ``--budget`` seconds.
+
+``--warm-up`` says what the server has done before the wave: ``server`` (default) one session
+has opened the Data & model page, so the process has imported its libraries and loaded the demo
+black box, as on any server that has been used, while this run's explanation and the black box's
+regions around it are still to be loaded and drawn; ``none`` a fresh process (the first visitor
+after a start also pays about 10 s of imports); ``page`` one session has opened this very page
+(everything cached). ``--repeats`` waves, each on its own server; the JSON holds every wave and the
+median of their p50, p95 and max. Target: p95 <= 5 s with 20 sessions on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = (
+    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+)  # fmt: skip
+VIEWPORT = {"width": 1400, "height": 1800}  # tall enough that Streamlit draws the chart at once
+CHART = "[data-testid='stPlotlyChart'] .js-plotly-plot .main-svg"
+SETTLED = "[data-testid='stApp'][data-test-script-state='notRunning']"
+PAGE_ERRORS = "[data-testid='stException'], [data-testid='stAlertContentError']"
+MAX_SESSIONS = 50
+WARM_UPS = ("server", "none", "page")
+TARGET_P95_S = 5.0
+DEFAULT_JSON = ROOT / "benchmarks" / "results" / "load.json"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sessions", type=int, default=20, help="browser sessions at once (default 20)")
+    p.add_argument("--repeats", type=int, default=1, help="waves, each on a fresh server")
+    p.add_argument(
+        "--session-timeout", type=float, default=60.0,
+        help="seconds after which a session that has not rendered counts as failed (default 60)",
+    )  # fmt: skip
+    p.add_argument(
+        "--budget", type=float, default=300.0, help="seconds for the whole bench (default 300)"
+    )
+    p.add_argument(
+        "--warm-up", choices=WARM_UPS, default="server",
+        help="before each wave: server = one visit to the Data & model page (default), none = a "
+        "fresh server, page = one visit to the measured page",
+    )  # fmt: skip
+    p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"default {DEFAULT_JSON}")
+
+
+# --------------------------------------------------------------------------- one wave
+@dataclass
+class Session:
+    """One browser session: seconds to the rendered chart (None if it never rendered), whether
+    the page finished without an exception or error box, and the requests it made."""
+
+    index: int
+    seconds: float | None = None
+    ok: bool = False
+    error: str | None = None
+    requests: int = 0
+    off_host: list[str] = field(default_factory=list)
+
+
+async def _open(
+    index: int, page: Any, url: str, go: asyncio.Event, timeout: float, say: Callable[[str], None]
+) -> Session:
+    s = Session(index)
+    host = urlsplit(url).hostname
+
+    def count(request: Any) -> None:
+        s.requests += 1
+        if urlsplit(request.url).hostname not in (host, None) and len(s.off_host) < 5:
+            s.off_host.append(request.url)
+
+    page.on("request", count)
+    await go.wait()
+    t0 = time.perf_counter()
+    ms = lambda: max(1.0, (timeout - (time.perf_counter() - t0)) * 1000)  # noqa: E731
+    try:
+        await page.goto(url, wait_until="commit", timeout=ms())
+        await page.locator(CHART).first.wait_for(state="visible", timeout=ms())
+        s.seconds = round(time.perf_counter() - t0, 3)
+        await page.wait_for_selector(SETTLED, timeout=ms())
+        shown = await page.locator(PAGE_ERRORS).all_inner_texts()
+        if shown:
+            s.error = "the page shows an error: " + shown[0].strip().splitlines()[0][:200]
+        else:
+            s.ok = True
+    except Exception as exc:  # a timeout or a crashed page: this session failed, the wave goes on
+        s.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+    say(
+        f"session {index + 1}: "
+        + (f"chart in {s.seconds:.2f} s" if s.seconds is not None else "no chart")
+        + ("" if s.ok else f" ({s.error})")
+    )
+    return s
+
+
+async def _wave(
+    url: str, n: int, timeout: float, budget: float, say: Callable[[str], None]
+) -> list[Session]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM, args=list(CHROMIUM_ARGS), headless=True
+        )
+        try:
+            pages = []
+            for _ in range(n):  # contexts first, so that every navigation starts together
+                context = await browser.new_context(viewport=VIEWPORT)
+                pages.append(await context.new_page())
+            go = asyncio.Event()
+            tasks = [
+                asyncio.create_task(_open(i, p, url, go, timeout, say)) for i, p in enumerate(pages)
+            ]
+            go.set()
+            done, pending = await asyncio.wait(tasks, timeout=budget)
+            for task in pending:
+                task.cancel()
+            results = [t.result() for t in tasks if t in done]
+            seen = {r.index for r in results}
+            results += [
+                Session(i, error=f"stopped: the bench's time budget ({budget:.0f} s) ran out")
+                for i in range(n)
+                if i not in seen
+            ]
+            return sorted(results, key=lambda r: r.index)
+        finally:
+            await browser.close()
+
+
+def open_sessions(
+    url: str, n: int, *, timeout: float = 60.0, budget: float = 300.0,
+    say: Callable[[str], None] | None = None,
+) -> list[Session]:  # fmt: skip
+    """Open ``url`` in ``n`` browser contexts at once; one ``Session`` per context.
+
+    Runs in its own thread and event loop, so it also works beside pytest-playwright's sync API."""
+    if not 1 <= n <= MAX_SESSIONS:
+        raise ValueError(f"sessions must be 1..{MAX_SESSIONS}, got {n}")
+    if not Path(CHROMIUM).exists():
+        raise FileNotFoundError(
+            f"no chromium at {CHROMIUM}; install Debian's package (apt-get install chromium)"
+        )
+    say = say or (lambda line: None)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, _wave(url, n, timeout, budget, say)).result()
+
+
+def summarise(sessions: list[Session]) -> dict[str, Any]:
+    times = [s.seconds for s in sessions if s.seconds is not None]
+    pct = (lambda q: round(float(np.percentile(times, q)), 3)) if times else (lambda q: None)
+    return {
+        "sessions": len(sessions),
+        "rendered_without_error": sum(s.ok for s in sessions),
+        "p50_s": pct(50),
+        "p95_s": pct(95),
+        "max_s": round(max(times), 3) if times else None,
+        "requests": sum(s.requests for s in sessions),
+        "off_host_requests": sorted({u for s in sessions for u in s.off_host}),
+        "errors": [f"session {s.index + 1}: {s.error}" for s in sessions if s.error],
+        "seconds": [s.seconds for s in sessions],
+    }
+
+
+# --------------------------------------------------------------------------- the server
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+            return bool(r.read().strip() == b"ok")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def serve(runs_dir: Path, cache_dir: Path, timeout: float = 90.0) -> Iterator[str]:
+    """``flipscope run`` on 127.0.0.1 with its own data folder (the demo-model cache linked in)
+    and ``runs_dir`` as its run store; yields its URL and stops its process group afterwards."""
+    with tempfile.TemporaryDirectory(prefix="flipscope-load-") as tmp:
+        data = Path(tmp) / "data"
+        data.mkdir()
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        (data / "cache").symlink_to(cache_dir.resolve(), target_is_directory=True)
+        port = free_port()
+        env = dict(os.environ, FLIPSCOPE_DATA_DIR=str(data), FLIPSCOPE_RUNS_DIR=str(runs_dir))
+        for name in ("FLIPSCOPE_QUEUE", "FLIPSCOPE_ALLOWED_EMAILS", "FLIPSCOPE_PORT"):
+            env.pop(name, None)  # its own SQLite queue; no sign-in gate in front of the page
+        log_path = Path(tmp) / "server.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "run", "--address", "127.0.0.1", "--port",
+                 str(port)],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+            url = f"http://127.0.0.1:{port}"
+            try:
+                deadline = time.monotonic() + timeout
+                while not _healthy(url):
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        tail = log_path.read_text(errors="replace")[-2000:]
+                        raise RuntimeError(f"the server did not start; its log ends:\n{tail}")
+                    time.sleep(0.3)
+                yield url
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+
+
+def prepare_store(runs_dir: Path) -> str:
+    """Install the shipped demo runs into ``runs_dir``; the id of the EMAP run on moons."""
+    from app.demo_runs import demo_runs_for
+    from app.jobs.store import RunStore
+
+    run_id = demo_runs_for(RunStore(runs_dir), "moons").get("emap")
+    if run_id is None:
+        raise RuntimeError(
+            "assets/demo_runs/moons-emap is missing; build it with `flipscope demo build moons-emap`"
+        )
+    return run_id
+
+
+# --------------------------------------------------------------------------- the command
+def _machine() -> dict[str, Any]:
+    chromium = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True).stdout
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        gpu = None
+    return {
+        "cpu_cores": os.cpu_count(),
+        "gpu": gpu,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "chromium": chromium.strip(),
+    }
+
+
+def main(args: argparse.Namespace) -> int:
+    from app.config import settings
+
+    if not 1 <= args.sessions <= MAX_SESSIONS:
+        print(f"error: --sessions must be 1..{MAX_SESSIONS}", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+
+    def say(line: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f} s] {line}", file=sys.stderr, flush=True)
+
+    waves = []
+    with tempfile.TemporaryDirectory(prefix="flipscope-load-runs-") as runs:
+        run_id = prepare_store(Path(runs))
+        for wave in range(args.repeats):
+            left = args.budget - (time.monotonic() - started)
+            if left <= 10:
+                say(f"time budget spent; {wave} of {args.repeats} waves ran")
+                break
+            with serve(Path(runs), settings().cache_dir) as url:
+                page = f"{url}/arrows?run={run_id}"
+                if args.warm_up != "none":
+                    first = open_sessions(
+                        page if args.warm_up == "page" else f"{url}/?demo=moons", 1,
+                        timeout=args.session_timeout, budget=left,
+                    )[0]  # fmt: skip
+                    say(f"wave {wave + 1}: warm-up ({args.warm_up}) took {first.seconds} s")
+                say(f"wave {wave + 1}: {args.sessions} sessions open {page}")
+                left = args.budget - (time.monotonic() - started)
+                sessions = open_sessions(
+                    page, args.sessions, timeout=args.session_timeout, budget=left, say=say
+                )
+            summary = summarise(sessions)
+            waves.append(summary)
+            say(
+                f"wave {wave + 1}: {summary['rendered_without_error']}/{args.sessions} rendered "
+                f"without error; p50 {summary['p50_s']} s, p95 {summary['p95_s']} s, "
+                f"max {summary['max_s']} s"
+            )
+
+    def median(key: str) -> float | None:
+        values = [w[key] for w in waves if w[key] is not None]
+        return round(statistics.median(values), 3) if values else None
+
+    result = {
+        "bench": "load",
+        "page": "arrows",
+        "run": "assets/demo_runs/moons-emap (EMAP on moons, 2,000 test points, with its LIME run)",
+        "sessions": args.sessions,
+        "warm_up": args.warm_up,
+        "session_timeout_s": args.session_timeout,
+        "waves": waves,
+        "median_p50_s": median("p50_s"),
+        "median_p95_s": median("p95_s"),
+        "median_max_s": median("max_s"),
+        "all_rendered_without_error": bool(waves)
+        and all(w["rendered_without_error"] == w["sessions"] for w in waves),
+        "target_p95_s": TARGET_P95_S,
+        "machine": _machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    print(
+        f"load: {args.sessions} sessions x {len(waves)} wave(s) (warm-up: {args.warm_up}): median p50 "
+        f"{result['median_p50_s']} s, p95 {result['median_p95_s']} s, max {result['median_max_s']} s;"
+        f" all rendered without error: {result['all_rendered_without_error']}"
+        f" (target p95 <= {TARGET_P95_S} s)"
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0 if result["all_rendered_without_error"] else 1
