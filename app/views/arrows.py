@@ -39,7 +39,11 @@ k_pct = c1.slider(
     help="The paper highlights the smallest 10% (moons) or 20% (blob).",
 )
 normalise = c2.toggle(
-    "Same length for every arrow", value=False, key="normalise", help="Show directions only."
+    "Same length for every arrow",
+    value=True,
+    key="normalise",
+    help="On: directions only (true lengths overlap into a thicket on dense data). Off: true to scale, "
+    "the tip is the counterfactual's mirror image.",
 )
 show_regions = c3.toggle("Black box's regions", value=True, key="regions")
 state.set_query({"k": k_pct})
@@ -145,9 +149,10 @@ else:
                 )
             ),
         )
-        c.metric(
-            "LIME settings",
-            f"kernel {lime.params.get('kernel_width', '?')}, {lime.params.get('num_samples', '?')} samples",
+        width = lime.params.get("kernel_width") or "lime's default (0.75 sqrt(d))"
+        c.caption(
+            f"LIME settings: kernel width {width}, {lime.params.get('num_samples', '?')} samples, "
+            f"discretize_continuous {lime.params.get('discretize_continuous', '?')}"
         )
         st.plotly_chart(
             arrow_field_figure(
