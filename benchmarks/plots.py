@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -188,6 +189,9 @@ def main(args: argparse.Namespace) -> int:
         "target_k_change_seconds": 0.5,
         "target_browser_seconds": 2.0,
         "machine": f"{platform.machine()} {platform.processor() or ''} ({platform.python_version()})".strip(),
+        "cpus": os.cpu_count(),
+        # Timings on a shared machine mean little without its load; recorded at the start.
+        "load_average_1min_at_start": os.getloadavg()[0],
     }
     print(f"  build figure        {build_s * 1000:8.1f} ms")
     print(f"  to JSON             {json_s * 1000:8.1f} ms   ({len(fig_json) / 1e6:.2f} MB)")  # type: ignore[arg-type]
