@@ -10,7 +10,7 @@ closest to the boundary, where the black box is least certain.
 
 Drawing: all arrows go into ONE ``go.Scattergl`` line trace (plus one for the red set) built
 with NumPy, each arrow a polyline ``start, tip, left barb, tip, right barb`` followed by a NaN
-that breaks the line. ``plotly.figure_factory.create_quiver`` is never used: its build time grows
+that breaks the line. plotly's figure-factory quiver is never used: its build time grows
 quadratically with the number of arrows. Coordinates go out as float32 (plotly sends NumPy arrays
 as typed binary arrays), and the 10,000-point hover carries numbers in ``customdata``, not text.
 Axes keep an equal scale (``scaleanchor``) so directions and lengths are not distorted.
