@@ -207,3 +207,19 @@ def test_decision_regions_grid_orientation_and_background_traces():
     kinds = [t.type for t in fig.data]
     assert kinds[:2] == ["heatmap", "contour"], "background first, under the arrows"
     assert list(fig.layout.xaxis.range) == [0.0, 1.0]
+
+
+def test_svg_renderer_draws_the_same_arrays():
+    e = points_explanation(30)
+    gl = [t for t in arrow_field_figure(e).data if getattr(t, "mode", None) == "lines"]
+    svg = [
+        t for t in arrow_field_figure(e, renderer="svg").data if getattr(t, "mode", None) == "lines"
+    ]
+    assert [t.type for t in svg] == ["scatter", "scatter"] and [t.type for t in gl] == [
+        "scattergl"
+    ] * 2
+    for a, b in zip(gl, svg, strict=True):
+        np.testing.assert_array_equal(np.asarray(a.x), np.asarray(b.x))
+        assert a.name == b.name and a.line.color == b.line.color
+    with pytest.raises(ValueError, match="renderer"):
+        arrow_field_figure(e, renderer="canvas")
