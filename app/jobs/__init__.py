@@ -15,12 +15,19 @@ The API the dashboard uses::
     explanation = backend.store.load_explanation(run_id)
     text = backend.store.read_log(run_id)     # a failure's traceback is here
 
-Job kinds (``app.jobs.tasks.KINDS``): ``blackbox`` (train a demo random forest), ``emap``,
-``deduce``, ``jsma``, ``lime``, ``shap``, ``ig`` (fit and explain with the registered method), and
-the SN-ResNet/density kinds as their methods land. A kind's form comes from ``KINDS[k].params()``
-(a Params dataclass, see ``explainers.base.param_specs``); ``rows`` caps the test rows explained.
-Specs are documented in ``app.jobs.resolve``. Workers: ``flipscope worker``; ``flipscope run``
-starts one beside the dashboard and restarts it if it dies.
+Job kinds (``app.jobs.tasks.KINDS``): ``blackbox`` (train a demo random forest), ``resnet``
+(train an SN-ResNet and its feature density), ``density`` (fit the DDU density of a torch model),
+``emap``, ``deduce``, ``jsma``, ``lime``, ``shap``, ``ig`` (fit and explain with the registered
+method). A kind's form comes from ``KINDS[k].params()`` (a Params dataclass, see
+``explainers.base.param_specs``); explainer kinds also take ``rows`` (cap on the test rows
+explained) and ``ig`` takes ``surrogate`` (an EMAP run whose surrogate gives the gradients).
+Specs are documented in ``app.jobs.resolve``; models from finished runs are ``{"run": id}``.
+``submit(..., owner=user)`` caps a user's queued + running jobs (FLIPSCOPE_MAX_JOBS_PER_USER); a
+job running past FLIPSCOPE_JOB_TIME_LIMIT_S is stopped and failed.
+
+Workers: ``flipscope worker`` (``FLIPSCOPE_QUEUE=redis://...`` to share a queue); ``flipscope run``
+starts one beside the dashboard and restarts it if it dies. A worker that dies mid-job leaves the
+run failed ("worker died") within seconds on the same machine, within 15 s elsewhere.
 """
 
 from __future__ import annotations

@@ -12,7 +12,11 @@ workers: the parent forks them, and imports nothing that touches CUDA before it 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -214,6 +218,20 @@ class HueyBackend:
         )
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """In a forked worker: be killed when the parent dies (Linux ``PR_SET_PDEATHSIG``), and exit
+    now if it already has. Elsewhere a no-op (the heartbeat reaper still fails the orphan's run)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
+
+
 class ReapingConsumer(Consumer):
     """Huey's consumer, plus the run-store reaper in its main loop.
 
@@ -224,6 +242,16 @@ class ReapingConsumer(Consumer):
         super().__init__(huey, **options)
         self.store = store
         self._reaped_at = 0.0
+        # Forked workers must not outlive this process: an orphan would go on taking jobs (and
+        # holding a GPU) beside the replacement worker that a supervisor starts.
+        parent = os.getpid()
+        init_child = self.environment.init_child
+
+        def init_child_bound_to_parent(process: Any) -> None:
+            die_with_parent(parent)
+            init_child(process)
+
+        self.environment.init_child = init_child_bound_to_parent  # type: ignore[method-assign]
 
     def start(self) -> None:
         self.reap()  # runs left "running" by a worker that died show as failed at once

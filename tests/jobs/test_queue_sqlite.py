@@ -1,8 +1,9 @@
 """The embedded queue with real worker processes (``flipscope worker`` on SqliteHuey).
 
 A job runs end to end, its progress is readable while it runs, cancel stops it, a restart loses no
-finished run, and a worker killed with SIGKILL mid-job leaves its run failed ("worker died")
-within 30 s of the worker being back, never "running" for ever.
+finished run, and a worker killed with SIGKILL mid-job (its main process, or only the process
+running the job) leaves its run failed ("worker died") within 30 s of the worker being back,
+never "running" for ever, and leaves no orphan process behind.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ def _training(store, run_id, past=0.06):
         and run.progress.fraction >= past
         else None
     )
+
+
+def _gone(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def _maps(pid: int) -> str:
@@ -102,7 +108,13 @@ def test_sigkill_mid_job_leaves_the_run_failed_and_loses_nothing(jobs_env, worke
     doomed_id = backend.submit("blackbox", dataset="moons", params=LONG)
     wait_for(lambda: _training(store, doomed_id), 60, "the long job to train")
 
-    worker.kill()  # SIGKILL to the consumer and its forked worker: nothing gets to clean up
+    # SIGKILL the worker's main process (as a supervisor sees a worker die): nothing gets to
+    # clean up, and its forked processes must not live on as orphans that go on running the job
+    # or taking new ones beside the replacement worker.
+    children = worker.children()
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.proc.wait(10)
+    wait_for(lambda: all(_gone(pid) for pid in children), 10, "the forked processes to exit")
     assert store.get(doomed_id).status == RUNNING  # nobody has noticed yet
 
     back = time.monotonic()

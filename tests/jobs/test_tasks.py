@@ -12,6 +12,7 @@ from app.jobs import resolve, tasks
 from app.jobs.huey_backend import HueyBackend, make_huey
 from app.jobs.store import CANCELLED, FAILED, QUEUED, SUCCEEDED, RunStateError, RunStore
 from explainers.base import ParamsError
+from tests.jobs.conftest import wait_for
 
 
 @pytest.fixture
@@ -243,3 +244,41 @@ def test_emap_then_ig_on_its_surrogate(model_cache, tmp_path, monkeypatch):
     blob_spec = {"demo": "blob"}
     with pytest.raises(resolve.SpecError, match="surrogate of model"):
         resolve.resolve_surrogate({"emap_run": emap}, blob_spec, {"name": "moons"}, None, store)
+
+
+def test_one_job_per_gpu(store):
+    """Two jobs on the same GPU: the second waits (showing it) until the first lets go, and a
+    cancel while waiting stops it. No GPU is needed: the slot is a lock file per host and GPU."""
+    from app.jobs.store import this_worker
+    from explainers.base import Cancelled
+
+    def context():
+        run = store.create("deduce", dataset={"name": "mnist"})
+        store.start(run.id, this_worker())
+        ctx = tasks.JobContext(store, store.get(run.id), this_worker())
+        ctx.device = "cuda"
+        return ctx
+
+    first, second, third = context(), context(), context()
+    entered = threading.Event()
+
+    def take(ctx):
+        with ctx.gpu_slot():
+            entered.set()
+
+    with first.gpu_slot():
+        waiter = threading.Thread(target=take, args=(second,))
+        waiter.start()
+        wait_for(
+            lambda: store.get(second.run.id).progress.stage == "waiting for the GPU", 10, "wait"
+        )
+        assert not entered.is_set()
+        store.request_cancel(third.run.id)
+        with pytest.raises(Cancelled, match="waiting for the GPU"), third.gpu_slot():
+            pass
+    waiter.join(10)
+    assert entered.is_set()
+    cpu = context()
+    cpu.device = "cpu"
+    with first.gpu_slot(), cpu.gpu_slot():  # CPU jobs never wait for a GPU
+        pass
