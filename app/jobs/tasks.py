@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -746,7 +747,11 @@ def execute(run_id: str, store: RunStore | None = None) -> str:
             status = CANCELLED
             ctx.log(f"cancelled: {exc}" if not ctx.lost else "stopped: the run was taken away")
     except KeyboardInterrupt as exc:
-        # Huey interrupts a running task this way when the worker is stopped without waiting.
+        # Huey interrupts a running task this way (SIGTERM) when the worker is stopped without
+        # waiting, and sends more SIGTERMs while it stops: from here on this process ignores them,
+        # so the run's end is recorded and a task taken meanwhile goes back to the queue whole.
+        # The process leaves at its stop flag (a supervisor SIGKILLs one that does not).
+        _ignore_sigterm()
         global _interrupted
         _interrupted = True
         interrupted = exc
@@ -774,6 +779,12 @@ def execute(run_id: str, store: RunStore | None = None) -> str:
     if interrupted is not None:
         raise interrupted
     return final.status
+
+
+def _ignore_sigterm() -> None:
+    """SIGTERM ignored for the rest of this process (only the main thread may set handlers)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 FINISH_TRIES = 3

@@ -50,3 +50,7 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
     }
+
+
+# Real worker processes, as the jobs tests start them (their fixtures, reused here).
+from tests.jobs.conftest import jobs_env, workers  # noqa: E402, F401

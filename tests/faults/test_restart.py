@@ -88,3 +88,21 @@ def test_a_finished_run_opens_in_its_view_after_a_restart(env):
     assert not at.error
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert fig["data"], "the arrow field has no traces"
+
+
+def test_a_stopping_worker_hands_its_next_task_back_to_the_queue(env, monkeypatch):
+    """When the app stops, a worker process whose job was interrupted may take the next task
+    before it sees its stop flag: that run must stay queued (and run later), not fail."""
+    from app.jobs import huey_backend
+
+    backend = get_backend()
+    run_id = backend.submit("blackbox", dataset="moons", params={"n_trees": 10})
+    monkeypatch.setattr(tasks, "_interrupted", True)  # what an interrupted job leaves behind
+    monkeypatch.setattr(huey_backend.time, "sleep", lambda seconds: None)
+    backend.huey.execute(backend.huey.dequeue())
+    assert env.get(run_id).status == QUEUED and env.read_log(run_id) == ""
+    assert backend.pending() == 1
+    # The next worker process runs it.
+    monkeypatch.setattr(tasks, "_interrupted", False)
+    backend.huey.execute(backend.huey.dequeue())
+    assert env.get(run_id).status == SUCCEEDED
