@@ -15,7 +15,9 @@ import streamlit as st  # noqa: E402
 
 from app import auth, state  # noqa: E402
 
-st.set_page_config(page_title="Flipscope", page_icon=":material/flip:", layout="wide")
+# An emoji favicon is inlined as SVG; a ":material/...:" one is fetched from Google's font CDN,
+# which a hosted link's viewers (and an offline machine) should not depend on.
+st.set_page_config(page_title="Flipscope", page_icon="🔀", layout="wide")
 
 PAGES = [
     st.Page("views/data_model.py", title="Data & model", icon=":material/dataset:", default=True),

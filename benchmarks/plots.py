@@ -160,7 +160,8 @@ def main(args: argparse.Namespace) -> int:
     regions_seconds = time.perf_counter() - t0
 
     build_s, fig = _median_time(
-        lambda: arrow_field_figure(expl, k_pct=10.0, background=background), repeats
+        lambda: arrow_field_figure(expl, k_pct=10.0, background=background, renderer="webgl"),
+        repeats,
     )
     json_s, fig_json = _median_time(lambda: pio.to_json(fig, validate=False), repeats)
     ks = iter([5.0, 20.0, 15.0, 25.0, 30.0] * (repeats // 5 + 1))

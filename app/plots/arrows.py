@@ -8,14 +8,18 @@ towards the explained class. The smallest k% of perturbations (by ``diagnostics
 ["perturbation_norm"]`` when present, else by the vector's norm) are drawn in red: the points
 closest to the boundary, where the black box is least certain.
 
-Drawing: all arrows go into ONE ``go.Scattergl`` line trace (plus one for the red set) built
+Drawing: all arrows go into ONE line trace (plus one for the red set) built
 with NumPy, each arrow a polyline ``start, tip, left barb, tip, right barb`` followed by a NaN
 that breaks the line. plotly's figure-factory quiver is never used: its build time grows
 quadratically with the number of arrows. Coordinates go out as float32 (plotly sends NumPy arrays
 as typed binary arrays), and the 10,000-point hover carries numbers in ``customdata``, not text.
 Axes keep an equal scale (``scaleanchor``) so directions and lengths are not distorted.
-``renderer="svg"`` draws the same arrays as one SVG path instead (``go.Scatter``), for browsers
-whose WebGL runs in software, where long WebGL lines are several times slower to paint.
+The renderer is SVG (``go.Scatter``: the arrows one SVG path) up to ``SVG_MAX_ARROWS`` drawn
+arrows and WebGL (``go.Scattergl``) above: SVG needs no WebGL context and paints a few thousand
+arrows fast everywhere, also where WebGL runs in software (headless Chromium, remote desktops,
+many hosted-link viewers: 10,000 arrows painted in 3.7 s as SVG, 19.6 s as software WebGL, see
+``flipscope bench plots --browser``), while WebGL keeps pan and zoom smooth for bigger fields on a
+real GPU.
 
 Data with more than two features is drawn through a :class:`Projection2D`: a chosen pair of
 features, or the first two principal components, whose axis labels say "(projection)".
@@ -33,6 +37,7 @@ from app.plots.attributions import explanation_vectors
 from app.plots.triage import smallest_k_mask
 from explainers.explanation import Explanation
 
+SVG_MAX_ARROWS = 5000  # "auto" renderer: SVG up to this many drawn arrows, WebGL above
 UNCERTAIN = "#d62728"  # red, reserved for the smallest-k% arrows
 NEUTRAL = "#3d3d3d"
 SELECTED = "#000000"
@@ -354,7 +359,7 @@ def arrow_field_figure(
     title: str | None = None,
     height: int = 600,
     seed: int = 0,
-    renderer: str = "webgl",
+    renderer: str = "auto",
 ) -> go.Figure:
     """Draw every instance's vector as an arrow from the instance, smallest ``k_pct`` % in red.
 
@@ -372,17 +377,15 @@ def arrow_field_figure(
     arrow_length : the common length when ``normalise`` (default 4% of the plot's larger extent).
     scale : multiplies raw arrow lengths (1 = true to scale, tip at ``x + v``); named in the legend.
     ranges : fixed ``((x0, x1), (y0, y1))``, e.g. to put EMAP's and LIME's fields on one frame.
-    renderer : ``"webgl"`` (default): the arrows are ``go.Scattergl`` lines, fastest where the
-        browser has GPU-backed WebGL. ``"svg"``: ``go.Scatter`` lines, one SVG path; faster where
-        WebGL runs in software (headless Chromium, remote desktops: about 1.5-3 s instead of
-        5-7 s for 10,000 long arrows on 2 shared cores; see ``flipscope bench plots --browser``).
-        Points and background are the same either way.
+    renderer : ``"auto"`` (default): ``"svg"`` up to ``SVG_MAX_ARROWS`` drawn arrows, else
+        ``"webgl"``. ``"svg"``: points and arrows as ``go.Scatter`` (the arrows one SVG path).
+        ``"webgl"``: as ``go.Scattergl``. The arrays drawn are the same either way.
 
     Points are coloured by the black box's class; hovering a point shows its instance number,
     its size and its arrow; ``customdata[:, 0]`` is the instance index (for selections).
     """
-    if renderer not in ("webgl", "svg"):
-        raise ValueError(f"renderer must be 'webgl' or 'svg', got {renderer!r}")
+    if renderer not in ("auto", "webgl", "svg"):
+        raise ValueError(f"renderer must be 'auto', 'webgl' or 'svg', got {renderer!r}")
     vectors, what = explanation_vectors(explanation)
     norms, norm_name = arrow_norms(explanation)
     n, d = explanation.inputs.shape
@@ -424,6 +427,9 @@ def arrow_field_figure(
         if selected is not None and selected not in shown:
             shown = np.sort(np.append(shown[1:], selected))
 
+    if renderer == "auto":
+        renderer = "svg" if len(shown) <= SVG_MAX_ARROWS else "webgl"
+    scatter = go.Scatter if renderer == "svg" else go.Scattergl
     fig = go.Figure()
     if background is not None:
         for trace in decision_region_traces(background):
@@ -437,7 +443,7 @@ def arrow_field_figure(
         if not len(idx):
             continue
         fig.add_trace(
-            go.Scattergl(
+            scatter(
                 x=pts[idx, 0].astype(np.float32),
                 y=pts[idx, 1].astype(np.float32),
                 mode="markers",
@@ -480,10 +486,9 @@ def arrow_field_figure(
         ),
     ):
         xs, ys = arrow_segments(pts[idx], vec2[idx])
-        line_trace = go.Scattergl if renderer == "webgl" else go.Scatter
-        extra = {} if renderer == "webgl" else {"line_simplify": False}
+        extra = {"line_simplify": False} if renderer == "svg" else {}
         fig.add_trace(
-            line_trace(
+            scatter(
                 x=xs,
                 y=ys,
                 mode="lines",

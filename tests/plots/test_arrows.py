@@ -8,6 +8,7 @@ import pytest
 
 from app.plots.arrows import (
     NEUTRAL,
+    SVG_MAX_ARROWS,
     UNCERTAIN,
     arrow_field_figure,
     arrow_segments,
@@ -21,12 +22,12 @@ def _arrow_traces(fig):
     neutral = [
         t
         for t in fig.data
-        if t.type == "scattergl" and t.mode == "lines" and t.line.color == NEUTRAL
+        if t.type in ("scatter", "scattergl") and t.mode == "lines" and t.line.color == NEUTRAL
     ]
     red = [
         t
         for t in fig.data
-        if t.type == "scattergl" and t.mode == "lines" and t.line.color == UNCERTAIN
+        if t.type in ("scatter", "scattergl") and t.mode == "lines" and t.line.color == UNCERTAIN
     ]
     assert len(neutral) == 1 and len(red) == 1, "one neutral and one red line trace"
     return neutral[0], red[0]
@@ -131,6 +132,7 @@ def test_ten_thousand_arrows_stay_small():
     size = len(pio.to_json(fig, validate=False))
     assert size < 2_000_000, f"{size / 1e6:.1f} MB of JSON for 10k arrows"
     assert all(t.text is None for t in fig.data if t.type == "scattergl"), "no per-point text"
+    assert {t.type for t in fig.data if t.mode} == {"scattergl"}, "WebGL above SVG_MAX_ARROWS"
 
 
 def test_subset_keeps_selected_and_red_set_from_all_points():
@@ -211,15 +213,18 @@ def test_decision_regions_grid_orientation_and_background_traces():
 
 def test_svg_renderer_draws_the_same_arrays():
     e = points_explanation(30)
-    gl = [t for t in arrow_field_figure(e).data if getattr(t, "mode", None) == "lines"]
-    svg = [
-        t for t in arrow_field_figure(e, renderer="svg").data if getattr(t, "mode", None) == "lines"
-    ]
-    assert [t.type for t in svg] == ["scatter", "scatter"] and [t.type for t in gl] == [
-        "scattergl"
-    ] * 2
+    gl = arrow_field_figure(e, renderer="webgl").data
+    svg = arrow_field_figure(e, renderer="svg").data
+    assert {t.type for t in svg} == {"scatter"} and {t.type for t in gl} == {"scattergl"}
     for a, b in zip(gl, svg, strict=True):
         np.testing.assert_array_equal(np.asarray(a.x), np.asarray(b.x))
-        assert a.name == b.name and a.line.color == b.line.color
+        assert a.name == b.name and a.mode == b.mode
     with pytest.raises(ValueError, match="renderer"):
         arrow_field_figure(e, renderer="canvas")
+
+
+def test_auto_renderer_is_svg_up_to_the_limit_then_webgl():
+    e = points_explanation(SVG_MAX_ARROWS + 1)
+    assert {t.type for t in arrow_field_figure(e).data} == {"scattergl"}
+    subset = arrow_field_figure(e, max_arrows=SVG_MAX_ARROWS).data
+    assert {t.type for t in subset} == {"scatter"}, "decided by the arrows drawn, not the rows"
