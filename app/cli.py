@@ -21,9 +21,15 @@ ROOT = Path(__file__).resolve().parent.parent
 # Subcommands and benchmarks: name -> (module, help). Each module defines add_arguments(parser) and
 # main(args) -> int; it is imported only when its command runs (the parser for `run` stays light).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "worker": ("app.jobs.worker", "serve the job queue (one per GPU, pinned with CUDA_VISIBLE_DEVICES)"),
+    "worker": (
+        "app.jobs.worker",
+        "serve the job queue (one per GPU, pinned with CUDA_VISIBLE_DEVICES)",
+    ),
     "jobs": ("app.jobs.cli", "submit, list, show, cancel, retry background jobs"),
-    "train": ("app.train_cli", "train the SN-ResNet on MNIST and write a model + density asset folder"),
+    "train": (
+        "app.train_cli",
+        "train the SN-ResNet on MNIST and write a model + density asset folder",
+    ),
     "demo": ("app.demo_runs", "build the precomputed demo runs shipped in assets/demo_runs"),
 }
 BENCHES: dict[str, tuple[str, str]] = {

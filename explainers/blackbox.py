@@ -91,8 +91,9 @@ def sn_resnet_demo(name: str = "mnist", folder: str | Path | None = None) -> Mod
     meta_path = folder / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     acc = meta.get("test_accuracy")
-    model.description = f"SN-ResNet ({meta.get('size', 'small')}, c={meta.get('coeff', 4.0):g}) on {name}" + (
-        f", test accuracy {acc:.2%}" if isinstance(acc, float) else ""
+    model.description = (
+        f"SN-ResNet ({meta.get('size', 'small')}, c={meta.get('coeff', 4.0):g}) on {name}"
+        + (f", test accuracy {acc:.2%}" if isinstance(acc, float) else "")
     )
     return model
 

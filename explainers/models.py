@@ -125,7 +125,7 @@ class OnnxModel(_ArgmaxMixin):
         shape = inputs[0].shape
         self.n_features = shape[-1] if len(shape) == 2 and isinstance(shape[-1], int) else None
         probe = np.zeros((2, self.n_features or 1), dtype=np.float32)
-        self._output_index = None
+        self._output_index: int | None = None
         if self.n_features is not None:
             self.time_limit_s = ONNX_PROBE_SECONDS
             try:
@@ -176,6 +176,7 @@ class OnnxModel(_ArgmaxMixin):
             timer.cancel()
 
     def predict_proba(self, X: NDArray) -> NDArray[np.float64]:
+        assert self._output_index is not None  # __init__ refuses a model without one
         out = self._run(np.asarray(X, dtype=np.float32))[self._output_index]
         if isinstance(out, list):
             out = np.array([[row[k] for k in sorted(row)] for row in out])
@@ -755,7 +756,7 @@ class RawInputModel(_ArgmaxMixin):
         self.n_classes = len(class_order)
         self.class_names = [inner.class_names[i] for i in class_order]
         self.n_features = schema.width
-        self.capabilities = frozenset()
+        self.capabilities: frozenset[str] = frozenset()
         self.description = inner.description + (
             " (on original columns)" if columns else " (on original units)"
         )

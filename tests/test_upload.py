@@ -35,7 +35,10 @@ def test_csv_parquet_npz_agree():
     frame.to_parquet(buf)
     npz = io.BytesIO()
     numeric = pd.api.types.is_numeric_dtype
-    np.savez(npz, **{c: frame[c].to_numpy(dtype=None if numeric(frame[c]) else str) for c in frame.columns})
+    np.savez(
+        npz,
+        **{c: frame[c].to_numpy(dtype=None if numeric(frame[c]) else str) for c in frame.columns},
+    )
     for data, name in ((csv, "t.csv"), (buf.getvalue(), "t.parquet"), (npz.getvalue(), "t.npz")):
         got = read_table(data, name)
         assert list(got.columns) == list(frame.columns), name
