@@ -62,7 +62,9 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}; see its log: {getattr(proc, 'log_path', '')}")
+            raise RuntimeError(
+                f"the server exited with {proc.returncode}; see its log: {getattr(proc, 'log_path', '')}"
+            )
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
                 if r.read().strip() == b"ok":
@@ -73,10 +75,16 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
 
 
 @pytest.fixture(scope="session")
-def server(model_cache, tmp_path_factory):
+def server_runs(tmp_path_factory) -> Path:
+    """The run store of the `server` fixture (a test may store finished runs in it)."""
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="session")
+def server(model_cache, server_runs, tmp_path_factory):
     """`flipscope run` (dashboard + worker) on a free loopback port; runs in a fresh folder."""
     port = free_port()
-    runs = tmp_path_factory.mktemp("runs")
+    runs = server_runs
     env = dict(
         os.environ,
         FLIPSCOPE_DATA_DIR=str(model_cache),
