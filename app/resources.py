@@ -20,6 +20,8 @@ from explainers.explanation import Explanation
 from explainers.models import Model
 
 if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
     from app.plots.arrows import DecisionRegions, Projection2D
 
 
@@ -162,6 +164,59 @@ def regions(run_id: str, root: str, axes: tuple, resolution: int = 120) -> Decis
         (float(lo[1]), float(hi[1])),
         resolution,
         projection=proj if axes[0] != "identity" else None,
+    )
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def arrow_field(
+    run_id: str,
+    root: str,
+    axes: tuple,
+    *,
+    k_pct: int,
+    normalise: bool,
+    regions_on: bool,
+    selected: int | None,
+    title: str,
+    ranges: tuple | None = None,
+    plane_of: str | None = None,
+) -> go.Figure:
+    """A finished run's arrow field, built once per view and shared by every session that opens
+    the same view (a share link opened by many people). Read-only: ``st.plotly_chart`` copies a
+    figure (``to_dict``) before it serialises it. ``plane_of``: draw in that run's projection
+    (LIME's arrows in the plane of the EMAP field beside them)."""
+    from app.plots.arrows import arrow_field_figure
+
+    exp = explanation(run_id, root)
+    features = (int(axes[1]), int(axes[2])) if axes[0] == "features" else (0, 1)
+    background = regions(run_id, root, axes) if regions_on else None
+    return arrow_field_figure(
+        exp,
+        k_pct=k_pct,
+        normalise=normalise,
+        background=background,
+        selected=selected,
+        projection=projection(plane_of or run_id, root, axes),
+        features=features,
+        ranges=ranges,
+        title=title,
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def agreement(run_id: str, other_id: str, root: str) -> tuple[float, float]:
+    """Mean cosine between two runs' attributions over the rows both explain, and the same
+    without the first run's smallest 10% (by perturbation size)."""
+    from app.plots.arrows import arrow_norms
+    from explainers.metrics import mean_cosine
+
+    exp, other = explanation(run_id, root), explanation(other_id, root)
+    common = min(exp.n, other.n)
+    part = exp.subset(slice(0, common))
+    theirs = other.attributions[:common]
+    return (
+        mean_cosine(part.attributions, theirs),
+        mean_cosine(part.attributions, theirs, exclude_smallest_pct=10, size=arrow_norms(part)[0]),
     )
 
 

@@ -11,6 +11,13 @@ the time the server's last websocket message of that script run arrived ("server
 difference is the browser's own work (Streamlit's and plotly.js's JavaScript, painting), which on
 one machine shares the same cores as the server.
 
+Two kinds of client (``--clients``, default both, each wave on its own fresh server): browsers,
+as above, and protocol clients: a websocket per session speaking Streamlit's own protocol (a
+``rerun_script`` for the page and its query, then every message until ``script_finished``), which
+measure the server alone. On one machine the browsers share the server's cores, and each needs
+seconds of CPU for Streamlit's and plotly.js's JavaScript: with 20 of them on 2 cores that, not
+the server, decides the browser figure.
+
 Bounded: one navigation per session and no retries (requests are counted, and any that leave the
 loopback interface are reported), at most ``MAX_SESSIONS`` sessions, each given up after
 ``--session-timeout`` seconds, and the whole bench stops after ``--budget`` seconds.
@@ -30,6 +37,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -80,6 +88,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--warm-up", choices=WARM_UPS, default="server",
         help="before each wave: server = one visit to the Data & model page (default), none = a "
         "fresh server, page = one visit to the measured page",
+    )  # fmt: skip
+    p.add_argument(
+        "--clients", choices=("both", "browser", "protocol"), default="both",
+        help="browser = Chromium contexts on this machine; protocol = websocket clients speaking "
+        "Streamlit's protocol, the server alone; both (default) = a wave of each, each on its own "
+        "fresh server",
     )  # fmt: skip
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"default {DEFAULT_JSON}")
 
@@ -192,6 +206,92 @@ def open_sessions(
     say = say or (lambda line: None)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, _wave(url, n, timeout, budget, say)).result()
+
+
+# --------------------------------------------------------------------------- protocol clients
+async def _speak(
+    index: int, url: str, go: asyncio.Event, timeout: float, say: Callable[[str], None]
+) -> Session:
+    """One session as Streamlit's own frontend opens it, minus the browser: a websocket to
+    ``/_stcore/stream``, a ``rerun_script`` for the page and query, then every message until
+    ``script_finished``. ``seconds``: the arrow field's Plotly figure has arrived."""
+    import websockets
+    from streamlit.proto.Alert_pb2 import Alert
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    parts = urlsplit(url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    hello = BackMsg()
+    hello.rerun_script.page_name = parts.path.strip("/")
+    hello.rerun_script.query_string = parts.query
+    s = Session(index)
+    await go.wait()
+    t0 = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            async with websockets.connect(
+                f"ws://{parts.netloc}/_stcore/stream", subprotocols=["streamlit"],  # type: ignore[list-item]
+                origin=origin, max_size=None,  # type: ignore[arg-type]
+            ) as ws:  # fmt: skip
+                await ws.send(hello.SerializeToString())
+                while True:
+                    msg = ForwardMsg()
+                    msg.ParseFromString(await ws.recv())  # type: ignore[arg-type]
+                    s.requests += 1
+                    kind = msg.WhichOneof("type")
+                    if kind == "script_finished":
+                        s.server_seconds = round(time.perf_counter() - t0, 3)
+                        break
+                    if kind != "delta" or msg.delta.WhichOneof("type") != "new_element":
+                        continue
+                    element = msg.delta.new_element
+                    shown = element.WhichOneof("type")
+                    if shown == "plotly_chart" and s.seconds is None:
+                        s.seconds = round(time.perf_counter() - t0, 3)
+                    elif shown == "exception" or (
+                        shown == "alert" and element.alert.format == Alert.ERROR
+                    ):
+                        s.error = (
+                            "the page shows an error: "
+                            + (element.exception.message or element.alert.body)[:200]
+                        )
+        s.ok = s.seconds is not None and s.error is None
+        if s.seconds is None and s.error is None:
+            s.error = "the script finished without drawing a chart"
+    except Exception as exc:  # a timeout or a dropped connection: this session failed
+        s.error = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+    say(
+        f"session {index + 1}: "
+        + (f"figure in {s.seconds:.2f} s" if s.seconds is not None else "no figure")
+        + (f", script done by {s.server_seconds:.2f} s" if s.server_seconds is not None else "")
+        + ("" if s.ok else f" ({s.error})")
+    )
+    return s
+
+
+def speak_sessions(
+    url: str, n: int, *, timeout: float = 60.0, budget: float = 300.0,
+    say: Callable[[str], None] | None = None,
+) -> list[Session]:  # fmt: skip
+    """``n`` protocol clients open ``url`` at once (the server's share of the load, no browser)."""
+    if not 1 <= n <= MAX_SESSIONS:
+        raise ValueError(f"sessions must be 1..{MAX_SESSIONS}, got {n}")
+    say = say or (lambda line: None)
+
+    async def wave() -> list[Session]:
+        go = asyncio.Event()
+        tasks = [asyncio.create_task(_speak(i, url, go, timeout, say)) for i in range(n)]
+        go.set()
+        done, pending = await asyncio.wait(tasks, timeout=budget)
+        for task in pending:
+            task.cancel()
+        return [
+            t.result() if t in done else Session(i, error="stopped: budget spent")
+            for i, t in enumerate(tasks)
+        ]
+
+    return asyncio.run(wave())
 
 
 def summarise(sessions: list[Session]) -> dict[str, Any]:
@@ -324,67 +424,76 @@ def main(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(f"[{time.monotonic() - started:6.1f} s] {line}", file=sys.stderr, flush=True)
 
-    waves = []
+    kinds = ("protocol", "browser") if args.clients == "both" else (args.clients,)
+    waves: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     probe_before = cpu_probe_seconds()
     with tempfile.TemporaryDirectory(prefix="flipscope-load-runs-") as runs:
         run_id = prepare_store(Path(runs))
-        for wave in range(args.repeats):
+        for wave, kind in itertools.product(range(args.repeats), kinds):
             left = args.budget - (time.monotonic() - started)
             if left <= 10:
-                say(f"time budget spent; {wave} of {args.repeats} waves ran")
+                say(f"time budget spent before {kind} wave {wave + 1} of {args.repeats}")
                 break
-            with serve(Path(runs), settings().cache_dir) as url:
+            opener = open_sessions if kind == "browser" else speak_sessions
+            with serve(Path(runs), settings().cache_dir) as url:  # each wave on a fresh server
                 page = f"{url}/arrows?run={run_id}"
                 if args.warm_up != "none":
-                    first = open_sessions(
+                    first = opener(
                         page if args.warm_up == "page" else f"{url}/?demo=moons", 1,
                         timeout=args.session_timeout, budget=left,
                     )[0]  # fmt: skip
-                    say(f"wave {wave + 1}: warm-up ({args.warm_up}) took {first.seconds} s")
-                say(f"wave {wave + 1}: {args.sessions} sessions open {page}")
+                    took = first.seconds if kind == "browser" else first.server_seconds
+                    say(f"{kind} wave {wave + 1}: warm-up ({args.warm_up}) took {took} s")
+                say(f"{kind} wave {wave + 1}: {args.sessions} sessions open {page}")
                 left = args.budget - (time.monotonic() - started)
-                sessions = open_sessions(
+                sessions = opener(
                     page, args.sessions, timeout=args.session_timeout, budget=left, say=say
                 )
             summary = summarise(sessions)
-            waves.append(summary)
+            waves[kind].append(summary)
             say(
-                f"wave {wave + 1}: {summary['rendered_without_error']}/{args.sessions} rendered "
+                f"{kind} wave {wave + 1}: {summary['rendered_without_error']}/{args.sessions} "
                 f"without error; p50 {summary['p50_s']} s, p95 {summary['p95_s']} s, "
-                f"max {summary['max_s']} s"
+                f"max {summary['max_s']} s; script done p95 {summary['server_p95_s']} s"
             )
 
-    def median(key: str) -> float | None:
-        values = [w[key] for w in waves if w[key] is not None]
+    def median(kind: str, key: str) -> float | None:
+        values = [w[key] for w in waves[kind] if w[key] is not None]
         return round(statistics.median(values), 3) if values else None
 
-    result = {
+    result: dict[str, Any] = {
         "bench": "load",
         "page": "arrows",
         "run": "assets/demo_runs/moons-emap (EMAP on moons, 2,000 test points, with its LIME run)",
         "sessions": args.sessions,
         "warm_up": args.warm_up,
         "session_timeout_s": args.session_timeout,
+        "clients": {
+            "browser": "a Playwright context in Debian's chromium per session, on this machine",
+            "protocol": "a websocket client speaking Streamlit's protocol (the server alone)",
+        },
         "waves": waves,
-        "median_p50_s": median("p50_s"),
-        "median_p95_s": median("p95_s"),
-        "median_max_s": median("max_s"),
-        "median_server_p95_s": median("server_p95_s"),
-        "all_rendered_without_error": bool(waves)
-        and all(w["rendered_without_error"] == w["sessions"] for w in waves),
+        "all_rendered_without_error": all(
+            w["rendered_without_error"] == w["sessions"] for kind in kinds for w in waves[kind]
+        )
+        and all(waves.values()),
         "target_p95_s": TARGET_P95_S,
         "machine": _machine(),
         "cpu_probe_seconds_before_after": [probe_before, cpu_probe_seconds()],
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    print(
-        f"load: {args.sessions} sessions x {len(waves)} wave(s) (warm-up: {args.warm_up}): median p50 "
-        f"{result['median_p50_s']} s, p95 {result['median_p95_s']} s, max {result['median_max_s']} s;"
-        f" (the server's last message arrived by p95 {result['median_server_p95_s']} s);"
-        f" all rendered without error: {result['all_rendered_without_error']}"
-        f" (target p95 <= {TARGET_P95_S} s)"
-    )
+    for kind in kinds:
+        for key in ("p50_s", "p95_s", "max_s", "server_p95_s"):
+            result[f"{kind}_median_{key}"] = median(kind, key)
+        print(
+            f"load, {kind} clients: {args.sessions} sessions x {len(waves[kind])} wave(s) "
+            f"(warm-up: {args.warm_up}): median p50 {result[f'{kind}_median_p50_s']} s, "
+            f"p95 {result[f'{kind}_median_p95_s']} s, max {result[f'{kind}_median_max_s']} s "
+            f"(script done by p95 {result[f'{kind}_median_server_p95_s']} s; target p95 <= "
+            f"{TARGET_P95_S} s)"
+        )
+    print(f"all rendered without error: {result['all_rendered_without_error']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")

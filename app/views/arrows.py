@@ -6,10 +6,9 @@ import numpy as np
 import streamlit as st
 
 from app import resources, state, widgets
-from app.plots.arrows import arrow_field_figure, arrow_norms
+from app.plots.arrows import arrow_norms
 from app.plots.triage import smallest_k_mask
 from explainers.explanation import Explanation
-from explainers.metrics import mean_cosine
 
 PAGE = "arrows"
 st.title("Arrow field")
@@ -67,22 +66,16 @@ if exp.inputs.shape[1] > 2:
             "y axis", range(len(names)), index=1, format_func=names.__getitem__, key="fy"
         )
         axes = ("features", fx, fy)
-projection = resources.projection(run.id, str(store.root), axes)
-features = (int(axes[1]), int(axes[2])) if axes[0] == "features" else (0, 1)
-
 n = exp.n
 selected = state.query_int("i", 0, 0, n - 1)
-background = (
-    resources.regions(run.id, str(store.root), axes) if show_regions and run.model else None
-)
-fig = arrow_field_figure(
-    exp,
+fig = resources.arrow_field(
+    run.id,
+    str(store.root),
+    axes,
     k_pct=k_pct,
     normalise=normalise,
-    background=background,
+    regions_on=bool(show_regions and run.model),
     selected=selected,
-    projection=projection,
-    features=features,
     title=f"EMAP negative perturbations on {run.dataset.get('name', 'upload')} ({n:,} test points)",
 )
 event = st.plotly_chart(fig, key="field", on_select="rerun", selection_mode="points")
@@ -131,41 +124,35 @@ else:
             "The LIME run explains other rows than this EMAP run, so agreement is not computed."
         )
     else:
-        part = exp.subset(slice(0, common))
+        cos, cos10 = resources.agreement(run.id, lime_run.id, str(store.root))
         a, b, c = st.columns(3)
         a.metric(
             "Mean cosine, EMAP vs LIME",
-            widgets.fmt(mean_cosine(part.attributions, lime.attributions[:common])),
+            widgets.fmt(cos),
             help=f"Over the {common:,} rows both explain.",
         )
-        b.metric(
-            "Without EMAP's smallest 10%",
-            widgets.fmt(
-                mean_cosine(
-                    part.attributions,
-                    lime.attributions[:common],
-                    exclude_smallest_pct=10,
-                    size=arrow_norms(part)[0],
-                )
-            ),
-        )
+        b.metric("Without EMAP's smallest 10%", widgets.fmt(cos10))
         width = lime.params.get("kernel_width") or "lime's default (0.75 sqrt(d))"
         c.caption(
             f"LIME settings: kernel width {width}, {lime.params.get('num_samples', '?')} samples, "
             f"discretize_continuous {lime.params.get('discretize_continuous', '?')}"
         )
-        st.plotly_chart(
-            arrow_field_figure(
-                lime,
-                k_pct=k_pct,
-                normalise=True,
-                projection=projection,
-                features=features,
-                ranges=(tuple(fig.layout.xaxis.range), tuple(fig.layout.yaxis.range)),
-                title="LIME coefficients as arrows (directions only)",
-            ),
-            key="lime_field",
-        )
+        if st.toggle("Show LIME's arrows", key="lime_arrows"):
+            st.plotly_chart(
+                resources.arrow_field(
+                    lime_run.id,
+                    str(store.root),
+                    axes,
+                    k_pct=k_pct,
+                    normalise=True,
+                    regions_on=False,
+                    selected=None,
+                    title="LIME coefficients as arrows (directions only)",
+                    plane_of=run.id,
+                    ranges=(tuple(fig.layout.xaxis.range), tuple(fig.layout.yaxis.range)),
+                ),
+                key="lime_field",
+            )
 
 st.subheader(f"Point {selected}")
 st.dataframe(widgets.point_table(exp, selected), hide_index=True, width="stretch")

@@ -1,5 +1,6 @@
-"""Five browser sessions open one run's arrow field at the same moment: every one renders its
-chart without an error. (Timing is the bench's job: `flipscope bench load`.)"""
+"""Many sessions open one run's arrow field at the same moment: five browsers, and twenty
+protocol clients (the server alone); every one gets its chart without an error. (Timing is the
+bench's job: `flipscope bench load`.)"""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 
 from app.demo_runs import demo_runs_for
 from app.jobs import RunStore
-from benchmarks.load import open_sessions
+from benchmarks.load import open_sessions, speak_sessions
 
 pytestmark = pytest.mark.slow
 
@@ -20,3 +21,11 @@ def test_five_sessions_at_once_all_render_the_arrow_field(server, server_runs):
     failed = [f"session {s.index}: {s.error}" for s in sessions if not s.ok]
     assert not failed, failed
     assert all(s.seconds is not None and s.requests > 0 for s in sessions)
+
+
+def test_twenty_protocol_sessions_at_once_all_get_the_figure(server, server_runs):
+    run_id = demo_runs_for(RunStore(server_runs), "moons")["emap"]
+    sessions = speak_sessions(f"{server}/arrows?run={run_id}", 20, timeout=240, budget=300)
+    failed = [f"session {s.index}: {s.error}" for s in sessions if not s.ok]
+    assert not failed, failed
+    assert all(s.seconds is not None and s.server_seconds is not None for s in sessions)

@@ -41,3 +41,24 @@ def test_no_runs_says_what_to_do(env):
     at.run()
     assert not at.exception
     assert "No finished EMAP run" in at.info[0].value
+
+
+def test_lime_agreement_and_its_arrows_on_request(env):
+    exp = emap_like_moons()
+    run_id = finished_run(env, "emap", "moons", exp)
+    lime = exp.subset(slice(0, 100))
+    lime.method = "lime"
+    finished_run(env, "lime", "moons", lime)
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params["run"] = run_id
+    at.run()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Mean cosine, EMAP vs LIME"] == "1.000"  # the same vectors on 100 common rows
+    assert len(at.get("plotly_chart")) == 1, "LIME's arrows only when asked for"
+    at.toggle(key="lime_arrows").set_value(True).run()
+    assert not at.exception, at.exception
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2
+    lime_fig, emap_fig = (json.loads(c.proto.spec) for c in (charts[1], charts[0]))
+    assert lime_fig["layout"]["xaxis"]["range"] == emap_fig["layout"]["xaxis"]["range"]
