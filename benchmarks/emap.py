@@ -73,7 +73,7 @@ EMAP_SETTINGS: dict[str, dict[str, Any]] = {
     "moons": {"epochs": 15, "perturber_epochs": 15, "batch_size": 256, "lam": 1.0},
     "blob": {"epochs": 15, "perturber_epochs": 15, "batch_size": 256},
     "mnist38": {"epochs": 15, "perturber_epochs": 15, "batch_size": 128},
-    "adult": {"epochs": 15, "perturber_epochs": 15, "batch_size": 256},
+    "adult": {"epochs": 15, "perturber_epochs": 15, "batch_size": 128},
 }
 QUICK_EPOCHS = {"moons": 8, "blob": 8, "mnist38": 8, "adult": 6}
 
@@ -113,6 +113,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--train-runs", type=int, default=1, help="train this many times; report the median seconds"
     )
     parser.add_argument("--device", default="auto", help="EMAP device: auto, cpu or cuda")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override an EMAP parameter for this run, e.g. --set batch_size=128 (repeatable)",
+    )
 
 
 class ProgressLine:
@@ -183,6 +190,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
         settings_["epochs"] = settings_["perturber_epochs"] = QUICK_EPOCHS[name]
     settings_.update({"seed": args.seed, "device": args.device})
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --set wants NAME=VALUE, got {item!r}")
+        settings_[key.strip()] = json.loads(value) if value.strip()[:1] in "[{" else value.strip()
     params = params_from_dict(EMAPParams, settings_)
     device = resolve_device(args.device)
     extra: dict[str, Any] = {
