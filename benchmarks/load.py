@@ -7,7 +7,7 @@ browser contexts at the same moment on ``/arrows?run=<id>``, each in Debian's ch
 ``playwright install``). A session's time runs from its navigation to the arrow field's Plotly
 chart being visible (``.js-plotly-plot .main-svg``); it then waits for the script to finish and
 counts as rendered without error only if the page shows no exception and no error box. Beside it,
-the time the server's last websocket message of that script run arrived ("server done"): the
+the time the server's last websocket message of that script run arrived ("script done"): the
 difference is the browser's own work (Streamlit's and plotly.js's JavaScript, painting), which on
 one machine shares the same cores as the server.
 
@@ -50,13 +50,16 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from playwright.async_api import ViewportSize
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -64,7 +67,10 @@ CHROMIUM_ARGS = (
     "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
 )  # fmt: skip
-VIEWPORT = {"width": 1440, "height": 900}  # a laptop screen; the arrow field is above the fold
+VIEWPORT: ViewportSize = {
+    "width": 1440,
+    "height": 900,
+}  # a laptop screen; the arrow field is above the fold
 CHART = "[data-testid='stPlotlyChart'] .js-plotly-plot .main-svg"
 SETTLED = "[data-testid='stApp'][data-test-script-state='notRunning']"
 PAGE_ERRORS = "[data-testid='stException'], [data-testid='stAlertContentError']"
@@ -112,6 +118,36 @@ class Session:
     requests: int = 0
     off_host: list[str] = field(default_factory=list)
 
+    def line(self, what: str) -> str:
+        """This session's progress line; ``what`` is what it waited for (a chart, a figure)."""
+        done = self.server_seconds
+        return (
+            f"session {self.index + 1}: "
+            + (f"{what} in {self.seconds:.2f} s" if self.seconds is not None else f"no {what}")
+            + (f", script done by {done:.2f} s" if done is not None else "")
+            + ("" if self.ok else f" ({self.error})")
+        )
+
+
+def _apart(wave: Coroutine[Any, Any, list[Session]]) -> list[Session]:
+    """Run a wave in its own thread and event loop, so that it also works where a loop is already
+    running in this thread (pytest-playwright's sync API keeps one)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, wave).result()
+
+
+async def _all(tasks: list[asyncio.Task[Session]], budget: float) -> list[Session]:
+    """The sessions of one wave in order; those still running when ``budget`` runs out fail."""
+    done, pending = await asyncio.wait(tasks, timeout=budget)
+    for task in pending:
+        task.cancel()
+    return [
+        t.result()
+        if t in done
+        else Session(i, error=f"stopped: the bench's time budget ({budget:.0f} s) ran out")
+        for i, t in enumerate(tasks)
+    ]
+
 
 async def _open(
     index: int, page: Any, url: str, go: asyncio.Event, timeout: float, say: Callable[[str], None]
@@ -147,12 +183,7 @@ async def _open(
             s.ok = True
     except Exception as exc:  # a timeout or a crashed page: this session failed, the wave goes on
         s.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
-    say(
-        f"session {index + 1}: "
-        + (f"chart in {s.seconds:.2f} s" if s.seconds is not None else "no chart")
-        + (f", server done by {s.server_seconds:.2f} s" if s.server_seconds is not None else "")
-        + ("" if s.ok else f" ({s.error})")
-    )
+    say(s.line("chart"))
     return s
 
 
@@ -175,17 +206,7 @@ async def _wave(
                 asyncio.create_task(_open(i, p, url, go, timeout, say)) for i, p in enumerate(pages)
             ]
             go.set()
-            done, pending = await asyncio.wait(tasks, timeout=budget)
-            for task in pending:
-                task.cancel()
-            results = [t.result() for t in tasks if t in done]
-            seen = {r.index for r in results}
-            results += [
-                Session(i, error=f"stopped: the bench's time budget ({budget:.0f} s) ran out")
-                for i in range(n)
-                if i not in seen
-            ]
-            return sorted(results, key=lambda r: r.index)
+            return await _all(tasks, budget)
         finally:
             await browser.close()
 
@@ -196,7 +217,7 @@ def open_sessions(
 ) -> list[Session]:  # fmt: skip
     """Open ``url`` in ``n`` browser contexts at once; one ``Session`` per context.
 
-    Runs in its own thread and event loop, so it also works beside pytest-playwright's sync API."""
+    Runs in its own thread and event loop (:func:`_apart`)."""
     if not 1 <= n <= MAX_SESSIONS:
         raise ValueError(f"sessions must be 1..{MAX_SESSIONS}, got {n}")
     if not Path(CHROMIUM).exists():
@@ -204,8 +225,7 @@ def open_sessions(
             f"no chromium at {CHROMIUM}; install Debian's package (apt-get install chromium)"
         )
     say = say or (lambda line: None)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, _wave(url, n, timeout, budget, say)).result()
+    return _apart(_wave(url, n, timeout, budget, say))
 
 
 # --------------------------------------------------------------------------- protocol clients
@@ -261,12 +281,7 @@ async def _speak(
             s.error = "the script finished without drawing a chart"
     except Exception as exc:  # a timeout or a dropped connection: this session failed
         s.error = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
-    say(
-        f"session {index + 1}: "
-        + (f"figure in {s.seconds:.2f} s" if s.seconds is not None else "no figure")
-        + (f", script done by {s.server_seconds:.2f} s" if s.server_seconds is not None else "")
-        + ("" if s.ok else f" ({s.error})")
-    )
+    say(s.line("figure"))
     return s
 
 
@@ -283,15 +298,9 @@ def speak_sessions(
         go = asyncio.Event()
         tasks = [asyncio.create_task(_speak(i, url, go, timeout, say)) for i in range(n)]
         go.set()
-        done, pending = await asyncio.wait(tasks, timeout=budget)
-        for task in pending:
-            task.cancel()
-        return [
-            t.result() if t in done else Session(i, error="stopped: budget spent")
-            for i, t in enumerate(tasks)
-        ]
+        return await _all(tasks, budget)
 
-    return asyncio.run(wave())
+    return _apart(wave())
 
 
 def summarise(sessions: list[Session]) -> dict[str, Any]:
