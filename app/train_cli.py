@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from app.console import ProgressLine
+
 MODELS = ("resnet",)
 
 
@@ -58,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
     train_config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed
     )
-    line = _ProgressLine(f"train {args.size}")
+    line = ProgressLine(f"train {args.size}")
     print(
         f"training SN-ResNet {args.size} (c={args.coeff:g}) on {dataset.name}: {len(dataset.X_train)} train, "
         f"{len(dataset.X_test)} test images, {args.epochs} epochs, device {device}, "
@@ -145,25 +147,3 @@ Files: `model.safetensors` (weights with `flipscope_arch`/`flipscope_config` in 
 `explainers.models.load_model`), `density.safetensors` + `density.json`, `meta.json` (everything above plus
 the per-epoch history).
 """
-
-
-class _ProgressLine:
-    """One status line on stderr, rewritten in place on a terminal, every 2 s otherwise."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix, self.tty, self.last = prefix, sys.stderr.isatty(), 0.0
-
-    def __call__(self, fraction: float, message: str) -> None:
-        now = time.perf_counter()
-        if not self.tty and now - self.last < 2.0 and fraction < 1.0:
-            return
-        self.last = now
-        text = f"[{self.prefix}] {100 * fraction:5.1f}%  {message}"
-        sys.stderr.write(("\r" + text[:150].ljust(150)) if self.tty else text + "\n")
-        sys.stderr.flush()
-
-    def done(self, message: str) -> None:
-        sys.stderr.write(
-            ("\r" if self.tty else "") + f"[{self.prefix}] {message}".ljust(150) + "\n"
-        )
-        sys.stderr.flush()

@@ -24,16 +24,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from app.console import ProgressLine, device_description
 
 DATASETS = ("moons", "adult", "mnist38")
 TOPK = {"moons": 1, "adult": 5, "mnist38": 20}
@@ -67,38 +66,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="evaluations per point of permutation SHAP (default ten permutations; one for images)",
     )
     parser.add_argument("--device", default="auto", help="EMAP/IG device: auto, cpu or cuda")
-
-
-class ProgressLine:
-    """A throttled progress line on stderr (one line per update when not on a terminal)."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix, self.tty, self.last = prefix, sys.stderr.isatty(), 0.0
-
-    def __call__(self, fraction: float, message: str) -> None:
-        now = time.perf_counter()
-        if now - self.last < (0.2 if self.tty else 5.0) and fraction < 1.0:
-            return
-        self.last = now
-        text = f"[{self.prefix}] {100 * fraction:5.1f}%  {message}"
-        sys.stderr.write(("\r" + text[:120].ljust(120)) if self.tty else text + "\n")
-        sys.stderr.flush()
-
-    def done(self, message: str) -> None:
-        end = "\r" if self.tty else ""
-        sys.stderr.write(f"{end}[{self.prefix}] {message}".ljust(120) + "\n")
-        sys.stderr.flush()
-
-
-def device_description(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda"):
-        return f"cuda ({torch.cuda.get_device_name(0)})"
-    return (
-        f"cpu ({os.cpu_count()} cores, {platform.machine()}, torch threads "
-        f"{torch.get_num_threads()})"
-    )
 
 
 def timed(

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from app.console import ProgressLine, device_description
 
 RESULTS = Path(__file__).resolve().parent / "results"
 QUICK_IMAGES = "0-4"
@@ -79,44 +79,6 @@ def parse_images(text: str, limit: int) -> list[int]:
     if bad or not out:
         raise SystemExit(f"--images must name test images in 0..{limit - 1}; got {text!r}")
     return out
-
-
-class ProgressLine:
-    """One status line on stderr, rewritten in place on a terminal, every 2 s otherwise."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix, self.tty, self.last = prefix, sys.stderr.isatty(), 0.0
-
-    def __call__(self, fraction: float, message: str) -> None:
-        now = time.perf_counter()
-        if not self.tty and now - self.last < 2.0 and fraction < 1.0:
-            return
-        self.last = now
-        text = f"[{self.prefix}] {100 * fraction:5.1f}%  {message}"
-        sys.stderr.write(("\r" + text[:150].ljust(150)) if self.tty else text + "\n")
-        sys.stderr.flush()
-
-    def done(self, message: str) -> None:
-        sys.stderr.write(
-            ("\r" if self.tty else "") + f"[{self.prefix}] {message}".ljust(150) + "\n"
-        )
-        sys.stderr.flush()
-
-
-def device_description(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda"):
-        return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu: {torch.get_num_threads()} threads, {cpu} (torch {torch.__version__})"
 
 
 def method_summary(

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from app.console import ProgressLine, device_description
 
 DATASETS = ("moons", "blob", "mnist38", "adult")
 KEYS = (
@@ -120,41 +119,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="override an EMAP parameter for this run, e.g. --set batch_size=128 (repeatable)",
     )
-
-
-class ProgressLine:
-    """One status line on stderr, rewritten in place on a terminal, throttled otherwise."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
-
-    def __call__(self, fraction: float, message: str) -> None:
-        now = time.perf_counter()
-        if not self.tty and now - self.last < 2.0 and fraction < 1.0:
-            return
-        self.last = now
-        text = f"[{self.prefix}] {100 * fraction:5.1f}%  {message}"
-        if self.tty:
-            sys.stderr.write("\r" + text[:150].ljust(150))
-        else:
-            sys.stderr.write(text + "\n")
-        sys.stderr.flush()
-
-    def done(self, message: str) -> None:
-        sys.stderr.write(
-            ("\r" if self.tty else "") + f"[{self.prefix}] {message}".ljust(150) + "\n"
-        )
-        sys.stderr.flush()
-
-
-def device_description(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda"):
-        return f"cuda ({torch.cuda.get_device_name(0)})"
-    return f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()})"
 
 
 def _warm_up() -> None:
