@@ -42,7 +42,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -57,6 +56,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
+
+from app.jobs.supervisor import stop_group
 
 if TYPE_CHECKING:
     from playwright.async_api import ViewportSize
@@ -371,14 +372,7 @@ def serve(runs_dir: Path, cache_dir: Path, timeout: float = 90.0) -> Iterator[st
                     time.sleep(0.3)
                 yield url
             finally:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                stop_group(proc, 20)
 
 
 def prepare_store(runs_dir: Path) -> str:

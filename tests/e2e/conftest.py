@@ -5,7 +5,6 @@ Never `playwright install`: the browser is /usr/bin/chromium (apt). Screenshots 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import socket
@@ -16,6 +15,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from app.jobs.supervisor import stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -101,19 +102,8 @@ def server(model_cache, server_runs, tmp_path_factory):
         wait_healthy(url, proc)
         yield url
     finally:
-        stop_group(proc)
+        stop_group(proc, 20)
         log.close()
-
-
-def stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's process group (dashboard and worker), SIGKILL what is left after 20 s."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, 15)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
 
 
 def settle(page, timeout: float = 60_000) -> None:
