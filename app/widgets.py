@@ -162,6 +162,21 @@ def open_explanation(run: Any, store: Any, stop: bool = True) -> Any:
         return None
 
 
+def newest_per_method(runs: list[Any], store: Any, key: str) -> dict[str, tuple[Any, Any]]:
+    """The newest run of each method in ``runs`` (newest first), a multiselect of those methods
+    (all chosen by default), and ``{METHOD: (run, Explanation)}`` for the chosen ones, in order;
+    ``st.stop()`` when none is chosen."""
+    newest: dict[str, Any] = {}
+    for r in runs:
+        newest.setdefault(r.kind, r)
+    chosen = st.multiselect(
+        "Methods", list(newest), default=list(newest), format_func=str.upper, key=key
+    )
+    if not chosen:
+        st.stop()
+    return {m.upper(): (newest[m], open_explanation(newest[m], store)) for m in chosen}
+
+
 def run_picker(runs: list[Any], key: str, label: str = "Run") -> Any:
     """Pick one of ``runs``; the URL's run is preselected, and choosing one puts it in the URL."""
     from app import state

@@ -48,15 +48,7 @@ runs = [
     for r in runs
     if (r.dataset.get("name") or f"upload {r.dataset.get('upload', '')[:6]}") == data_label
 ]
-newest: dict[str, object] = {}
-for r in runs:
-    newest.setdefault(r.kind, r)
-methods = st.multiselect(
-    "Methods", list(newest), default=list(newest), format_func=str.upper, key="cmp_methods"
-)
-if not methods:
-    st.stop()
-exps = {m.upper(): widgets.open_explanation(newest[m], store) for m in methods}
+exps = {m: e for m, (_, e) in widgets.newest_per_method(runs, store, "cmp_methods").items()}
 n_common = min(e.n for e in exps.values())
 base = next(iter(exps.values()))
 mismatch = [

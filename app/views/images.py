@@ -42,17 +42,9 @@ data_name = st.selectbox(
     key="img_data",
 )
 runs = [r for r in runs if (r.dataset.get("name") or "upload") == data_name]
-by_method: dict[str, object] = {}
-for r in runs:  # newest run of each method
-    by_method.setdefault(r.kind, r)
-chosen = st.multiselect(
-    "Methods", list(by_method), default=list(by_method), format_func=str.upper, key="img_methods"
-)
-if not chosen:
-    st.stop()
-exps = {m.upper(): widgets.open_explanation(by_method[m], store) for m in chosen}
-first_run = by_method[chosen[0]]
-first = exps[chosen[0].upper()]
+picked = widgets.newest_per_method(runs, store, "img_methods")
+exps = {m: e for m, (_, e) in picked.items()}
+first_run, first = next(iter(picked.values()))
 
 dataset = resources.dataset_for_spec(first_run.dataset)  # type: ignore[attr-defined]
 # Rows every chosen run explains (runs may explain different numbers of test rows).
