@@ -12,7 +12,7 @@ from datasets import load_dataset
 from explainers.base import NotFittedError, ParamsError
 from explainers.models import SklearnModel, TorchModel, build_mlp
 from explainers.shap import Shap, ShapParams
-from tests.test_lime import mixed_dataset
+from tests.explainers.test_lime import mixed_dataset
 
 
 def forest_moons() -> tuple:
