@@ -99,14 +99,6 @@ def selected_capabilities(sel: Selection) -> frozenset[str]:
     return frozenset() if model is None else frozenset(model.capabilities)
 
 
-# Rows explained by default: everything for amortised methods, a sample for per-instance ones.
-DEFAULT_ROWS = {"emap": 100_000, "ig": 500, "lime": 200, "shap": 200, "deduce": 100, "jsma": 100}
-
-
-def default_rows(kind: str, modality: str) -> int:
-    return DEFAULT_ROWS.get(kind, 200)
-
-
 def model_for_spec(spec: dict[str, str] | None) -> Model | None:
     """The black box a run was made with, for drawing (decision regions, class probabilities)."""
     if not spec:

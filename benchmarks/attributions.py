@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     emap_params = EMAPParams(seed=args.seed, device=device)
     line = ProgressLine("emap fit")
     emap = EMAP(emap_params).fit(dataset, model, progress=line)
-    line.done(f"trained in {emap.train_seconds_:.1f} s")
+    line.done(f"trained in {emap.fit_seconds_:.1f} s")
     emap.explain(X[:1])
     emap_exp, emap_s, emap_runs = timed("emap", lambda pr: emap.explain(X, progress=pr), n, repeats)
     original = emap_exp.predictions
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "lime": Lime(lime_params).fit(dataset, model),
         "shap_tree": Shap(tree_params).fit(dataset, model),
         "shap_permutation": Shap(perm_params).fit(dataset, model),
-        "ig_surrogate": IntegratedGradients().fit(dataset, model, surrogate=emap),
+        "ig_surrogate": IntegratedGradients().fit(dataset, model, surrogate=emap.surrogate_model()),
     }
     attributions: dict[str, np.ndarray] = {"emap": emap_exp.attributions}
     seconds = {"emap": emap_s, "emap_forward": forward_s}
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "topk": k,
         "black_box": {k2: quality[k2] for k2 in ("accuracy", "f1")},
         "emap": {
-            "train_seconds": emap.train_seconds_,
+            "train_seconds": emap.fit_seconds_,
             "timing_runs": len(emap_runs),
             "flip_rate_blackbox": emap_exp.metrics.get("flip_rate_blackbox"),
             "surrogate_fidelity": emap_exp.metrics.get("surrogate_fidelity"),

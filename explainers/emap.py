@@ -7,12 +7,10 @@ No public code exists; this follows the paper's description (spec ``algorithms.m
 
 from __future__ import annotations
 
-import json
 import math
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +19,19 @@ from numpy.typing import NDArray
 
 from datasets.base import Dataset, FeatureSchema
 from explainers.base import (
-    NotFittedError,
+    Explainer,
     ParamsError,
     ProgressFn,
+    Query,
+    Result,
     StopFn,
     check_cancel,
     param,
-    params_from_dict,
     report,
     resolve_device,
 )
-from explainers.explanation import Explanation, Provenance
-from explainers.models import Model, TorchModel, build_mlp, check_compatible, save_torch_model
+from explainers.models import Model, TorchModel, build_mlp, save_torch_model
 
-FORMAT = "flipscope-emap"
-FORMAT_VERSION = 1
-META = "emap.json"
 SURROGATE_FILE = "surrogate.safetensors"
 PERTURBER_FILE = "perturber.safetensors"
 L2_EPS = 1e-8  # sqrt(sum delta^2 + eps): the L2 norm is not differentiable at 0
@@ -115,7 +110,7 @@ def _perturber_module(
     return Perturber()
 
 
-class EMAP:
+class EMAP(Explainer[EMAPParams]):
     """EMAP (Chapman-Rounds et al. 2019, arXiv 1912.00872; FIMAP, AAAI-21).
 
     Two networks are trained once per data set and black box. The surrogate ``s`` (an MLP, by
@@ -175,53 +170,37 @@ class EMAP:
     ``flip_surrogate`` (bool), ``perturbation_norm`` (float), ``norm_percentile`` (float, 0-100),
     ``surrogate_agrees`` (bool), ``surrogate_target_probability`` (float), ``categorical_changes``
     (int), ``target_replaced`` (bool). ``metrics``: surrogate_fidelity, flip_rate_surrogate,
-    flip_rate_blackbox on the explained rows; train_seconds, explain_seconds, and the held-out
-    validation figures from ``fit``.
+    flip_rate_blackbox on the explained rows, and the held-out validation figures from ``fit``.
     """
 
-    method = "emap"
-
-    def __init__(self, params: EMAPParams | None = None) -> None:
-        self.params = params or EMAPParams()
+    kind = "emap"
+    Params = EMAPParams
 
     # ------------------------------------------------------------------ fitting
-    def fit(
+    def _fit(
         self,
         dataset: Dataset,
         model: Model,
         *,
-        progress: ProgressFn | None = None,
-        should_stop: StopFn | None = None,
-    ) -> EMAP:
+        surrogate: Model | None,
+        progress: ProgressFn | None,
+        should_stop: StopFn | None,
+    ) -> None:
         """Train the surrogate on ``model``'s labels, then the perturbation network.
 
-        Raises
-        ------
-        ModelCompatibilityError : the model's width or class count does not fit ``dataset``.
-        ParamsError : a pinned feature does not exist, or ``target`` is not a class index.
-        Cancelled : ``should_stop()`` became true.
+        Raises ``ParamsError`` when a pinned feature does not exist or ``target`` is not a class.
         """
         import torch
 
         p = self.params
-        check_compatible(model, dataset)
         if p.target >= dataset.n_classes:
             raise ParamsError(
                 f"target {p.target} is not a class of {dataset.name!r} (classes 0..{dataset.n_classes - 1}, "
                 "or -1 for the runner-up)"
             )
         X_all = np.asarray(dataset.X_train, dtype=np.float32)
-        if not np.all(np.isfinite(X_all)):
-            raise ValueError(f"the training split of {dataset.name!r} has NaN or infinite values")
         self._set_layout(dataset.schema, dataset.n_classes, p.pinned)
-        self.schema_ = dataset.schema
-        self.modality_ = dataset.modality
-        self.dataset_name_ = dataset.name
-        self.class_names_ = list(dataset.class_names)
-        self.model_: Model | None = model
-        self.model_description_ = getattr(model, "description", type(model).__name__)
         self.device_ = resolve_device(p.device)
-        t0 = time.perf_counter()
         report(progress, 0.0, "labelling the training split with the black box")
         y_all = model.predict(X_all).astype(np.int64)
 
@@ -247,20 +226,20 @@ class EMAP:
                 "hidden": [p.surrogate_width] * p.surrogate_layers,
                 "n_classes": self.n_classes_,
             }
-            surrogate = build_mlp(self.surrogate_config_).to(dev)
-            opt = torch.optim.Adam(surrogate.parameters(), lr=p.learning_rate)
+            s_net = build_mlp(self.surrogate_config_).to(dev)
+            opt = torch.optim.Adam(s_net.parameters(), lr=p.learning_rate)
             for epoch in range(p.epochs):
-                surrogate.train()
+                s_net.train()
                 loss_sum = 0.0
                 for idx in self._batches(len(x_tr), gen):
                     check_cancel(should_stop)
-                    loss = torch.nn.functional.cross_entropy(surrogate(x_tr[idx]), y_tr[idx])
+                    loss = torch.nn.functional.cross_entropy(s_net(x_tr[idx]), y_tr[idx])
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
                     loss_sum += float(loss.detach()) * len(idx)
-                surrogate.eval()
-                fid = self._agreement(surrogate, x_val, y_val)
+                s_net.eval()
+                fid = self._agreement(s_net, x_val, y_val)
                 history.append(
                     {"stage": 1, "epoch": epoch + 1, "loss": loss_sum / len(x_tr), "fidelity": fid}
                 )
@@ -270,10 +249,10 @@ class EMAP:
                     f"surrogate epoch {epoch + 1}/{p.epochs}: loss {loss_sum / len(x_tr):.4f}, "
                     f"held-out fidelity {fid:.3f}",
                 )
-            for q in surrogate.parameters():
+            for q in s_net.parameters():
                 q.requires_grad_(False)
-            surrogate.eval()
-            self.surrogate_ = surrogate
+            s_net.eval()
+            self.surrogate_ = s_net
 
             # Stage 2: the perturbation network, with the surrogate frozen.
             self.perturber_config_: dict[str, Any] = {
@@ -288,8 +267,8 @@ class EMAP:
             perturber = _perturber_module(**self.perturber_config_).to(dev)
             opt = torch.optim.Adam(perturber.parameters(), lr=p.learning_rate)
             with torch.no_grad():
-                probs_tr = torch.softmax(surrogate(x_tr), dim=1)
-                probs_val = torch.softmax(surrogate(x_val), dim=1)
+                probs_tr = torch.softmax(s_net(x_tr), dim=1)
+                probs_val = torch.softmax(s_net(x_val), dim=1)
             t_val = self._default_targets(probs_val, y_val)
             for epoch in range(p.perturber_epochs):
                 frac = epoch / max(1, p.perturber_epochs - 1)
@@ -304,7 +283,7 @@ class EMAP:
                     x_new, delta_m, changes = self._compose(
                         x, delta, logits, tau=tau, hard_eval=False
                     )
-                    ce = torch.nn.functional.cross_entropy(surrogate(x_new), t)
+                    ce = torch.nn.functional.cross_entropy(s_net(x_new), t)
                     l2 = (
                         torch.sqrt((delta_m**2).sum(dim=1) + L2_EPS).mean()
                         if delta_m is not None
@@ -324,7 +303,7 @@ class EMAP:
                         ]
                     ) * len(idx)
                 sums /= len(x_tr)
-                flip = self._surrogate_flip_rate(perturber, surrogate, x_val, t_val)
+                flip = self._surrogate_flip_rate(perturber, s_net, x_val, t_val)
                 history.append(
                     {
                         "stage": 2, "epoch": epoch + 1, "loss": sums[0], "ce": sums[1],
@@ -348,9 +327,7 @@ class EMAP:
         self.norm_reference_ = np.zeros(0)
         cf_ref, _, _ = self._perturb_arrays(ref_rows, ref_orig, diagnostics=False)
         self.norm_reference_ = np.sort(np.linalg.norm(cf_ref - ref_rows, axis=1))
-        self.train_seconds_ = time.perf_counter() - t0
         metrics: dict[str, float | None] = {
-            "train_seconds": self.train_seconds_,
             "surrogate_fidelity_validation": history[p.epochs - 1]["fidelity"],
             "flip_rate_surrogate_validation": history[-1]["flip_surrogate"],
         }
@@ -363,42 +340,22 @@ class EMAP:
             )
         self.metrics_ = metrics
         self.history_ = history
-        report(progress, 1.0, f"EMAP trained in {self.train_seconds_:.1f} s")
-        return self
 
     # ------------------------------------------------------------------ explaining
-    def explain(
-        self,
-        X: NDArray,
-        *,
-        targets: NDArray | None = None,
-        progress: ProgressFn | None = None,
-        should_stop: StopFn | None = None,
-    ) -> Explanation:
-        """Perturb each row of ``X`` (n, d) towards its target class and check the flip on the black box.
+    def _explain(
+        self, query: Query, *, progress: ProgressFn | None, should_stop: StopFn | None
+    ) -> Result:
+        """Perturb each row towards its target class and check the flip on the black box.
 
-        Parameters
-        ----------
-        X : (n, d) model-space rows.
-        targets : (n,) class indices to flip towards, or None for ``params.target`` (-1: runner-up).
+        Targets: the caller's (n,), else ``params.target`` for every row, else (-1) each row's
+        runner-up class under the surrogate; a target equal to the black box's class is replaced
+        by the runner-up and flagged in ``target_replaced``.
         """
-        self._check_fitted(need_model=True)
         model = self.model_
-        assert model is not None  # _check_fitted(need_model=True) refuses None
-        X = self._check_X(X)
-        t0 = time.perf_counter()
-        n = len(X)
-        report(progress, 0.0, f"asking the black box about {n} rows")
-        predictions = model.predict(X).astype(np.int64)
-        if targets is not None:
-            targets = np.asarray(targets)
-            if targets.shape != (n,) or targets.dtype.kind not in "iu":
-                raise ValueError(
-                    f"targets must be {n} integer class indices, got {targets.dtype} {targets.shape}"
-                )
-            if n and (targets.min() < 0 or targets.max() >= self.n_classes_):
-                raise ValueError(f"targets must lie in 0..{self.n_classes_ - 1}")
-        elif self.params.target >= 0:
+        assert model is not None  # the base checks that a black box is bound
+        X, n, predictions = query.X, query.n, query.predictions
+        targets = query.targets
+        if targets is None and self.params.target >= 0:
             targets = np.full(n, self.params.target, dtype=np.int64)
         counterfactuals = np.empty_like(X)
         chosen = np.empty(n, dtype=np.int64)
@@ -431,34 +388,16 @@ class EMAP:
         cat_changes = np.zeros(n, dtype=np.int64)
         for block in self.schema_.blocks:
             cat_changes += (np.abs(diff[:, block]).sum(axis=1) > 0.5).astype(np.int64)
-        seconds = time.perf_counter() - t0
         metrics: dict[str, float | None] = dict(self.metrics_)
         metrics.update(
             {
                 "surrogate_fidelity": float(agrees.mean()) if n else None,
                 "flip_rate_surrogate": float(flip_s.mean()) if n else None,
                 "flip_rate_blackbox": float(success.mean()) if n else None,
-                "explain_seconds": seconds,
             }
         )
-        report(progress, 1.0, f"explained {n} rows in {seconds:.2f} s")
-        return Explanation(
-            method=self.method,
-            params=asdict(self.params),
-            modality=self.modality_,  # type: ignore[arg-type]
-            inputs=X,
-            predictions=predictions,
+        return Result(
             targets=chosen,
-            feature_names=self.schema_.feature_names,
-            class_names=list(self.class_names_),
-            provenance=Provenance(
-                dataset=self.dataset_name_,
-                model=self.model_description_,
-                seed=self.params.seed,
-                device=self.device_,
-                seconds=seconds,
-                note=f"EMAP trained in {self.train_seconds_:.1f} s",
-            ),
             attributions=-diff,
             counterfactuals=counterfactuals,
             counterfactual_predictions=cf_pred,
@@ -473,8 +412,8 @@ class EMAP:
                 "target_replaced": replaced,
             },
             metrics=metrics,
-            image_shape=self.schema_.image_shape,
-            schema=self.schema_,
+            note=f"EMAP trained in {self.fit_seconds_:.1f} s",
+            device=self.device_,
         )
 
     def perturb(
@@ -482,8 +421,8 @@ class EMAP:
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """The amortised step alone: counterfactuals (n, d) and targets (n,) for rows whose black-box
         classes ``original`` (n,) are known. No black-box call; what "one forward pass" costs."""
-        self._check_fitted(need_model=False)
-        X = self._check_X(X)
+        self._check_fitted()
+        X = self._check_rows(X)
         cf, t, _ = self._perturb_arrays(
             X, np.asarray(original, dtype=np.int64), targets, diagnostics=False
         )
@@ -501,7 +440,7 @@ class EMAP:
 
     def surrogate_model(self) -> TorchModel:
         """The frozen surrogate as a gradient-capable ``Model`` (logits from ``.logits``)."""
-        self._check_fitted(need_model=False)
+        self._check_fitted()
         return TorchModel(
             self.surrogate_,
             self.n_classes_,
@@ -511,90 +450,43 @@ class EMAP:
         )
 
     # ------------------------------------------------------------------ persistence
-    def save(self, folder: str | Path) -> Path:
-        """Write ``emap.json`` and the two networks as safetensors into ``folder``."""
+    def _save_state(self, folder: Path) -> dict[str, Any]:
+        """The two networks as safetensors (the perturber's file also holds the reference norms)."""
+        import torch
         from safetensors.torch import save_file
 
-        self._check_fitted(need_model=False)
-        import torch
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         save_torch_model(folder / SURROGATE_FILE, "mlp", self.surrogate_config_, self.surrogate_)
         state = {k: v.detach().contiguous().cpu() for k, v in self.perturber_.state_dict().items()}
         state["norm_reference"] = torch.as_tensor(self.norm_reference_, dtype=torch.float64)
-        save_file(state, str(folder / PERTURBER_FILE), metadata={"format": FORMAT})
-        meta = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "params": _plain(asdict(self.params)),
-            "schema": self.schema_.to_dict(),
-            "modality": self.modality_,
-            "dataset": self.dataset_name_,
-            "class_names": self.class_names_,
-            "model_description": self.model_description_,
+        save_file(state, str(folder / PERTURBER_FILE))
+        return {
             "surrogate_config": self.surrogate_config_,
             "perturber_config": self.perturber_config_,
-            "train_seconds": self.train_seconds_,
-            "metrics": _plain(self.metrics_),
-            "history": _plain(self.history_),
+            "metrics": self.metrics_,
+            "history": self.history_,
         }
-        (folder / META).write_text(json.dumps(meta, indent=1, allow_nan=False))
-        return folder
 
-    @classmethod
-    def load(cls, folder: str | Path, model: Model | None = None, device: str = "cpu") -> EMAP:
-        """Read what ``save`` wrote. Pass the black box as ``model`` to ``explain`` (it judges the
-        flips); without it only ``perturb`` and ``surrogate_model`` work."""
+    def _load_state(
+        self, folder: Path, state: dict[str, Any], model: Model | None, device: str
+    ) -> None:
         from safetensors.torch import load_file
 
-        folder = Path(folder)
-        try:
-            meta = json.loads((folder / META).read_text())
-        except FileNotFoundError:
-            raise ValueError(f"{folder} holds no saved EMAP ({META} is missing)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{folder / META} is corrupted: {exc}") from None
-        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{folder} is not an EMAP of format version {FORMAT_VERSION} "
-                f"(found {meta.get('format')!r} version {meta.get('format_version')!r}); train it again"
-            )
-        params = params_from_dict(EMAPParams, meta["params"])
-        self = cls(params)
-        schema = FeatureSchema.from_dict(meta["schema"])
-        self._set_layout(schema, len(meta["class_names"]), params.pinned)
-        self.schema_ = schema
-        self.modality_ = meta["modality"]
-        self.dataset_name_ = meta["dataset"]
-        self.class_names_ = list(meta["class_names"])
-        self.model_description_ = meta["model_description"]
-        self.surrogate_config_ = meta["surrogate_config"]
-        self.perturber_config_ = meta["perturber_config"]
-        self.train_seconds_ = float(meta["train_seconds"])
-        self.metrics_ = meta["metrics"]
-        self.history_ = meta["history"]
+        self._set_layout(self.schema_, len(self.class_names_), self.params.pinned)
+        self.surrogate_config_ = state["surrogate_config"]
+        self.perturber_config_ = state["perturber_config"]
+        self.metrics_ = state["metrics"]
+        self.history_ = state["history"]
         self.device_ = resolve_device(device)
         surrogate = build_mlp(self.surrogate_config_)
         surrogate.load_state_dict(load_file(str(folder / SURROGATE_FILE)), strict=True)
-        state = load_file(str(folder / PERTURBER_FILE))
-        self.norm_reference_ = state.pop("norm_reference").numpy()
+        weights = load_file(str(folder / PERTURBER_FILE))
+        self.norm_reference_ = weights.pop("norm_reference").numpy()
         perturber = _perturber_module(**self.perturber_config_)
-        perturber.load_state_dict(state, strict=True)
+        perturber.load_state_dict(weights, strict=True)
         for q in surrogate.parameters():
             q.requires_grad_(False)
         self.surrogate_ = surrogate.to(self.device_).eval()
         self.perturber_ = perturber.to(self.device_).eval()
-        self.model_ = model
-        if model is not None and (
-            model.n_classes != self.n_classes_
-            or (model.n_features is not None and model.n_features != self.n_features_)
-        ):
-            raise ValueError(
-                f"the model ({model.n_features} features, {model.n_classes} classes) is not the kind "
-                f"this EMAP was trained for ({self.n_features_} features, {self.n_classes_} classes)"
-            )
-        return self
 
     # ------------------------------------------------------------------ internals
     def _set_layout(self, schema: FeatureSchema, n_classes: int, pinned: tuple[str, ...]) -> None:
@@ -617,28 +509,6 @@ class EMAP:
         ]
         lo, hi = schema.continuous_bounds()
         self.lo_, self.hi_ = lo.astype(np.float32), hi.astype(np.float32)
-
-    def _check_fitted(self, need_model: bool) -> None:
-        if not hasattr(self, "perturber_"):
-            raise NotFittedError(
-                "EMAP is not trained yet: call fit(dataset, model) or EMAP.load(folder)"
-            )
-        if need_model and getattr(self, "model_", None) is None:
-            raise NotFittedError(
-                "this EMAP was loaded without its black box; pass it: EMAP.load(folder, model=...)"
-            )
-
-    def _check_X(self, X: NDArray) -> NDArray[np.float32]:
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim != 2 or X.shape[1] != self.n_features_:
-            raise ValueError(
-                f"expected rows of {self.n_features_} model-space columns (the data set EMAP was trained on), "
-                f"got an array of shape {X.shape}"
-            )
-        if not np.all(np.isfinite(X)):
-            bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
-            raise ValueError(f"row {bad} has NaN or infinite values; impute or drop it first")
-        return X
 
     def _batches(self, n: int, gen: Any) -> list[Any]:
         import torch
@@ -788,16 +658,3 @@ def _cpu_threads(device: str, n_features: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _plain(value: Any) -> Any:
-    """JSON-safe: numpy scalars to numbers, non-finite floats to None, tuples to lists."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

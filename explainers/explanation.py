@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from datasets.base import FeatureSchema
+from explainers.registry import canonical_kind
 
 SCHEMA_VERSION = 1
 Modality = Literal["points2d", "tabular", "image"]
@@ -47,7 +48,8 @@ class Explanation:
 
     Attributes
     ----------
-    method : registry name of the method (``"emap"``, ``"deduce"``, ``"lime"``, ...).
+    method : the method's kind in ``explainers.registry.METHODS`` (``"emap"``, ``"deduce"``,
+        ``"lime"``, ...); an old name a saved result carries is read as its kind.
     params : the method's parameters as plain JSON data.
     modality : ``"points2d"``, ``"tabular"`` or ``"image"``; views choose themselves by it.
     inputs : (n, d) model-space instances (images flattened row-major; see ``image_shape``).
@@ -65,6 +67,9 @@ class Explanation:
     image_shape : (H, W) for images, else None.
     schema : the data set's FeatureSchema (original units, one-hot blocks), or None.
     provenance : where the result came from.
+    rows : which rows of which split were explained, ``{"split": "test", "start": s, "stop": e}``
+        (row i is row ``s + i`` of that split), or None when not known (results saved before
+        it was recorded, or a subset that is not a contiguous run of rows).
     """
 
     method: str
@@ -84,6 +89,7 @@ class Explanation:
     metrics: dict[str, float | None] = field(default_factory=dict)
     image_shape: tuple[int, int] | None = None
     schema: FeatureSchema | None = None
+    rows: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.inputs = np.asarray(self.inputs)
@@ -123,6 +129,10 @@ class Explanation:
                 raise ExplanationFormatError(
                     f"image_shape {self.image_shape} does not hold {d} pixels"
                 )
+        try:
+            self.rows = check_rows_record(self.rows, n)
+        except ValueError as exc:
+            raise ExplanationFormatError(str(exc)) from None
 
     @property
     def n(self) -> int:
@@ -134,10 +144,20 @@ class Explanation:
         return None if self.counterfactuals is None else self.counterfactuals - self.inputs
 
     def subset(self, index: NDArray | slice | list[int]) -> Explanation:
-        """The same Explanation restricted to some instances (metrics are kept as they are)."""
+        """The same Explanation restricted to some instances (metrics are kept as they are).
+
+        ``rows`` follows when the chosen instances are still a contiguous, increasing run of the
+        split's rows; otherwise it is dropped (None), since one start and stop cannot say which."""
 
         def pick(a: NDArray | None) -> NDArray | None:
             return None if a is None else a[index]
+
+        rows = None
+        if self.rows is not None:
+            kept = np.arange(self.n)[index]
+            if kept.size and np.array_equal(kept, np.arange(kept[0], kept[0] + kept.size)):
+                start = int(self.rows["start"]) + int(kept[0])
+                rows = {**self.rows, "start": start, "stop": start + int(kept.size)}
 
         return Explanation(
             method=self.method,
@@ -157,6 +177,7 @@ class Explanation:
             metrics=dict(self.metrics),
             image_shape=self.image_shape,
             schema=self.schema,
+            rows=rows,
         )
 
     # ------------------------------------------------------------------ persistence
@@ -177,14 +198,15 @@ class Explanation:
         meta = {
             "schema_version": SCHEMA_VERSION,
             "method": self.method,
-            "params": _jsonable(self.params),
+            "params": jsonable(self.params),
             "modality": self.modality,
             "feature_names": self.feature_names,
             "class_names": self.class_names,
             "image_shape": list(self.image_shape) if self.image_shape else None,
             "schema": self.schema.to_dict() if self.schema else None,
             "provenance": asdict(self.provenance),
-            "metrics": _jsonable(self.metrics),
+            "metrics": jsonable(self.metrics),
+            "rows": self.rows,
             "arrays": sorted(arrays),
         }
         tmp_npz = folder / (ARRAYS + ".tmp")
@@ -247,7 +269,7 @@ class Explanation:
             raise ExplanationFormatError(f"{folder / ARRAYS} lacks {', '.join(map(str, missing))}")
         try:
             return cls(
-                method=meta["method"],
+                method=canonical_kind(meta["method"]),
                 params=meta["params"],
                 modality=meta["modality"],
                 inputs=arrays["inputs"],
@@ -266,6 +288,7 @@ class Explanation:
                 metrics=meta["metrics"],
                 image_shape=tuple(meta["image_shape"]) if meta["image_shape"] else None,
                 schema=FeatureSchema.from_dict(meta["schema"]) if meta.get("schema") else None,
+                rows=meta.get("rows"),
             )
         except KeyError as exc:
             raise ExplanationFormatError(f"{folder / META} lacks the field {exc}") from None
@@ -273,14 +296,36 @@ class Explanation:
             raise ExplanationFormatError(f"{folder} is inconsistent: {exc}") from None
 
 
-def _jsonable(value: Any) -> Any:
+def check_rows_record(rows: Any, n: int) -> dict[str, Any] | None:
+    """``{"split": str, "start": int, "stop": int}`` describing ``n`` rows, as plain data; None
+    stays None. Raises ``ValueError`` naming what is wrong."""
+    if rows is None:
+        return None
+    if not isinstance(rows, dict) or set(rows) != {"split", "start", "stop"}:
+        raise ValueError(
+            f'rows must be {{"split": NAME, "start": FIRST, "stop": END}}, got {str(rows)[:200]}'
+        )
+    split, start, stop = rows["split"], rows["start"], rows["stop"]
+    if not isinstance(split, str) or not split:
+        raise ValueError(f"rows: split must be a name such as 'test', got {split!r}")
+    for value in (start, stop):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ValueError(f"rows: start and stop must be integers, got {start!r} and {stop!r}")
+    if start < 0 or stop - start != n:
+        raise ValueError(
+            f"rows: start {start} and stop {stop} do not describe the {n} rows explained"
+        )
+    return {"split": split, "start": int(start), "stop": int(stop)}
+
+
+def jsonable(value: Any) -> Any:
     """Plain JSON data: numpy scalars become Python numbers, NaN/inf become None, tuples lists."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):

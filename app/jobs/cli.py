@@ -125,10 +125,7 @@ def _print_kinds() -> int:
     from explainers.base import param_specs
 
     for kind in KINDS.values():
-        why = kind.available()
-        print(f"{kind.name:9} {kind.title}" + (f"  [unavailable: {why}]" if why else ""))
-        if why:
-            continue
+        print(f"{kind.name:9} {kind.title}")
         cls = kind.params()
         for spec in param_specs(cls) if cls else []:
             bounds = "" if spec.lo is None and spec.hi is None else f" [{spec.lo}, {spec.hi}]"

@@ -5,11 +5,11 @@ flag, heartbeat, log, artifacts folder), and records the outcome: ``succeeded`` 
 artifacts, ``cancelled`` when the user's cancel was seen at a check between epochs or batches, or
 ``failed`` with a one-line reason (the traceback goes to the run's log).
 
-Kinds are named after what they run. ``blackbox`` trains a demo random forest; the explainer kinds
-(``emap``, ``deduce``, ``jsma``, ``lime``, ``shap``, ``ig``) go through the explainers' public API
-only: ``Method(params_from_dict(Params, params)).fit(dataset, model, ...)`` then
-``.explain(X, ...)``, save the ``Explanation`` under ``artifacts/explanation/`` and the fitted
-method's own ``save`` (safetensors + json) under ``artifacts/<kind>/``.
+Kinds are named after what they run. ``blackbox`` trains a demo random forest; there is one
+explainer kind per method of ``explainers.registry.METHODS`` (same key), run through the
+``Explainer`` interface only: ``Method(params).fit(dataset, model, surrogate=...)`` then
+``.explain(X, rows=...)``; the ``Explanation`` is saved under ``artifacts/explanation/`` and the
+fitted method (``Explainer.save``: json, safetensors, npy) under ``artifacts/<kind>/``.
 
 Job parameters other than the method's: ``rows`` caps how many test rows are explained (default:
 the whole test split). Nothing here imports torch at module level: the worker's parent process
@@ -48,6 +48,7 @@ from app.jobs.store import (
     this_worker,
 )
 from explainers.base import Cancelled, ParamsError, param, params_from_dict
+from explainers.registry import METHODS, MethodInfo
 
 log = logging.getLogger("flipscope.jobs")
 
@@ -444,12 +445,8 @@ def run_density(ctx: JobContext) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from explainers.deduce import (
-        FeatureForward,
-        feature_log_density,
-        fit_feature_density,
-        require_torch_model,
-    )
+    from explainers.density import feature_log_density, fit_feature_density
+    from explainers.torch_utils import FeatureForward, require_torch_model
 
     params = params_from_dict(DensityParams, ctx.run.params)
     ctx.set_device(_torch_device(params.device))
@@ -484,7 +481,7 @@ def run_density(ctx: JobContext) -> dict[str, Any]:
 
 
 def run_method(ctx: JobContext, kind: JobKind) -> dict[str, Any]:
-    """Fit and apply a registered explanation method; save its Explanation (and fitted state)."""
+    """Fit and apply a registered explanation method; save its Explanation and fitted state."""
     from explainers.registry import get_method
 
     assert kind.method is not None
@@ -502,10 +499,10 @@ def run_method(ctx: JobContext, kind: JobKind) -> dict[str, Any]:
     with ctx.gpu_slot():
         dataset = ctx.dataset()
         model = ctx.model(dataset)
-        fit_extra: dict[str, Any] = {}
+        surrogate = None
         if job_params.get("surrogate"):
             ctx.report(0.05, "loading model", "the surrogate of an EMAP run", force=True)
-            fit_extra["surrogate"] = resolve.resolve_surrogate(
+            surrogate = resolve.resolve_surrogate(
                 job_params["surrogate"], ctx.run.model, ctx.run.dataset, dataset, ctx.store,
                 device=ctx.device,
             )  # fmt: skip
@@ -514,19 +511,19 @@ def run_method(ctx: JobContext, kind: JobKind) -> dict[str, Any]:
         explainer = cls(params)
         fit_end = 0.05 + kind.fit_share * 0.9
         explainer.fit(
-            dataset, model, progress=ctx.stage("fitting", 0.05, fit_end),
-            should_stop=ctx.should_stop, **fit_extra,
+            dataset, model, surrogate=surrogate, progress=ctx.stage("fitting", 0.05, fit_end),
+            should_stop=ctx.should_stop,
         )  # fmt: skip
         fitted = time.perf_counter()
         explanation = explainer.explain(
-            X, progress=ctx.stage("explaining", fit_end, 0.95), should_stop=ctx.should_stop
-        )
+            X, rows={"split": "test", "start": 0, "stop": len(X)},
+            progress=ctx.stage("explaining", fit_end, 0.95), should_stop=ctx.should_stop,
+        )  # fmt: skip
         done = time.perf_counter()
     ctx.report(0.96, "saving", "writing the explanation", force=True)
     with ctx.writing(EXPLANATION, kind.name):
         explanation.save(ctx.artifacts / EXPLANATION)
-        if hasattr(explainer, "save"):
-            explainer.save(ctx.artifacts / kind.name)
+        explainer.save(ctx.artifacts / kind.name)
     metrics = dict(explanation.metrics)
     metrics.update(
         n=explanation.n, fit_seconds=round(fitted - t0, 3), explain_seconds=round(done - fitted, 3)
@@ -569,32 +566,20 @@ class JobKind:
     job_params: tuple[str, ...] = ()
     fit_share: float = 0.1  # the part of the progress bar for fitting
 
-    def available(self) -> str | None:
-        """None when the kind can run here, else why not."""
-        if self.method is None:
-            return None
-        from explainers.registry import METHODS
 
-        if self.method not in METHODS:
-            return f"method {self.method!r} is not in explainers.registry.METHODS in this version"
-        return None
+def _method_kind(info: MethodInfo) -> JobKind:
+    """The job kind of a registered method: same key, its title, Params and fit share; ``rows``,
+    and ``surrogate`` for methods that accept one."""
+    job_params = (*JOB_PARAMS, "surrogate") if info.accepts_surrogate else JOB_PARAMS
 
-
-def _method_kind(
-    name: str, title: str, method: str, fit_share: float, job_params: tuple[str, ...] = JOB_PARAMS
-) -> JobKind:
     def run(ctx: JobContext) -> dict[str, Any]:
-        return run_method(ctx, KINDS[name])
+        return run_method(ctx, KINDS[info.kind])
 
-    def params() -> type | None:
-        from explainers.registry import get_method
-
-        return get_method(method).load_params()
-
-    return JobKind(name, title, run, params, True, method, job_params, fit_share)
+    return JobKind(
+        info.kind, info.title, run, info.load_params, True, info.kind, job_params, info.fit_share
+    )
 
 
-# fit_share: EMAP trains two networks in fit; DeDUCE, JSMA, LIME, SHAP and IG work per instance.
 KINDS: dict[str, JobKind] = {
     "blackbox": JobKind(
         "blackbox",
@@ -619,18 +604,7 @@ KINDS: dict[str, JobKind] = {
         needs_model=True,
         fit_share=0.8,
     ),  # fmt: skip
-    "emap": _method_kind("emap", "Train EMAP and explain the test rows", "emap", 0.85),
-    "deduce": _method_kind("deduce", "DeDUCE counterfactuals", "deduce", 0.1),
-    "jsma": _method_kind("jsma", "JSMA counterfactuals", "jsma", 0.1),
-    "lime": _method_kind("lime", "LIME attributions", "lime", 0.05),
-    "shap": _method_kind("shap", "SHAP attributions", "shap", 0.05),
-    "ig": _method_kind(
-        "ig",
-        "Integrated Gradients attributions",
-        "integrated_gradients",
-        0.05,
-        (*JOB_PARAMS, "surrogate"),
-    ),  # fmt: skip
+    **{kind: _method_kind(info) for kind, info in METHODS.items()},
 }
 
 
@@ -638,9 +612,6 @@ def get_kind(name: str) -> JobKind:
     kind = KINDS.get(name)
     if kind is None:
         raise JobError(f"unknown job kind {name!r}; kinds: {', '.join(KINDS)}")
-    why = kind.available()
-    if why:
-        raise JobError(f"job kind {name!r} cannot run: {why}")
     return kind
 
 

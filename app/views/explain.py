@@ -36,13 +36,14 @@ if sel.model is None:
 def _applicable() -> dict[str, str]:
     """Method kinds that fit this data set and model, with the reason for those that do not."""
     out: dict[str, str] = {}
-    for name, kind in KINDS.items():
-        info = METHODS.get(kind.method or "")
-        if info is None:
-            continue
+    for name, info in METHODS.items():
         if dataset.modality not in info.modalities:
             out[name] = f"not for {dataset.modality} data"
-        elif info.needs_gradients and "gradients" not in model_caps:
+        elif (
+            "gradients" in info.needs
+            and "gradients" not in model_caps
+            and not info.accepts_surrogate
+        ):
             out[name] = "needs a model with gradients (the MNIST demo's SN-ResNet)"
         else:
             out[name] = ""
@@ -58,21 +59,21 @@ unusable = {k: why for k, why in applicable.items() if why}
 if unusable:
     st.caption(
         "Not available here: "
-        + "; ".join(f"{METHODS[KINDS[k].method].title}: {why}" for k, why in unusable.items())
-    )  # type: ignore[index]
+        + "; ".join(f"{METHODS[k].title}: {why}" for k, why in unusable.items())
+    )
 
 kind_name = st.selectbox(
     "Method",
     usable,
-    format_func=lambda k: METHODS[KINDS[k].method].title,  # type: ignore[index]
+    format_func=lambda k: METHODS[k].title,
     key="method",
 )
-info = METHODS[KINDS[kind_name].method]  # type: ignore[index]
+info = METHODS[kind_name]
 if info.summary:
     st.caption(info.summary)
 
 model_spec = dict(sel.model)
-if kind_name == "ig" and "gradients" not in model_caps:
+if info.accepts_surrogate and "gradients" in info.needs and "gradients" not in model_caps:
     emap_runs = [
         r
         for r in widgets.visible(store.list(status=SUCCEEDED, kind="emap"))
@@ -80,7 +81,7 @@ if kind_name == "ig" and "gradients" not in model_caps:
     ]
     if not emap_runs:
         st.info(
-            "This black box gives no gradients, so Integrated Gradients runs on EMAP's surrogate network. "
+            f"This black box gives no gradients, so {info.title} runs on EMAP's surrogate network. "
             "Train EMAP on this data set first."
         )
         st.stop()
@@ -95,7 +96,7 @@ with st.form("job_form"):
         "Test rows to explain",
         min_value=1,
         max_value=n_test,
-        value=min(n_test, resources.default_rows(kind_name, dataset.modality)),
+        value=info.default_rows(n_test),
         help="Slow methods (LIME, SHAP's permutation explainer, DeDUCE on a CPU) take seconds per row.",
         key="rows",
     )
@@ -137,8 +138,7 @@ def live_progress(run_id: str) -> None:
 
 
 def info_title(kind: str) -> str:
-    method = KINDS[kind].method if kind in KINDS else None
-    return METHODS[method].title if method in METHODS else kind
+    return KINDS[kind].title if kind in KINDS else kind
 
 
 active = state.run_id()

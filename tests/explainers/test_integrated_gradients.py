@@ -1,4 +1,7 @@
-"""Integrated Gradients adapter: completeness, the surrogate path, and a clear refusal without gradients."""
+"""Integrated Gradients adapter: completeness, the surrogate path, and a clear refusal without gradients.
+
+Shapes, determinism, save/load, cancel and refusals are the conformance battery's (test_conformance).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +11,8 @@ import torch
 from sklearn.ensemble import RandomForestClassifier
 
 from datasets import load_dataset
-from explainers.base import NotFittedError
-from explainers.integrated_gradients import (
-    IntegratedGradients,
-    IntegratedGradientsParams,
-    NoGradientsError,
-)
+from explainers.base import NoGradientsError
+from explainers.integrated_gradients import IntegratedGradients, IntegratedGradientsParams
 from explainers.models import SklearnModel, TorchModel, build_mlp
 
 
@@ -91,36 +90,26 @@ def test_a_model_without_gradients_is_refused_with_what_to_do():
     with pytest.raises(NoGradientsError) as info:
         IntegratedGradients().fit(data, SklearnModel(rf, data.class_names))
     message = str(info.value)
-    assert "gradients" in message and "surrogate" in message and "EMAP" in message
-    assert "LIME or SHAP" in message
+    assert "gradient" in message and "surrogate" in message and "EMAP" in message
+    assert "LIME" in message and "SHAP" in message and "Integrated Gradients" in message
 
 
-def test_a_black_box_without_gradients_is_explained_through_its_surrogate():
+def test_a_black_box_without_gradients_is_explained_through_its_surrogate(tmp_path):
     data = load_dataset("moons")
     rf = RandomForestClassifier(n_estimators=10, random_state=0).fit(data.X_train, data.y_train)
     black_box = SklearnModel(rf, data.class_names)
     surrogate = small_torch_model(data)
-
-    class FittedEmap:  # what a fitted EMAP exposes
-        def surrogate_model(self):
-            return surrogate
-
-    for given in (surrogate, FittedEmap()):
-        exp = IntegratedGradients().fit(data, black_box, surrogate=given).explain(data.X_test[:20])
-        assert exp.params["on_surrogate"] is True
-        assert (
-            "surrogate" in exp.provenance.note and exp.params["differentiated_model"] == "small mlp"
-        )
-        np.testing.assert_array_equal(exp.predictions, black_box.predict(data.X_test[:20]))
-        agrees = exp.diagnostics["surrogate_agrees"]
-        np.testing.assert_array_equal(
-            agrees, surrogate.predict(data.X_test[:20]) == exp.predictions
-        )
-        assert exp.metrics["surrogate_agreement"] == pytest.approx(agrees.mean())
-    with pytest.raises(NoGradientsError, match="TorchModel"):
-        IntegratedGradients().fit(data, black_box, surrogate=black_box)
-
-
-def test_explain_before_fit_raises():
-    with pytest.raises(NotFittedError, match="fit"):
-        IntegratedGradients().explain(np.zeros((1, 2)))
+    ig = IntegratedGradients().fit(data, black_box, surrogate=surrogate)
+    exp = ig.explain(data.X_test[:20])
+    assert exp.params["on_surrogate"] is True
+    assert "surrogate" in exp.provenance.note and exp.params["differentiated_model"] == "small mlp"
+    np.testing.assert_array_equal(exp.predictions, black_box.predict(data.X_test[:20]))
+    agrees = exp.diagnostics["surrogate_agrees"]
+    np.testing.assert_array_equal(agrees, surrogate.predict(data.X_test[:20]) == exp.predictions)
+    assert exp.metrics["surrogate_agreement"] == pytest.approx(agrees.mean())
+    # The surrogate is saved with the explainer: the black box alone explains again after a load.
+    loaded = IntegratedGradients.load(ig.save(tmp_path / "ig"), model=black_box)
+    np.testing.assert_array_equal(loaded.explain(data.X_test[:20]).attributions, exp.attributions)
+    # With gradients of its own, the black box itself is differentiated and a surrogate is unused.
+    direct = IntegratedGradients().fit(data, surrogate, surrogate=small_torch_model(data, seed=1))
+    assert direct.explain(data.X_test[:2]).params["on_surrogate"] is False

@@ -1,19 +1,18 @@
-"""JSMA (the DeDUCE paper's baseline): flips, the freeze-at-the-margin rule, any torch classifier."""
+"""JSMA (the DeDUCE paper's baseline): flips, the freeze-at-the-margin rule, any torch classifier.
+
+Shapes, determinism, save/load, cancel and refusals are the conformance battery's (test_conformance).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from sklearn.linear_model import LogisticRegression
 
 from datasets import load_dataset
-from explainers.base import Cancelled
 from explainers.blackbox import demo_model
-from explainers.deduce import GradientModelError
 from explainers.jsma import JSMA, JSMAParams
-from explainers.models import SklearnModel, TorchModel, build_mlp
-from explainers.registry import get_method
+from explainers.models import TorchModel, build_mlp
 
 
 @pytest.fixture(scope="module")
@@ -69,19 +68,3 @@ def test_jsma_runs_on_any_torch_classifier(mnist):
     mlp = TorchModel(build_mlp({"in_features": 784, "hidden": [16], "n_classes": 10}), 10)
     exp = JSMA(JSMAParams(max_iter=5)).fit(mnist, mlp).explain(mnist.X_test[:2], targets=[1, 2])
     assert exp.counterfactuals.shape == (2, 784)
-
-
-def test_refusals_and_cancel(mnist, shipped):
-    lr = LogisticRegression(max_iter=20).fit(mnist.X_train[:200], mnist.y_train[:200])
-    with pytest.raises(GradientModelError, match="gradient"):
-        JSMA().fit(mnist, SklearnModel(lr))
-    jsma = JSMA().fit(mnist, shipped)
-    with pytest.raises(ValueError, match="28x28"):
-        jsma.explain(np.zeros((1, 100), dtype=np.float32))
-    with pytest.raises(Cancelled):
-        jsma.explain(mnist.X_test[:1], targets=[3], should_stop=lambda: True)
-
-
-def test_registered():
-    info = get_method("jsma")
-    assert info.load() is JSMA and info.needs_gradients

@@ -1,4 +1,7 @@
-"""SHAP adapter: additivity (base value + attributions = model output) for every algorithm."""
+"""SHAP adapter: additivity (base value + attributions = model output) for every algorithm.
+
+Shapes, determinism, save/load, cancel and refusals are the conformance battery's (test_conformance).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,10 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from datasets import load_dataset
-from explainers.base import NotFittedError, ParamsError
+from explainers.base import ParamsError
 from explainers.models import SklearnModel, TorchModel, build_mlp
 from explainers.shap import Shap, ShapParams
-from tests.explainers.test_lime import mixed_dataset
+from tests.explainers.cases import mixed
 
 
 def forest_moons() -> tuple:
@@ -31,7 +34,7 @@ def check_additive(exp, atol: float) -> None:
     )
 
 
-def test_tree_shap_is_exact_and_additive_for_a_forest():
+def test_tree_shap_is_exact_and_additive_for_a_forest(tmp_path):
     data, model = forest_moons()
     X = data.X_test[:30]
     exp = Shap().fit(data, model).explain(X)
@@ -45,6 +48,9 @@ def test_tree_shap_is_exact_and_additive_for_a_forest():
     other = Shap().fit(data, model).explain(X, targets=1 - exp.targets)
     np.testing.assert_allclose(other.attributions, -exp.attributions, atol=1e-9)
     assert exp.metrics["seconds_per_explanation"] > 0
+    # Tree SHAP is rebuilt from the forest on load: the same values come back.
+    loaded = Shap.load(Shap().fit(data, model).save(tmp_path / "shap"), model=model)
+    np.testing.assert_array_equal(loaded.explain(X).attributions, exp.attributions)
 
 
 @pytest.mark.parametrize("algorithm", ["permutation", "kernel"])
@@ -65,7 +71,7 @@ def test_model_agnostic_shap_is_additive_for_a_non_tree_model(algorithm):
 
 
 def test_auto_picks_permutation_for_a_non_tree_black_box_and_blocks_stay_whole():
-    data = mixed_dataset()
+    data = mixed()
     lr = LogisticRegression().fit(data.X_train, data.y_train)
     seen = []
 
@@ -119,8 +125,3 @@ def test_tree_for_a_non_tree_model_and_gradient_without_gradients_are_refused():
         Shap(ShapParams(algorithm="permutation", max_evals=3)).fit(data, lr).explain(
             data.X_test[:1]
         )
-
-
-def test_explain_before_fit_raises():
-    with pytest.raises(NotFittedError, match="fit"):
-        Shap().explain(np.zeros((1, 2)))

@@ -239,7 +239,14 @@ def test_emap_then_ig_on_its_surrogate(model_cache, tmp_path, monkeypatch):
     ig = run("ig", None, {"rows": 5, "surrogate": emap})
     exp = store.load_explanation(ig)
     assert exp.params["on_surrogate"] and exp.attributions.shape == (5, 2)
+    assert exp.method == "ig" and exp.rows == {"split": "test", "start": 0, "stop": 5}
     assert store.get(ig).params["surrogate"] == {"emap_run": emap}
+    # Every method's fitted state is saved the same way; IG's holds the surrogate it used.
+    from explainers.integrated_gradients import IntegratedGradients
+
+    assert {"ig/explainer.json", "ig/surrogate_model.safetensors"} <= set(store.get(ig).artifacts)
+    saved = IntegratedGradients.load(store.artifacts_dir(ig) / "ig")
+    assert saved.gradient_surrogate_ is not None and saved.baseline_.shape == (2,)
     # An EMAP run of another black box is refused as a surrogate.
     blob_spec = {"demo": "blob"}
     with pytest.raises(resolve.SpecError, match="surrogate of model"):
