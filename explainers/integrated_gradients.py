@@ -28,7 +28,7 @@ from explainers.base import (
 )
 from explainers.models import Model
 
-RULES = ("gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right")
+METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right")
 BASELINE_FILE = "baseline.npy"
 
 
@@ -43,7 +43,7 @@ class IntegratedGradientsParams:
     method: str = param(
         "gausslegendre",
         "quadrature rule along the path (captum): Gauss-Legendre or a Riemann sum",
-        choices=RULES,
+        choices=METHODS,
     )
     baseline: str = param(
         "auto",

@@ -17,10 +17,12 @@ The API the dashboard uses::
 
 Job kinds (``app.jobs.tasks.KINDS``): ``blackbox`` (train a demo random forest), ``resnet``
 (train an SN-ResNet and its feature density), ``density`` (fit the DDU density of a torch model),
-``emap``, ``deduce``, ``jsma``, ``lime``, ``shap``, ``ig`` (fit and explain with the registered
-method). A kind's form comes from ``KINDS[k].params()`` (a Params dataclass, see
-``explainers.base.param_specs``); explainer kinds also take ``rows`` (cap on the test rows
-explained) and ``ig`` takes ``surrogate`` (an EMAP run whose surrogate gives the gradients).
+and one kind per method of ``explainers.registry.METHODS``, under the method's kind (``emap``,
+``deduce``, ``jsma``, ``lime``, ``shap``, ``ig``: fit and explain with it). A kind's form comes
+from ``KINDS[k].params()`` (a Params dataclass, see ``explainers.base.param_specs``); explainer
+kinds also take ``rows`` (cap on the test rows explained), and those whose method
+``accepts_surrogate`` (``ig``) take ``surrogate`` (an EMAP run whose surrogate gives the
+gradients).
 Specs are documented in ``app.jobs.resolve``; models from finished runs are ``{"run": id}``.
 ``submit(..., owner=user)`` caps a user's queued + running jobs (FLIPSCOPE_MAX_JOBS_PER_USER); a
 job running past FLIPSCOPE_JOB_TIME_LIMIT_S is stopped and failed.
