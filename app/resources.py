@@ -10,10 +10,10 @@ import numpy as np
 import streamlit as st
 from numpy.typing import NDArray
 
-from app.config import settings, upload_limits
+from app.config import settings
 from app.jobs import JobBackend, Run, RunStore, get_backend
 from app.state import Selection
-from app.uploads import UploadStore
+from app.uploads import UploadStore, upload_store
 from datasets import Dataset, load_dataset
 from explainers.blackbox import demo_model, evaluate
 from explainers.explanation import Explanation
@@ -36,8 +36,7 @@ def demo(name: str) -> Model:
 
 
 def uploads() -> UploadStore:
-    cfg = settings()
-    return UploadStore(cfg.uploads_dir, upload_limits(cfg))
+    return upload_store()
 
 
 @st.cache_resource(show_spinner=False)

@@ -19,7 +19,8 @@ from typing import Any
 
 from datasets import Dataset
 from datasets.upload import UploadLimits, dataset_from_frame, read_table
-from explainers.models import Model, adapt_uploaded_model, load_model
+from explainers.models import Model, adapt_uploaded_model, load_upload
+from explainers.sandbox import SandboxLimits
 
 META = "upload.json"
 
@@ -43,9 +44,18 @@ class UploadInfo:
 
 
 class UploadStore:
-    def __init__(self, root: str | Path, limits: UploadLimits = UploadLimits()) -> None:
+    """Uploads under ``root``; models are loaded and called in sandbox processes with ``sandbox``
+    limits (``app.config.sandbox_limits``)."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        limits: UploadLimits = UploadLimits(),
+        sandbox: SandboxLimits = SandboxLimits(),
+    ) -> None:
         self.root = Path(root)
         self.limits = limits
+        self.sandbox = sandbox
 
     def _folder(self, upload_id: str) -> Path:
         if not upload_id or not all(c.isalnum() or c in "-_" for c in upload_id):
@@ -119,7 +129,8 @@ class UploadStore:
         """Load a model safely, bind it to an uploaded data set (refusing a misfit), and store it."""
         dataset = self.dataset(dataset_id, owner)
         model = adapt_uploaded_model(
-            load_model(data, filename, max_bytes=self.limits.max_bytes), dataset
+            load_upload(data, filename, max_bytes=self.limits.max_bytes, limits=self.sandbox),
+            dataset,
         )
         upload_id = secrets.token_urlsafe(12)
         info = UploadInfo(
@@ -142,9 +153,22 @@ class UploadStore:
         # Stored bytes passed the size limit once; the limit may have been lowered since, so the
         # file's own size (or the current limit, if larger) is allowed when re-reading it.
         return adapt_uploaded_model(
-            load_model(data, info.filename, max_bytes=max(self.limits.max_bytes, len(data))),
+            load_upload(
+                data,
+                info.filename,
+                max_bytes=max(self.limits.max_bytes, len(data)),
+                limits=self.sandbox,
+            ),  # fmt: skip
             self.dataset(info.options["dataset"]),
         )
+
+
+def upload_store() -> UploadStore:
+    """The upload store of the current settings (data directory, upload and sandbox limits)."""
+    from app.config import sandbox_limits, settings, upload_limits
+
+    cfg = settings()
+    return UploadStore(cfg.uploads_dir, upload_limits(cfg), sandbox_limits(cfg))
 
 
 @lru_cache(maxsize=8)

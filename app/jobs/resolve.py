@@ -259,11 +259,9 @@ def resolve_surrogate(
 
 # --------------------------------------------------------------------------- uploads
 def _upload_store() -> Any:
-    from app.config import upload_limits
-    from app.uploads import UploadStore
+    from app.uploads import upload_store
 
-    cfg = settings()
-    return UploadStore(cfg.uploads_dir, upload_limits(cfg))
+    return upload_store()
 
 
 def load_uploaded_dataset(upload_id: str) -> Dataset:
