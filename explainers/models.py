@@ -59,6 +59,11 @@ class ModelCompatibilityError(ValueError):
     """A model does not fit a data set (input width or class count)."""
 
 
+class ModelRuntimeError(ValueError):
+    """An uploaded model failed, ran out of time or memory, or died while it was called (in its
+    sandbox process, ``explainers.sandbox``); the message says which limit and what to do."""
+
+
 class _ArgmaxMixin:
     def predict(self, X: NDArray) -> NDArray[np.int64]:
         return np.asarray(self.predict_proba(X)).argmax(axis=1).astype(np.int64)  # type: ignore[attr-defined]

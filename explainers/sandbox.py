@@ -50,14 +50,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from explainers.models import ModelFormatError, ModelRuntimeError
+
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK_ROWS = 8_192  # rows per call, so the wall clock bounds a chunk, not a whole data set
 START_SECONDS = 120.0  # importing scikit-learn, skops and onnxruntime in a fresh interpreter
 MAX_MESSAGE = 1 << 31
-
-
-class ModelRuntimeError(ValueError):
-    """An uploaded model failed, ran out of time or memory, or died while it was called."""
 
 
 @dataclass(frozen=True)
@@ -217,8 +215,6 @@ class SandboxedModel:
     def _call(
         self, header: dict[str, Any], payload: Any, *, seconds: float, what: str
     ) -> tuple[dict[str, Any], Any]:
-        from explainers.models import ModelFormatError
-
         proc = self._proc
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
         deadline = time.monotonic() + seconds

@@ -23,8 +23,8 @@ import pytest
 from app.jobs import tasks
 from app.jobs.store import FAILED, SUCCEEDED, RunStore
 from app.uploads import upload_store
-from explainers.models import ModelCompatibilityError, load_upload
-from explainers.sandbox import ModelRuntimeError, SandboxedModel, SandboxLimits
+from explainers.models import ModelCompatibilityError, ModelRuntimeError, load_upload
+from explainers.sandbox import SandboxedModel, SandboxLimits
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -693,10 +693,13 @@ def one_line(exc: BaseException) -> str:
     """The reason shown to the user: the message alone for errors a user can cause, else the
     exception type and its first line (the traceback is in the log)."""
     from datasets import DataValidationError
-    from explainers.models import ModelCompatibilityError, ModelFormatError
+    from explainers.models import ModelCompatibilityError, ModelFormatError, ModelRuntimeError
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    known = (*USER_ERRORS, DataValidationError, ModelCompatibilityError, ModelFormatError)
+    known = (
+        *USER_ERRORS, DataValidationError, ModelCompatibilityError, ModelFormatError,
+        ModelRuntimeError,
+    )  # fmt: skip
     line = text if isinstance(exc, known) and text else f"{type(exc).__name__}: {text}".rstrip(": ")
     return line if len(line) <= 300 else line[:297] + "..."
 

@@ -10,7 +10,7 @@ from app.plots.common import class_balance_figure, confusion_matrix_figure
 from app.uploads import UploadWriteError
 from datasets import DEMO_TITLES, Dataset, DataValidationError
 from datasets.upload import infer_kinds, read_table
-from explainers.models import ModelCompatibilityError, ModelFormatError
+from explainers.models import ModelCompatibilityError, ModelFormatError, ModelRuntimeError
 
 # Which view opens a precomputed demo run of each kind (EMAP on tabular data or images opens
 # the table or the image view instead of the arrow field).
@@ -130,7 +130,12 @@ def _upload_picker() -> None:
                 sel.dataset["upload"],
                 owner=auth.current_user(),
             )
-        except (ModelFormatError, ModelCompatibilityError, DataValidationError) as exc:
+        except (
+            ModelFormatError,
+            ModelCompatibilityError,
+            ModelRuntimeError,
+            DataValidationError,
+        ) as exc:
             st.error(str(exc))
             return
         except UploadWriteError as exc:
