@@ -150,8 +150,8 @@ def refuse_foreign_run() -> None:
 def finished_runs(keep: Any) -> list[Any]:
     """Succeeded runs with an explanation that this user may view and ``keep(run)`` accepts,
     newest first: their own, those without owner (demos) and those whose share link this session
-    was opened with (all of them without sign-in). A run in the URL that is not among them is
-    refused first (``refuse_foreign_run``)."""
+    was opened with (all of them without sign-in). A run in the URL that this user may not view
+    is refused first (``refuse_foreign_run``)."""
     from app import resources
     from app.jobs import SUCCEEDED
 
