@@ -3,7 +3,8 @@
 Everything is validated before it is stored: a data set is parsed and built once (so a bad file
 never gets an id), a model is loaded through the safe loader and bound to its data set. The raw
 bytes are kept, never a parsed object, and are re-read through the same safe path when used.
-No streamlit import: workers resolve uploads too.
+No streamlit import: workers resolve uploads too. The store records each upload's owner but
+decides nothing with it: who may read or use an upload is ``app.access``'s to decide.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ META = "upload.json"
 
 
 class UploadNotFound(LookupError):
-    """No upload with that id (or it belongs to another user)."""
+    """No upload with that id."""
 
 
 class UploadWriteError(OSError):
@@ -81,16 +82,13 @@ class UploadStore:
             ) from None
         return info.id
 
-    def info(self, upload_id: str, owner: str | None = None) -> UploadInfo:
+    def info(self, upload_id: str) -> UploadInfo:
         path = self._folder(upload_id) / META
         if not path.exists():
             raise UploadNotFound(
                 f"no upload {upload_id!r}; it may have been deleted; upload the file again"
             )
-        info = UploadInfo(**json.loads(path.read_text()))
-        if owner is not None and info.owner not in (None, owner):
-            raise UploadNotFound(f"no upload {upload_id!r}")
-        return info
+        return UploadInfo(**json.loads(path.read_text()))
 
     def add_dataset(
         self,
@@ -117,17 +115,16 @@ class UploadStore:
         self._write(info, data)
         return upload_id, dataset
 
-    def dataset(self, upload_id: str, owner: str | None = None) -> Dataset:
-        """The Dataset of an upload; with ``owner``, another user's upload is not found."""
-        if owner is not None:
-            self.info(upload_id, owner)
+    def dataset(self, upload_id: str) -> Dataset:
+        """The Dataset of an upload."""
         return _cached_dataset(str(self.root), upload_id, self.limits)
 
     def add_model(
         self, data: bytes, filename: str, dataset_id: str, owner: str | None = None
     ) -> tuple[str, Model]:
-        """Load a model safely, bind it to an uploaded data set (refusing a misfit), and store it."""
-        dataset = self.dataset(dataset_id, owner)
+        """Load a model safely, bind it to an uploaded data set (refusing a misfit), and store it
+        as ``owner``'s (who must be allowed to use the data set: ``app.access.Gate.upload``)."""
+        dataset = self.dataset(dataset_id)
         model = adapt_uploaded_model(
             load_upload(data, filename, max_bytes=self.limits.max_bytes, limits=self.sandbox),
             dataset,
@@ -144,9 +141,9 @@ class UploadStore:
         self._write(info, data)
         return upload_id, model
 
-    def model(self, upload_id: str, owner: str | None = None) -> Model:
-        """The bound Model of an upload; with ``owner``, another user's upload is not found."""
-        info = self.info(upload_id, owner)
+    def model(self, upload_id: str) -> Model:
+        """The bound Model of an upload."""
+        info = self.info(upload_id)
         if info.kind != "model":
             raise UploadNotFound(f"upload {upload_id!r} is a {info.kind}, not a model")
         data = (self._folder(upload_id) / "data.bin").read_bytes()

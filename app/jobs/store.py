@@ -96,7 +96,9 @@ class Run:
     ``dataset`` and ``model`` are the specs the job was submitted with (see ``app.jobs.resolve``);
     ``error`` is a one-line reason when the run failed (the traceback is in the log); ``worker`` is
     ``{"host", "pid", "start"}`` of the process that ran it; ``retry_of``/``retried_by`` link a
-    retry to the run it repeats; ``owner`` is the user who submitted it (None without sign-in). ``artifacts`` lists files under ``artifacts/`` (relative paths).
+    retry to the run it repeats; ``owner`` is the user who submitted it (None without sign-in);
+    ``share_token`` is the secret a share link carries besides the id (``share_token()``, see
+    ``app.access``). ``artifacts`` lists files under ``artifacts/`` (relative paths).
     """
 
     id: str
@@ -118,6 +120,7 @@ class Run:
     retry_of: str | None = None
     retried_by: str | None = None
     owner: str | None = None
+    share_token: str | None = None
     cancel_requested: bool = False
     artifacts: list[str] = field(default_factory=list)
     path: Path | None = None
@@ -404,6 +407,18 @@ class RunStore:
             return True
 
         return self.update(run_id, cancel_if_queued, fsync=True)
+
+    def share_token(self, run_id: str) -> str:
+        """The run's share token, made on first ask: a share link needs it besides the run id,
+        so an id seen elsewhere (a report, a log, a retry link) opens nothing by itself."""
+
+        def ensure(rec: dict[str, Any]) -> bool:
+            if rec.get("share_token"):
+                return False
+            rec["share_token"] = secrets.token_urlsafe(16)
+            return True
+
+        return str(self.update(run_id, ensure, fsync=True).share_token)
 
     def cancel_requested(self, run_id: str) -> bool:
         return (self.run_dir(run_id) / CANCEL).exists()

@@ -176,13 +176,13 @@ class JobContext:
     # ---------------------------------------------------------------- helpers for job functions
     def dataset(self) -> Any:
         self.report(0.01, "loading data", _spec_text(self.run.dataset), force=True)
-        return resolve.resolve_dataset(self.run.dataset)
+        return resolve.resolve_dataset(self.run.dataset, user=self.run.owner)
 
     def model(self, dataset: Any, lo: float = 0.02, hi: float = 0.05) -> Any:
         progress = self.stage("loading model", lo, hi, _spec_text(self.run.model))
         return resolve.resolve_model(
             self.run.model, dataset, self.run.dataset, self.store, device=self.device,
-            progress=progress,
+            progress=progress, user=self.run.owner,
         )  # fmt: skip
 
     @contextlib.contextmanager
@@ -507,7 +507,7 @@ def run_method(ctx: JobContext, kind: JobKind) -> dict[str, Any]:
             ctx.report(0.05, "loading model", "the surrogate of an EMAP run", force=True)
             fit_extra["surrogate"] = resolve.resolve_surrogate(
                 job_params["surrogate"], ctx.run.model, ctx.run.dataset, dataset, ctx.store,
-                device=ctx.device,
+                device=ctx.device, user=ctx.run.owner,
             )  # fmt: skip
         X = ctx.rows(dataset, job_params)
         t0 = time.perf_counter()

@@ -19,7 +19,7 @@ st.caption(
 )
 
 store = resources.backend().store
-runs = widgets.finished_runs(store, lambda r: r.kind == "emap")
+runs = widgets.finished_runs(lambda r: r.kind == "emap")
 run = widgets.run_picker(runs, key="arrows_run")
 if run is None:
     st.info(
@@ -69,8 +69,7 @@ if exp.inputs.shape[1] > 2:
 n = exp.n
 selected = state.query_int("i", 0, 0, n - 1)
 fig = resources.arrow_field(
-    run.id,
-    str(store.root),
+    run,
     axes,
     k_pct=k_pct,
     normalise=normalise,
@@ -108,7 +107,7 @@ cols[3].metric(
 )
 
 st.subheader("Compare with LIME")
-lime_runs = widgets.finished_runs(store, lambda r: r.kind == "lime" and r.dataset == run.dataset)
+lime_runs = widgets.finished_runs(lambda r: r.kind == "lime" and r.dataset == run.dataset)
 if not lime_runs:
     st.caption(
         "Run LIME on this data set (Explain page) to see its arrows here and how much the two agree."
@@ -124,7 +123,7 @@ else:
             "The LIME run explains other rows than this EMAP run, so agreement is not computed."
         )
     else:
-        cos, cos10 = resources.agreement(run.id, lime_run.id, str(store.root))
+        cos, cos10 = resources.agreement(run, lime_run)
         a, b, c = st.columns(3)
         a.metric(
             "Mean cosine, EMAP vs LIME",
@@ -140,15 +139,14 @@ else:
         if st.toggle("Show LIME's arrows", key="lime_arrows"):
             st.plotly_chart(
                 resources.arrow_field(
-                    lime_run.id,
-                    str(store.root),
+                    lime_run,
                     axes,
                     k_pct=k_pct,
                     normalise=True,
                     regions_on=False,
                     selected=None,
                     title="LIME coefficients as arrows (directions only)",
-                    plane_of=run.id,
+                    plane_of=run,
                     ranges=(tuple(fig.layout.xaxis.range), tuple(fig.layout.yaxis.range)),
                 ),
                 key="lime_field",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import auth, resources, state
+from app import resources, state
+from app.access import USE, NotYours
 from app.plots.common import class_balance_figure, confusion_matrix_figure
 from app.uploads import UploadWriteError
 from datasets import DEMO_TITLES, Dataset, DataValidationError
@@ -68,6 +69,7 @@ def _demo_picker() -> None:
 
 def _upload_picker() -> None:
     store = resources.uploads()
+    gate = resources.gate()
     st.markdown(
         "**Data**: `.csv` (UTF-8, header row), `.parquet` or `.npz` (arrays `X` and `y`, or one array per column). "
         "**Model**: `.skops`, `.onnx`, `.safetensors` or a torch state dict; pickle, joblib, dill, "
@@ -105,7 +107,7 @@ def _upload_picker() -> None:
             kinds = dict(zip(edited["column"], edited["kind"], strict=True))
             try:
                 upload_id, _ = store.add_dataset(
-                    data_file.getvalue(), data_file.name, label, kinds, owner=auth.current_user()
+                    data_file.getvalue(), data_file.name, label, kinds, owner=gate.user
                 )
             except DataValidationError as exc:
                 st.error(f"The data set was not accepted: {exc}")
@@ -121,6 +123,10 @@ def _upload_picker() -> None:
     if sel.is_demo:
         st.info("Upload a data set first; then upload the model that was trained on it.")
         return
+    try:
+        gate.upload(sel.dataset["upload"], USE)
+    except NotYours:
+        return  # the page says below that this data set cannot be opened
     model_file = st.file_uploader("Model trained on this data set", key="model_file")
     if model_file is not None and st.button("Use this model", type="primary", key="use_model"):
         try:
@@ -128,7 +134,7 @@ def _upload_picker() -> None:
                 model_file.getvalue(),
                 model_file.name,
                 sel.dataset["upload"],
-                owner=auth.current_user(),
+                owner=gate.user,
             )
         except (
             ModelFormatError,
@@ -157,9 +163,7 @@ sel = state.selection()
 
 def _load() -> tuple[Dataset | None, str | None]:
     try:
-        if sel.is_demo:
-            return resources.dataset(sel.dataset["name"]), None
-        return resources.uploaded_dataset(sel.dataset["upload"]), None
+        return resources.selected_dataset(sel), None
     except (DataValidationError, LookupError) as exc:
         return None, str(exc)
 
@@ -185,13 +189,12 @@ if sel.model is None:
     st.info("No model yet: upload the model trained on this data set above.")
     st.plotly_chart(balance, key="balance")
     st.stop()
-kind, key = ("demo", sel.model["demo"]) if "demo" in sel.model else ("upload", sel.model["upload"])
 try:
     with st.spinner(
         "Loading the model (a demo forest trains once, a few seconds, then it is cached)"
     ):
-        model = resources.demo(key) if kind == "demo" else resources.uploaded_model(key)
-        scores = resources.scores(kind, key)
+        model = resources.selected_model(sel)
+        scores = resources.selected_scores(sel)
 except (ValueError, LookupError) as exc:
     st.error(f"The model cannot be used: {exc}")
     st.stop()

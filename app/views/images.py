@@ -24,7 +24,7 @@ st.caption(
 
 store = resources.backend().store
 runs = widgets.finished_runs(
-    store, lambda r: r.kind in ("emap", "deduce", "jsma") and resources.modality(r) == "image"
+    lambda r: r.kind in ("emap", "deduce", "jsma") and resources.modality(r) == "image"
 )
 if not runs:
     st.info(
@@ -46,7 +46,7 @@ picked = widgets.newest_per_method(runs, store, "img_methods")
 exps = {m: e for m, (_, e) in picked.items()}
 first_run, first = next(iter(picked.values()))
 
-dataset = resources.dataset_for_spec(first_run.dataset)  # type: ignore[attr-defined]
+dataset = resources.run_dataset(first_run)
 # Rows every chosen run explains (runs may explain different numbers of test rows).
 n_common = min(e.n for e in exps.values())
 labels = dataset.y_test[:n_common]
@@ -80,7 +80,7 @@ st.caption("Target class: " + ", ".join(f"{m}: {t}" for m, t in targets.items())
 fig = image_counterfactual_figure(exps, index, threshold=thr)
 st.plotly_chart(fig, key="img_fig")
 
-model = resources.model_for_spec(first_run.model)  # type: ignore[attr-defined]
+model = resources.run_model(first_run)
 if model is not None:
     before, after = class_probabilities(model, exps, index)
     st.plotly_chart(

@@ -16,9 +16,7 @@ st.caption(
 )
 
 store = resources.backend().store
-runs = widgets.finished_runs(
-    store, lambda r: r.kind == "emap" and resources.modality(r) == "tabular"
-)
+runs = widgets.finished_runs(lambda r: r.kind == "emap" and resources.modality(r) == "tabular")
 run = widgets.run_picker(runs, key="tab_run")
 if run is None:
     st.info(
