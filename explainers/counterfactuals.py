@@ -325,8 +325,8 @@ def _sparsify(
         # group k of row i: its changed features ranked [k * n_i / g, (k + 1) * n_i / g)
         rank = np.argsort(order, axis=1)
         slot = np.where(sizes > 0, (rank * g) // np.maximum(n_left, 1)[:, None], -1)
-        cand_rows, cand_group = np.meshgrid(live, np.arange(g), indexing="ij")
-        cand_rows, cand_group = cand_rows.ravel(), cand_group.ravel()
+        cand_rows = np.repeat(live, g)
+        cand_group = np.tile(np.arange(g), len(live))
         masks = slot[cand_rows] == cand_group[:, None]
         keep = masks.any(axis=1) & (masks.sum(axis=1) < n_left[cand_rows])
         cand_rows, cand_group, masks = cand_rows[keep], cand_group[keep], masks[keep]
