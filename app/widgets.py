@@ -11,6 +11,7 @@ from typing import Any
 
 import streamlit as st
 
+from app.text import md
 from explainers.base import ParamSpec, param_specs
 
 
@@ -154,7 +155,7 @@ def open_explanation(run: Any, store: Any, stop: bool = True) -> Any:
             str(exc).replace(f"{store.root / run.id}/", "").replace(str(store.root), "the store")
         )
         st.error(
-            f"Run {run.id[:8]}: this run's results cannot be read: {reason}; re-run it on the "
+            f"Run {run.id[:8]}: this run's results cannot be read: {md(reason)}; re-run it on the "
             "Explain page."
         )
         if stop:

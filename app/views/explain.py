@@ -8,6 +8,7 @@ import streamlit as st
 from app import auth, resources, state, widgets
 from app.jobs import FAILED, RUNNING, SUCCEEDED
 from app.jobs.tasks import KINDS
+from app.text import md
 from explainers.registry import METHODS
 
 st.title("Explain")
@@ -19,12 +20,12 @@ try:
     dataset = resources.selected_dataset(sel)
 except (ValueError, LookupError) as exc:
     st.error(
-        f"The selected data set cannot be opened: {exc}. Pick another on the Data & model page."
+        f"The selected data set cannot be opened: {md(exc)}. Pick another on the Data & model page."
     )
     st.stop()
 model_caps = resources.selected_capabilities(sel)
 st.caption(
-    f"Data: **{dataset.name}** ({dataset.modality}, {len(dataset.X_test):,} test rows). "
+    f"Data: **{md(dataset.name)}** ({dataset.modality}, {len(dataset.X_test):,} test rows). "
     "Jobs run in the background: closing the tab loses nothing, and results stay after a restart."
 )
 
@@ -112,7 +113,7 @@ if submitted:
             owner=auth.current_user(),
         )
     except (ValueError, LookupError, RuntimeError) as exc:
-        st.error(f"The job was not started: {exc}")
+        st.error(f"The job was not started: {md(exc)}")
     else:
         state.set_run(run_id)
         st.toast(f"Started {info.title} ({run_id[:8]})")
@@ -122,9 +123,9 @@ if submitted:
 def live_progress(run_id: str) -> None:
     run = store.get(run_id)
     p = run.progress
-    label = f"{info_title(run.kind)} {run_id[:8]}: {p.stage or run.status}"
+    label = f"{info_title(run.kind)} {run_id[:8]}: {md(p.stage or run.status)}"
     if p.message:
-        label += f": {p.message}"
+        label += f": {md(p.message)}"
     if run.status == RUNNING:
         label += f" ({widgets.eta_text(p.eta_seconds)})"
     st.progress(min(max(p.fraction, 0.0), 1.0), text=label)
@@ -152,7 +153,7 @@ if active and store.exists(active):
             "Open a view from the sidebar to see it."
         )
     elif run.status == FAILED:
-        st.error(f"{info_title(run.kind)} {active[:8]} failed: {run.error}")
+        st.error(f"{info_title(run.kind)} {active[:8]} failed: {md(run.error)}")
         if st.button("Retry", key="retry"):
             state.set_run(backend.retry(active))
             st.rerun()
