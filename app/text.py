@@ -21,17 +21,23 @@ import re
 from collections.abc import Iterable
 
 # Every ASCII punctuation character: CommonMark lets any of them be backslash-escaped, and one of
-# them starts every construct (links, images, emphasis, code, HTML, autolinks, headings, lists,
-# tables, entities; bare-URL autolinks need "://" or "www."; Streamlit's directives need ':').
+# them starts every construct (links, images, emphasis, code, HTML, <autolinks>, headings, lists,
+# tables, entities, math, and Streamlit's :directives[...]).
 _MD_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
+# GFM's bare-URL and e-mail links are found in the text after escapes are resolved, so escapes do
+# not stop them; an invisible word joiner (U+2060) inside "://", "www." and after "@" does.
+_AUTOLINK_LITERAL = re.compile(r"(?<=http:)(?=//)|(?<=https:)(?=//)|(?<=www)(?=\.)|(?<=@)", re.I)
+WORD_JOINER = "\u2060"
 
 
 def md(value: object) -> str:
     """``value`` as literal text inside Markdown: each ASCII punctuation character is
-    backslash-escaped and line breaks become spaces (a new line could start a block, such as a
-    heading or a table)."""
-    return _MD_PUNCTUATION.sub(r"\\\1", _LINE_BREAKS.sub(" ", str(value)))
+    backslash-escaped, line breaks become spaces (a new line could start a block, such as a
+    heading or a table), and bare URLs and e-mail addresses get a word joiner that keeps them
+    from becoming links."""
+    text = _AUTOLINK_LITERAL.sub(WORD_JOINER, _LINE_BREAKS.sub(" ", str(value)))
+    return _MD_PUNCTUATION.sub(r"\\\1", text)
 
 
 def plot_text(value: object) -> str:

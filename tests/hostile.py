@@ -9,6 +9,15 @@ from __future__ import annotations
 import html
 import re
 
+import numpy as np
+import pandas as pd
+
+from app.jobs import SUCCEEDED, RunStore
+from app.jobs.store import this_worker
+from app.uploads import UploadStore
+from datasets import Dataset
+from explainers.explanation import Explanation, Provenance
+
 HOST = "198.51.100.7"
 
 # One payload per construct that turns text into a link, an image or a fetch.
@@ -36,13 +45,23 @@ PLOTLY_PAYLOADS = (
     "<b>bold</b><br>line",
 )
 
+# The names of the hostile upload (hostile_upload) and its run (stored_run).
+P = MARKDOWN_PAYLOADS
+LABEL = P["link"]  # the label column's name
+FEATURE = P["image"]  # a continuous feature's name
+CATEGORICAL = P["html image"]  # a categorical feature's name ...
+CATEGORIES = (P["autolink"], PLOTLY_PAYLOADS[0])  # ... and its values
+CLASSES = (P["reference link"], PLOTLY_PAYLOADS[2])  # the label's values
+FILE = FILE_NAME_PAYLOADS[0] + ".csv"
+
 _ASCII_PUNCTUATION = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
 
 def markdown_literal(text: str) -> str:
     """The pattern of ``text`` written as literal Markdown: CommonMark shows a backslash-escaped
     ASCII punctuation character as itself and nothing else can start markup, so every such
-    character of ``text`` must be escaped (line breaks may become spaces)."""
+    character of ``text`` must be escaped (line breaks may become spaces; invisible word joiners,
+    U+2060, may stand between characters)."""
     parts = []
     for ch in text:
         if ch in _ASCII_PUNCTUATION:
@@ -51,7 +70,7 @@ def markdown_literal(text: str) -> str:
             parts.append(r"[\s]")
         else:
             parts.append(re.escape(ch))
-    return "".join(parts)
+    return "\u2060?".join(parts)
 
 
 def shows_literally(body: str, text: str) -> bool:
@@ -67,3 +86,51 @@ def plotly_literal(value: str) -> bool:
 def plotly_shows(value: str, text: str) -> bool:
     """Whether a Plotly string shows ``text`` (Plotly turns &lt; &gt; &amp; back into characters)."""
     return text in html.unescape(value) and plotly_literal(value)
+
+
+def hostile_upload(store: UploadStore) -> tuple[str, Dataset]:
+    """A CSV upload whose file, label, feature, class and category names are payloads."""
+    rng = np.random.default_rng(0)
+    n = 80
+    frame = pd.DataFrame(
+        {
+            FEATURE: rng.normal(size=n).round(3),
+            "x2": rng.normal(size=n).round(3),
+            CATEGORICAL: [CATEGORIES[i % 2] for i in range(n)],
+            LABEL: [CLASSES[(i // 2) % 2] for i in range(n)],
+        }
+    )
+    return store.add_dataset(frame.to_csv(index=False).encode(), FILE, LABEL)
+
+
+def stored_run(store: RunStore, upload_id: str, dataset: Dataset) -> str:
+    """An EMAP-like finished run over the upload: every row flips the categorical feature."""
+    X = dataset.X_test[:12].copy()
+    cf = X.copy()
+    block = dataset.schema.categorical[0].block
+    cf[:, block] = 1.0 - cf[:, block]
+    cf[:, 0] += 0.5
+    pred = dataset.y_test[:12]
+    explanation = Explanation(
+        method="emap",
+        params={"pinned": [FEATURE]},
+        modality="tabular",
+        inputs=X,
+        predictions=pred,
+        targets=1 - pred,
+        feature_names=dataset.feature_names,
+        class_names=dataset.class_names,
+        provenance=Provenance(dataset=dataset.name, model="none"),
+        attributions=X - cf,
+        counterfactuals=cf,
+        counterfactual_predictions=1 - pred,
+        success=np.ones(len(X), dtype=bool),
+        diagnostics={"perturbation_norm": np.linalg.norm(cf - X, axis=1)},
+        schema=dataset.schema,
+    )
+    run = store.create("emap", dataset={"upload": upload_id}, params={"pinned": [FEATURE]})
+    worker = this_worker()
+    assert store.start(run.id, worker, device="cpu")
+    explanation.save(store.artifacts_dir(run.id) / "explanation")
+    store.finish(run.id, worker, SUCCEEDED, metrics={})
+    return run.id

@@ -14,6 +14,7 @@ from tests.hostile import (
     plotly_shows,
     shows_literally,
 )
+from tests.markdown import as_text
 
 
 @pytest.mark.parametrize("payload", [*MARKDOWN_PAYLOADS.values(), *FILE_NAME_PAYLOADS])
@@ -23,12 +24,21 @@ def test_md_leaves_no_markup(payload):
     # Once the escaped pairs are taken out, no character that could open a construct is left.
     bare = re.sub(r"\\[!-/:-@\[-`{-~]", "", escaped)
     assert not re.search(r"[!-/:-@\[-`{-~]", bare), bare
+    # GFM links bare URLs and addresses in the text that is left once escapes are resolved.
+    shown = re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", escaped)
+    assert not re.search(r"(?i)https?://|www\.|[\w.+-]@[\w-]", shown), shown
 
 
 def test_md_joins_lines_so_no_block_starts():
     escaped = md("label\n# heading\r\n| a | b |\r- item")
     assert "\n" not in escaped and "\r" not in escaped
     assert escaped == r"label \# heading \| a \| b \| \- item"
+
+
+def test_md_breaks_bare_urls_and_addresses_invisibly():
+    for text in ("see http://a.example/x", "HTTPS://a.example", "www.a.example", "ada@a.example"):
+        assert as_text(md(text)) == text
+        assert "\u2060" in md(text)
 
 
 def test_md_keeps_letters_digits_and_unicode():

@@ -12,33 +12,28 @@ import html
 import json
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.config import settings, upload_limits
-from app.jobs import SUCCEEDED
-from app.jobs.store import this_worker
 from app.uploads import UploadStore
-from explainers.explanation import Explanation, Provenance
 from tests.hostile import (
-    FILE_NAME_PAYLOADS,
-    MARKDOWN_PAYLOADS,
+    CATEGORICAL,
+    CATEGORIES,
+    CLASSES,
+    FEATURE,
+    FILE,
+    LABEL,
     PLOTLY_PAYLOADS,
+    P,
+    hostile_upload,
     plotly_literal,
     plotly_shows,
     shows_literally,
+    stored_run,
 )
 
 VIEWS = Path(__file__).resolve().parents[2] / "app" / "views"
-P = MARKDOWN_PAYLOADS
-LABEL = P["link"]  # the label column's name
-FEATURE = P["image"]  # a continuous feature's name
-CATEGORICAL = P["html image"]  # a categorical feature's name ...
-CATEGORIES = (P["autolink"], PLOTLY_PAYLOADS[0])  # ... and its values
-CLASSES = (P["reference link"], PLOTLY_PAYLOADS[2])  # the label's values
-FILE = FILE_NAME_PAYLOADS[0] + ".csv"
 
 
 @pytest.fixture
@@ -48,20 +43,8 @@ def data_env(env, tmp_path, monkeypatch):
     return env
 
 
-def _hostile_upload() -> tuple[str, object]:
-    rng = np.random.default_rng(0)
-    n = 80
-    frame = pd.DataFrame(
-        {
-            FEATURE: rng.normal(size=n).round(3),
-            "x2": rng.normal(size=n).round(3),
-            CATEGORICAL: [CATEGORIES[i % 2] for i in range(n)],
-            LABEL: [CLASSES[(i // 2) % 2] for i in range(n)],
-        }
-    )
-    cfg = settings()
-    store = UploadStore(cfg.uploads_dir, upload_limits(cfg))
-    return store.add_dataset(frame.to_csv(index=False).encode(), FILE, LABEL)
+def _uploads() -> UploadStore:
+    return UploadStore(settings().uploads_dir, upload_limits(settings()))
 
 
 def _bodies(at: AppTest) -> list[str]:
@@ -86,7 +69,7 @@ def test_a_markdown_data_parameter_shows_as_text(data_env, page, case):
 
 
 def test_an_uploaded_data_set_with_markup_names_shows_them_as_text(data_env):
-    upload_id, dataset = _hostile_upload()
+    upload_id, dataset = hostile_upload(_uploads())
     at = AppTest.from_file(str(VIEWS / "data_model.py"), default_timeout=120)
     at.query_params["data"] = upload_id
     at.run()
@@ -102,42 +85,9 @@ def test_an_uploaded_data_set_with_markup_names_shows_them_as_text(data_env):
     assert {next(c for c in CLASSES if plotly_shows(t, c)) for t in ticks} == set(CLASSES)
 
 
-def _stored_run(store, upload_id: str, dataset) -> str:
-    """An EMAP-like finished run over the upload: every row flips the categorical feature."""
-    X = dataset.X_test[:12].copy()
-    cf = X.copy()
-    block = dataset.schema.categorical[0].block
-    cf[:, block] = 1.0 - cf[:, block]
-    cf[:, 0] += 0.5
-    pred = dataset.y_test[:12]
-    explanation = Explanation(
-        method="emap",
-        params={"pinned": [FEATURE]},
-        modality="tabular",
-        inputs=X,
-        predictions=pred,
-        targets=1 - pred,
-        feature_names=dataset.feature_names,
-        class_names=dataset.class_names,
-        provenance=Provenance(dataset=dataset.name, model="none"),
-        attributions=X - cf,
-        counterfactuals=cf,
-        counterfactual_predictions=1 - pred,
-        success=np.ones(len(X), dtype=bool),
-        diagnostics={"perturbation_norm": np.linalg.norm(cf - X, axis=1)},
-        schema=dataset.schema,
-    )
-    run = store.create("emap", dataset={"upload": upload_id}, params={"pinned": [FEATURE]})
-    worker = this_worker()
-    assert store.start(run.id, worker, device="cpu")
-    explanation.save(store.artifacts_dir(run.id) / "explanation")
-    store.finish(run.id, worker, SUCCEEDED, metrics={})
-    return run.id
-
-
 def test_a_run_over_markup_names_shows_them_as_text(data_env):
-    upload_id, dataset = _hostile_upload()
-    run_id = _stored_run(data_env, upload_id, dataset)
+    upload_id, dataset = hostile_upload(_uploads())
+    run_id = stored_run(data_env, upload_id, dataset)
     at = AppTest.from_file(str(VIEWS / "tabular.py"), default_timeout=120)
     at.query_params["run"] = run_id
     at.run()
@@ -173,8 +123,8 @@ def test_the_html_report_of_such_a_run_escapes_every_name(data_env):
     from app.plots.export import run_report_html
     from app.plots.report import report_figures
 
-    upload_id, dataset = _hostile_upload()
-    run_id = _stored_run(data_env, upload_id, dataset)
+    upload_id, dataset = hostile_upload(_uploads())
+    run_id = stored_run(data_env, upload_id, dataset)
     exp = data_env.load_explanation(run_id)
     figures = report_figures(exp)
     page = run_report_html(data_env.get(run_id), exp, figures)
