@@ -170,7 +170,13 @@ def _read_csv(data: bytes, filename: str, limits: UploadLimits) -> pd.DataFrame:
             f"the limit is {limits.max_columns}. Keep the feature columns and the label only."
         )
     # pandas would silently rename a repeated name to 'name.1'; a repeated column is refused instead.
-    names = [n.strip() for n in next(csv.reader([header], delimiter=delimiter), [])]
+    try:
+        names = [n.strip() for n in next(csv.reader([header], delimiter=delimiter), [])]
+    except csv.Error as exc:  # Python's csv refuses a field over csv.field_size_limit() (131,072)
+        raise DataValidationError(
+            f"{filename!r} has a header row that cannot be read ({exc}); column names may be at "
+            f"most {limits.max_name_chars} characters. Check that the first line is the header."
+        ) from None
     _check_names(names, filename, limits, allow_empty=True)  # pandas names those 'Unnamed: i'
 
     if not ends or not text[min(ends) :].strip():
