@@ -12,6 +12,7 @@ Long loops call ``progress(fraction, message)`` and ``check_cancel(should_stop)`
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -124,7 +125,13 @@ def _convert(spec: ParamSpec, raw: Any) -> Any:
                 raise ValueError(raw)
             return int(raw)
         if spec.type is float:
-            return float(raw)
+            value = float(raw)
+            if not math.isfinite(value):  # NaN passes every bound check; inf may have none
+                raise ParamsError(
+                    f"parameter {spec.name!r} must be a finite number, got {raw!r}"
+                    + _range_hint(spec)
+                )
+            return value
         if spec.type is tuple:
             if isinstance(raw, str):
                 return tuple(v.strip() for v in raw.split(",") if v.strip())
@@ -132,10 +139,18 @@ def _convert(spec: ParamSpec, raw: Any) -> Any:
         if raw is None:
             return None
         return spec.type(raw)
-    except (TypeError, ValueError):
+    except ParamsError:
+        raise
+    except (TypeError, ValueError, OverflowError):  # int(float("inf")) overflows
         raise ParamsError(
-            f"parameter {spec.name!r} must be {spec.type.__name__}, got {raw!r}"
+            f"parameter {spec.name!r} must be {spec.type.__name__}, got {raw!r}" + _range_hint(spec)
         ) from None
+
+
+def _range_hint(spec: ParamSpec) -> str:
+    if spec.lo is not None and spec.hi is not None:
+        return f" (from {spec.lo:g} to {spec.hi:g})"
+    return ""
 
 
 def _check(spec: ParamSpec, value: Any) -> None:

@@ -255,11 +255,10 @@ class RunStore:
         owner: str | None = None,
     ) -> Run:
         """A new queued run with a fresh id (its folder, record and active marker); ``owner`` is
-        the signed-in user who asked for it (None when the app runs without sign-in)."""
+        the signed-in user who asked for it (None when the app runs without sign-in). A record
+        that cannot be written (a disk error, a value JSON cannot hold) leaves no folder behind."""
         run_id = new_run_id()
         folder = self.root / run_id
-        (folder / ARTIFACTS).mkdir(parents=True)
-        (self.root / ACTIVE).mkdir(parents=True, exist_ok=True)
         record = Run(
             id=run_id,
             kind=kind,
@@ -272,7 +271,13 @@ class RunStore:
             owner=owner,
             progress=Progress(0.0, "queued", "waiting for a worker"),
         )
-        self._write(folder, record, fsync=True)
+        (folder / ARTIFACTS).mkdir(parents=True)
+        try:
+            self._write(folder, record, fsync=True)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        (self.root / ACTIVE).mkdir(parents=True, exist_ok=True)
         self._active(run_id).touch()
         return self.get(run_id)
 

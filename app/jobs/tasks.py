@@ -544,7 +544,7 @@ def split_params(
     if "rows" in job:
         try:
             job["rows"] = int(job["rows"])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # NaN, text, or infinity
             raise ParamsError(f"parameter 'rows' must be int, got {job['rows']!r}") from None
         if job["rows"] < 1:
             raise ParamsError(f"parameter 'rows' must be >= 1, got {job['rows']}")
