@@ -94,7 +94,11 @@ def _resolve_type(annotation: Any, default: Any) -> type:
 
 
 def params_from_dict(cls: type[P], values: dict[str, Any] | None) -> P:
-    """Build and validate ``cls`` from plain data (strings from a CLI are converted)."""
+    """Build and validate ``cls`` from plain data (strings from a CLI are converted).
+
+    After each field's bounds, a Params class's own ``check_limits()`` (when it has one) refuses
+    combinations that are too large together although each field is in range, such as a batch
+    size times a network width: one job must not be able to ask for more than a few GB."""
     values = dict(values or {})
     specs = {s.name: s for s in param_specs(cls)}
     unknown = sorted(set(values) - set(specs))
@@ -109,7 +113,16 @@ def params_from_dict(cls: type[P], values: dict[str, Any] | None) -> P:
     obj = cls(**kwargs)
     for spec in specs.values():
         _check(spec, getattr(obj, spec.name))
+    check_limits = getattr(obj, "check_limits", None)
+    if check_limits is not None:
+        check_limits()
     return obj
+
+
+def over_limit(product: str, value: float, most: float, what: str, fix: str) -> ParamsError:
+    """The refusal for a product of parameters (or of a parameter and the data's size) that is
+    over its cap: ``"<product> = <value> <what>; at most <most>. <fix>"``."""
+    return ParamsError(f"{product} = {value:,.0f} {what}; at most {most:,.0f}. {fix}")
 
 
 def _convert(spec: ParamSpec, raw: Any) -> Any:
