@@ -150,10 +150,8 @@ def open_explanation(run: Any, store: Any, stop: bool = True) -> Any:
     try:
         return resources.explanation(run.id, str(store.root))
     except (ExplanationFormatError, RunStateError, OSError) as exc:
-        # Paths inside the run store mean nothing to a viewer (and are not theirs to see).
-        reason = (
-            str(exc).replace(f"{store.root / run.id}/", "").replace(str(store.root), "the store")
-        )
+        # The store names files inside the run, never where the server keeps them.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         st.error(
             f"Run {run.id[:8]}: this run's results cannot be read: {md(reason)}; re-run it on the "
             "Explain page."

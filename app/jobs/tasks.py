@@ -45,6 +45,7 @@ from app.jobs.store import (
     Progress,
     Run,
     RunStore,
+    hide_paths,
     this_worker,
 )
 from explainers.base import Cancelled, ParamsError, over_limit, param, params_from_dict
@@ -710,11 +711,14 @@ USER_ERRORS: tuple[type[BaseException], ...] = (JobError, resolve.SpecError, Par
 
 def one_line(exc: BaseException) -> str:
     """The reason shown to the user: the message alone for errors a user can cause, else the
-    exception type and its first line (the traceback is in the log)."""
+    exception type and its first line (the traceback is in the log), with the data folder's
+    paths made relative to it."""
     from datasets import DataValidationError
     from explainers.models import ModelCompatibilityError, ModelFormatError
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    cfg = settings()  # paths under the data folder are shown relative to it, never absolute
+    text = hide_paths(text, cfg.runs_dir, cfg.data_dir, name="the data folder")
     known = (*USER_ERRORS, DataValidationError, ModelCompatibilityError, ModelFormatError)
     line = text if isinstance(exc, known) and text else f"{type(exc).__name__}: {text}".rstrip(": ")
     return line if len(line) <= 300 else line[:297] + "..."
