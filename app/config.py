@@ -116,7 +116,8 @@ def upload_limits(cfg: Settings | None = None) -> UploadLimits:
     """The data-upload caps of ``cfg`` (default: the current settings) as ``UploadLimits``.
 
     Cells (rows x columns) are capped at what a CSV of the size limit could hold ("0," per cell),
-    so Parquet and NPZ, which compress, cannot decode to more.
+    so Parquet and NPZ, which compress, cannot decode to more; model-space cells (one-hot
+    columns) at four times that.
     """
     from datasets.upload import UploadLimits
 
@@ -126,4 +127,5 @@ def upload_limits(cfg: Settings | None = None) -> UploadLimits:
         max_rows=cfg.max_rows,
         max_columns=cfg.max_columns,
         max_cells=cfg.max_upload_mb * MIB // 2,
+        max_model_cells=4 * (cfg.max_upload_mb * MIB // 2),
     )
