@@ -13,6 +13,7 @@ FLIPSCOPE_JOB_TIME_LIMIT_S        1800     seconds one job may run before it is 
 FLIPSCOPE_MODEL_CALL_TIMEOUT_S    60       seconds one call of an uploaded model may take
                                            (on at most 8,192 rows) before it is killed
 FLIPSCOPE_MODEL_MEMORY_MB         4096     address space of an uploaded model's sandbox process
+FLIPSCOPE_UPLOAD_TTL_DAYS         7        days an upload is kept when no run uses it
 FLIPSCOPE_ALLOWED_EMAILS          (none)   who may sign in (see ``app.auth``)
 ================================  =======  ==============================================
 """
@@ -47,6 +48,8 @@ class Settings:
     job_time_limit_s: int = 1_800
     model_call_timeout_s: int = 60
     model_memory_mb: int = 4_096
+    # An upload that no run names is deleted this many days after it was made (app.uploads).
+    upload_ttl_days: int = 7
     # Lower-cased addresses, or ``*@domain`` patterns; empty: nobody named (see app.auth).
     allowed_emails: tuple[str, ...] = ()
     # Install the precomputed demo runs of assets/demo_runs into the run store (FLIPSCOPE_DEMO_RUNS=0: no).
@@ -111,6 +114,7 @@ def settings() -> Settings:
         job_time_limit_s=_int_env("FLIPSCOPE_JOB_TIME_LIMIT_S", 1_800, 10, 7 * 24 * 3600),
         model_call_timeout_s=_int_env("FLIPSCOPE_MODEL_CALL_TIMEOUT_S", 60, 1, 24 * 3600),
         model_memory_mb=_int_env("FLIPSCOPE_MODEL_MEMORY_MB", 4_096, 1_536, 1_048_576),
+        upload_ttl_days=_int_env("FLIPSCOPE_UPLOAD_TTL_DAYS", 7, 1, 36_500),
         allowed_emails=parse_emails(os.environ.get("FLIPSCOPE_ALLOWED_EMAILS", "")),
         demo_runs=_int_env("FLIPSCOPE_DEMO_RUNS", 1, 0, 1) == 1,
     )
@@ -120,7 +124,8 @@ def upload_limits(cfg: Settings | None = None) -> UploadLimits:
     """The data-upload caps of ``cfg`` (default: the current settings) as ``UploadLimits``.
 
     Cells (rows x columns) are capped at what a CSV of the size limit could hold ("0," per cell),
-    so Parquet and NPZ, which compress, cannot decode to more.
+    so Parquet and NPZ, which compress, cannot decode to more; model-space cells (one-hot
+    columns) at four times that.
     """
     from datasets.upload import UploadLimits
 
@@ -130,6 +135,7 @@ def upload_limits(cfg: Settings | None = None) -> UploadLimits:
         max_rows=cfg.max_rows,
         max_columns=cfg.max_columns,
         max_cells=cfg.max_upload_mb * MIB // 2,
+        max_model_cells=4 * (cfg.max_upload_mb * MIB // 2),
     )
 
 

@@ -41,6 +41,13 @@ def demo(name: str) -> Model:
     return demo_model(name, settings().cache_dir)
 
 
+# Uploaded data sets and models are shared by the sessions that open them, but each can take
+# hundreds of MB (two 45 MB CSVs took the process from 0.5 to 1.3 GB): a few of each are kept,
+# for an hour after they were loaded, then read again from disk when asked for.
+UPLOADS_KEPT = 4
+UPLOAD_CACHE_TTL_S = 3600
+
+
 def uploads() -> UploadStore:
     return upload_store()
 
@@ -53,18 +60,19 @@ def gate() -> Gate:
     return Gate(auth.current_user(), backend().store, uploads(), links=state.share_links())
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(show_spinner=False, max_entries=UPLOADS_KEPT, ttl=UPLOAD_CACHE_TTL_S)
 def _uploaded_dataset(upload_id: str) -> Dataset:
     return uploads().dataset(upload_id)
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(show_spinner=False, max_entries=UPLOADS_KEPT, ttl=UPLOAD_CACHE_TTL_S)
 def _uploaded_model(upload_id: str) -> Model:
     return uploads().model(upload_id)
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(show_spinner=False, max_entries=64, ttl=UPLOAD_CACHE_TTL_S)
 def _scores(kind: str, key: str) -> dict[str, object]:
+    """Test-split accuracy, F1 and confusion matrix of the selected model (cached per model)."""
     if kind == "demo":
         return evaluate(demo(key), dataset(key))
     model_info = uploads().info(key)

@@ -12,6 +12,7 @@ from typing import Any
 
 import streamlit as st
 
+from app.text import md
 from explainers.base import ParamSpec, param_specs
 
 
@@ -178,12 +179,10 @@ def open_explanation(run: Any, store: Any, stop: bool = True) -> Any:
             st.stop()
         return None
     except (ExplanationFormatError, RunStateError, OSError) as exc:
-        # Paths inside the run store mean nothing to a viewer (and are not theirs to see).
-        reason = (
-            str(exc).replace(f"{store.root / run.id}/", "").replace(str(store.root), "the store")
-        )
+        # The store names files inside the run, never where the server keeps them.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         st.error(
-            f"Run {run.id[:8]}: this run's results cannot be read: {reason}; re-run it on the "
+            f"Run {run.id[:8]}: this run's results cannot be read: {md(reason)}; re-run it on the "
             "Explain page."
         )
         if stop:

@@ -12,6 +12,7 @@ Long loops call ``progress(fraction, message)`` and ``check_cancel(should_stop)`
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,7 +94,11 @@ def _resolve_type(annotation: Any, default: Any) -> type:
 
 
 def params_from_dict(cls: type[P], values: dict[str, Any] | None) -> P:
-    """Build and validate ``cls`` from plain data (strings from a CLI are converted)."""
+    """Build and validate ``cls`` from plain data (strings from a CLI are converted).
+
+    After each field's bounds, a Params class's own ``check_limits()`` (when it has one) refuses
+    combinations that are too large together although each field is in range, such as a batch
+    size times a network width: one job must not be able to ask for more than a few GB."""
     values = dict(values or {})
     specs = {s.name: s for s in param_specs(cls)}
     unknown = sorted(set(values) - set(specs))
@@ -108,7 +113,16 @@ def params_from_dict(cls: type[P], values: dict[str, Any] | None) -> P:
     obj = cls(**kwargs)
     for spec in specs.values():
         _check(spec, getattr(obj, spec.name))
+    check_limits = getattr(obj, "check_limits", None)
+    if check_limits is not None:
+        check_limits()
     return obj
+
+
+def over_limit(product: str, value: float, most: float, what: str, fix: str) -> ParamsError:
+    """The refusal for a product of parameters (or of a parameter and the data's size) that is
+    over its cap: ``"<product> = <value> <what>; at most <most>. <fix>"``."""
+    return ParamsError(f"{product} = {value:,.0f} {what}; at most {most:,.0f}. {fix}")
 
 
 def _convert(spec: ParamSpec, raw: Any) -> Any:
@@ -124,7 +138,13 @@ def _convert(spec: ParamSpec, raw: Any) -> Any:
                 raise ValueError(raw)
             return int(raw)
         if spec.type is float:
-            return float(raw)
+            value = float(raw)
+            if not math.isfinite(value):  # NaN passes every bound check; inf may have none
+                raise ParamsError(
+                    f"parameter {spec.name!r} must be a finite number, got {raw!r}"
+                    + _range_hint(spec)
+                )
+            return value
         if spec.type is tuple:
             if isinstance(raw, str):
                 return tuple(v.strip() for v in raw.split(",") if v.strip())
@@ -132,10 +152,18 @@ def _convert(spec: ParamSpec, raw: Any) -> Any:
         if raw is None:
             return None
         return spec.type(raw)
-    except (TypeError, ValueError):
+    except ParamsError:
+        raise
+    except (TypeError, ValueError, OverflowError):  # int(float("inf")) overflows
         raise ParamsError(
-            f"parameter {spec.name!r} must be {spec.type.__name__}, got {raw!r}"
+            f"parameter {spec.name!r} must be {spec.type.__name__}, got {raw!r}" + _range_hint(spec)
         ) from None
+
+
+def _range_hint(spec: ParamSpec) -> str:
+    if spec.lo is not None and spec.hi is not None:
+        return f" (from {spec.lo:g} to {spec.hi:g})"
+    return ""
 
 
 def _check(spec: ParamSpec, value: Any) -> None:

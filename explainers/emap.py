@@ -26,6 +26,7 @@ from explainers.base import (
     ProgressFn,
     StopFn,
     check_cancel,
+    over_limit,
     param,
     params_from_dict,
     report,
@@ -43,6 +44,9 @@ L2_EPS = 1e-8  # sqrt(sum delta^2 + eps): the L2 norm is not differentiable at 0
 VALIDATION_FRACTION = 0.1
 MAX_NORM_REFERENCE = 20_000
 EXPLAIN_BATCH = 4096
+# Hidden activations of one training batch (rows x hidden units of both networks): 2**25 floats
+# are 128 MiB forward, well under a GB with their gradients, dropout masks and Adam's state.
+MAX_BATCH_ACTIVATIONS = 2**25
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,23 @@ class EMAPParams:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pinned", tuple(str(p) for p in self.pinned))
+
+    def check_limits(self) -> None:
+        """Each field may be in range while the batch of both networks' activations is not."""
+        units = (
+            self.surrogate_layers * self.surrogate_width
+            + self.perturber_layers * self.perturber_width
+        )
+        if self.batch_size * units > MAX_BATCH_ACTIVATIONS:
+            raise over_limit(
+                f"batch_size x (surrogate_layers x surrogate_width + perturber_layers x "
+                f"perturber_width) = {self.batch_size:,} x {units:,}",
+                self.batch_size * units,
+                MAX_BATCH_ACTIVATIONS,
+                "hidden activations per batch",
+                f"Lower batch_size to {MAX_BATCH_ACTIVATIONS // units:,} or less, or use smaller "
+                "networks.",
+            )
 
 
 def _perturber_module(

@@ -25,9 +25,14 @@ from explainers.attribution_common import (
     resolve_targets,
     spread_to_columns,
 )
-from explainers.base import ProgressFn, StopFn, check_cancel, param, report
+from explainers.base import ProgressFn, StopFn, check_cancel, over_limit, param, report
 from explainers.explanation import Explanation
 from explainers.models import Model, check_compatible
+
+# Samples x features of one instance's perturbation table: lime holds about six float64 copies of
+# it at once (measured: 40,000 samples x 784 features, 1.46 GB at peak), so 2**25 values stay
+# near 1.6 GB.
+MAX_SAMPLE_VALUES = 2**25
 
 
 @dataclass(frozen=True)
@@ -127,10 +132,19 @@ class Lime:
         frequencies) and the black box."""
         from lime.lime_tabular import LimeTabularExplainer
 
+        schema = dataset.schema
+        features = schema.n_continuous + len(schema.categorical)
+        if self.params.num_samples * features > MAX_SAMPLE_VALUES:
+            raise over_limit(
+                f"num_samples x features = {self.params.num_samples:,} x {features:,}",
+                self.params.num_samples * features,
+                MAX_SAMPLE_VALUES,
+                "values in each instance's sample",
+                f"Lower num_samples to {MAX_SAMPLE_VALUES // features:,} or less for this data set.",
+            )
         check_compatible(model, dataset)
         check_cancel(should_stop)
         report(progress, 0.0, "LIME: reading training statistics")
-        schema = dataset.schema
         train = feature_view(schema, dataset.X_train)
         p = self.params
         self.explainer_ = LimeTabularExplainer(

@@ -67,6 +67,7 @@ def jobs_main(args: argparse.Namespace) -> int:
     from app.jobs.tasks import JobError
     from explainers.base import ParamsError
 
+    backend = None
     try:
         backend = get_backend()
         return _jobs(args, backend)
@@ -74,7 +75,11 @@ def jobs_main(args: argparse.Namespace) -> int:
         SpecError, ParamsError, JobError, RunNotFound, NotYours, RunStateError,
         QueueConfigError, QueueUnavailable, ValueError,
     ) as exc:  # fmt: skip
-        print(f"error: {exc}", file=sys.stderr)
+        # Messages for viewers do not name server folders; the operator at the CLI gets the store.
+        where = (
+            f" (run store {backend.store.root})" if isinstance(exc, RunNotFound) and backend else ""
+        )
+        print(f"error: {exc}{where}", file=sys.stderr)
         return 2
 
 

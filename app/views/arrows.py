@@ -8,6 +8,7 @@ import streamlit as st
 from app import resources, state, widgets
 from app.plots.arrows import arrow_norms
 from app.plots.triage import smallest_k_mask
+from app.text import md, plot_text
 from explainers.explanation import Explanation
 
 PAGE = "arrows"
@@ -75,7 +76,7 @@ fig = resources.arrow_field(
     normalise=normalise,
     regions_on=bool(show_regions and run.model),
     selected=selected,
-    title=f"EMAP negative perturbations on {run.dataset.get('name', 'upload')} ({n:,} test points)",
+    title=f"EMAP negative perturbations on {plot_text(run.dataset.get('name', 'upload'))} ({n:,} test points)",
 )
 event = st.plotly_chart(fig, key="field", on_select="rerun", selection_mode="points")
 points = event.get("selection", {}).get("points", []) if event else []
@@ -133,8 +134,8 @@ else:
         b.metric("Without EMAP's smallest 10%", widgets.fmt(cos10))
         width = lime.params.get("kernel_width") or "lime's default (0.75 sqrt(d))"
         c.caption(
-            f"LIME settings: kernel width {width}, {lime.params.get('num_samples', '?')} samples, "
-            f"discretize_continuous {lime.params.get('discretize_continuous', '?')}"
+            f"LIME settings: kernel width {md(width)}, {md(lime.params.get('num_samples', '?'))} "
+            f"samples, discretize_continuous {md(lime.params.get('discretize_continuous', '?'))}"
         )
         if st.toggle("Show LIME's arrows", key="lime_arrows"):
             st.plotly_chart(

@@ -8,6 +8,7 @@ import streamlit as st
 from app import resources, state
 from app.access import USE, NotYours
 from app.plots.common import class_balance_figure, confusion_matrix_figure
+from app.text import md
 from app.uploads import UploadWriteError
 from datasets import DEMO_TITLES, Dataset, DataValidationError
 from datasets.upload import infer_kinds, read_table
@@ -80,7 +81,7 @@ def _upload_picker() -> None:
         try:
             frame = read_table(data_file.getvalue(), data_file.name, store.limits)
         except DataValidationError as exc:
-            st.error(f"The data set was not accepted: {exc}")
+            st.error(f"The data set was not accepted: {md(exc)}")
             return
         st.dataframe(frame.head(8), width="stretch")
         columns = list(frame.columns)
@@ -110,11 +111,11 @@ def _upload_picker() -> None:
                     data_file.getvalue(), data_file.name, label, kinds, owner=gate.user
                 )
             except DataValidationError as exc:
-                st.error(f"The data set was not accepted: {exc}")
+                st.error(f"The data set was not accepted: {md(exc)}")
                 return
             except UploadWriteError as exc:
                 st.error(
-                    f"The data set could not be saved on the server ({exc}); nothing was kept. Try again later."
+                    f"The data set could not be saved on the server ({md(exc)}); nothing was kept. Try again later."
                 )
                 return
             state.set_selection(state.Selection({"upload": upload_id}, None))
@@ -142,11 +143,11 @@ def _upload_picker() -> None:
             ModelRuntimeError,
             DataValidationError,
         ) as exc:
-            st.error(str(exc))
+            st.error(md(exc))
             return
         except UploadWriteError as exc:
             st.error(
-                f"The model could not be saved on the server ({exc}); nothing was kept. Try again later."
+                f"The model could not be saved on the server ({md(exc)}); nothing was kept. Try again later."
             )
             return
         state.set_selection(state.Selection(sel.dataset, {"upload": model_id}))
@@ -170,12 +171,14 @@ def _load() -> tuple[Dataset | None, str | None]:
 
 dataset, error = _load()
 if dataset is None:
-    st.error(f"The selected data set cannot be opened: {error}. Choose a demo or upload it again.")
+    st.error(
+        f"The selected data set cannot be opened: {md(error)}. Choose a demo or upload it again."
+    )
     st.stop()
 
-st.subheader(dataset.name)
+st.subheader(md(dataset.name))
 if dataset.description:
-    st.caption(dataset.description)
+    st.caption(md(dataset.description))
 summary = dataset.summary()
 cols = st.columns(4)
 cols[0].metric("Training rows", f"{summary['rows_train']:,}")
@@ -196,9 +199,9 @@ try:
         model = resources.selected_model(sel)
         scores = resources.selected_scores(sel)
 except (ValueError, LookupError) as exc:
-    st.error(f"The model cannot be used: {exc}")
+    st.error(f"The model cannot be used: {md(exc)}")
     st.stop()
-st.caption(model.description)
+st.caption(md(model.description))
 cols = st.columns(3)
 cols[0].metric("Test accuracy", f"{scores['accuracy']:.3f}")
 f1_label = "Test F1" + (" (macro)" if scores["f1_average"] == "macro" else "")

@@ -9,6 +9,7 @@ from app import resources, state, widgets
 from app.access import CANCEL, RETRY, USE, NotYours
 from app.jobs import FAILED, RUNNING, SUCCEEDED
 from app.jobs.tasks import KINDS
+from app.text import md
 from explainers.registry import METHODS
 
 st.title("Explain")
@@ -22,12 +23,12 @@ try:
     model_caps = resources.selected_capabilities(sel)
 except (ValueError, LookupError) as exc:
     st.error(
-        f"The selected data set or model cannot be opened: {exc}. Pick another on the Data & "
+        f"The selected data set or model cannot be opened: {md(exc)}. Pick another on the Data & "
         "model page."
     )
     st.stop()
 st.caption(
-    f"Data: **{dataset.name}** ({dataset.modality}, {len(dataset.X_test):,} test rows). "
+    f"Data: **{md(dataset.name)}** ({dataset.modality}, {len(dataset.X_test):,} test rows). "
     "Jobs run in the background: closing the tab loses nothing, and results stay after a restart."
 )
 
@@ -113,7 +114,7 @@ if submitted:
             owner=gate.user,
         )
     except (ValueError, LookupError, RuntimeError) as exc:
-        st.error(f"The job was not started: {exc}")
+        st.error(f"The job was not started: {md(exc)}")
     else:
         state.set_run(run_id)
         st.toast(f"Started {info.title} ({run_id[:8]})")
@@ -123,9 +124,9 @@ if submitted:
 def live_progress(run_id: str) -> None:
     run = gate.run(run_id)
     p = run.progress
-    label = f"{info_title(run.kind)} {run_id[:8]}: {p.stage or run.status}"
+    label = f"{info_title(run.kind)} {run_id[:8]}: {md(p.stage or run.status)}"
     if p.message:
-        label += f": {p.message}"
+        label += f": {md(p.message)}"
     if run.status == RUNNING:
         label += f" ({widgets.eta_text(p.eta_seconds)})"
     st.progress(min(max(p.fraction, 0.0), 1.0), text=label)
@@ -160,12 +161,12 @@ if active and run is not None:
             "Open a view from the sidebar to see it."
         )
     elif run.status == FAILED:
-        st.error(f"{info_title(run.kind)} {active[:8]} failed: {run.error}")
+        st.error(f"{info_title(run.kind)} {active[:8]} failed: {md(run.error)}")
         if gate.may(run, RETRY) and st.button("Retry", key="retry"):
             try:
                 state.set_run(backend.retry(active, user=gate.user))
             except (ValueError, LookupError, RuntimeError) as exc:
-                st.error(f"The run was not retried: {exc}")
+                st.error(f"The run was not retried: {md(exc)}")
             else:
                 st.rerun()
     else:

@@ -14,6 +14,7 @@ from app.plots.images import (
     image_counterfactual_figure,
     probability_change_figure,
 )
+from app.text import md
 
 PAGE = "images"
 st.title("Image counterfactuals")
@@ -76,7 +77,7 @@ threshold = st.toggle(
 thr = PAPER_THRESHOLD if threshold else None
 
 targets = {name: e.class_names[int(e.targets[index])] for name, e in exps.items()}
-st.caption("Target class: " + ", ".join(f"{m}: {t}" for m, t in targets.items()))
+st.caption("Target class: " + ", ".join(f"{m}: {md(t)}" for m, t in targets.items()))
 fig = image_counterfactual_figure(exps, index, threshold=thr)
 st.plotly_chart(fig, key="img_fig")
 

@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from app.jobs import FAILED, QUEUED
 from app.jobs.store import this_worker
 from app.uploads import UploadStore
+from tests.markdown import as_text
 from tests.pages.prepared import emap_like_moons, emap_like_upload, finished_run, upload_with_model
 from tests.test_auth import AUTH
 
@@ -80,7 +81,8 @@ def _shown(at: AppTest) -> str:
 
 
 def _errors(at: AppTest) -> str:
-    return " ".join(str(e.value) for e in at.error)
+    """The error boxes' text as a browser shows it (user text in them is Markdown-escaped)."""
+    return " ".join(as_text(str(e.value)) for e in at.error)
 
 
 def _buttons(at: AppTest) -> list[str]:
