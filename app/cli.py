@@ -68,8 +68,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def streamlit_command(port: int, address: str) -> list[str]:
+    """Streamlit serving app/server.py: the dashboard (app/main.py) behind the middleware that
+    forbids framing by other sites and closes /_stcore/metrics."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
+        sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "server.py"),
         "--server.port", str(port), "--server.address", address, "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
         # Streamlit's uploader has its own cap; keep it equal to Flipscope's configured limit.

@@ -10,6 +10,10 @@ FLIPSCOPE_MAX_ROWS                200000   rows of an uploaded data set
 FLIPSCOPE_MAX_COLUMNS             1000     columns of an uploaded data set
 FLIPSCOPE_MAX_JOBS_PER_USER       4        jobs one user may have queued or running
 FLIPSCOPE_JOB_TIME_LIMIT_S        1800     seconds one job may run before it is stopped
+FLIPSCOPE_MODEL_CALL_TIMEOUT_S    60       seconds one call of an uploaded model may take
+                                           (on at most 8,192 rows) before it is killed
+FLIPSCOPE_MODEL_MEMORY_MB         4096     address space of an uploaded model's sandbox process
+FLIPSCOPE_UPLOAD_TTL_DAYS         7        days an upload is kept when no run uses it
 FLIPSCOPE_ALLOWED_EMAILS          (none)   who may sign in (see ``app.auth``)
 ================================  =======  ==============================================
 """
@@ -23,6 +27,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported lazily: `flipscope run` reads settings without loading pandas
     from datasets.upload import UploadLimits
+    from explainers.sandbox import SandboxLimits
 
 MIB = 1024 * 1024
 
@@ -41,6 +46,10 @@ class Settings:
     max_columns: int = 1_000
     max_jobs_per_user: int = 4
     job_time_limit_s: int = 1_800
+    model_call_timeout_s: int = 60
+    model_memory_mb: int = 4_096
+    # An upload that no run names is deleted this many days after it was made (app.uploads).
+    upload_ttl_days: int = 7
     # Lower-cased addresses, or ``*@domain`` patterns; empty: nobody named (see app.auth).
     allowed_emails: tuple[str, ...] = ()
     # Install the precomputed demo runs of assets/demo_runs into the run store (FLIPSCOPE_DEMO_RUNS=0: no).
@@ -103,6 +112,9 @@ def settings() -> Settings:
         max_columns=_int_env("FLIPSCOPE_MAX_COLUMNS", 1_000, 2, 1_000_000),
         max_jobs_per_user=_int_env("FLIPSCOPE_MAX_JOBS_PER_USER", 4, 1, 10_000),
         job_time_limit_s=_int_env("FLIPSCOPE_JOB_TIME_LIMIT_S", 1_800, 10, 7 * 24 * 3600),
+        model_call_timeout_s=_int_env("FLIPSCOPE_MODEL_CALL_TIMEOUT_S", 60, 1, 24 * 3600),
+        model_memory_mb=_int_env("FLIPSCOPE_MODEL_MEMORY_MB", 4_096, 1_536, 1_048_576),
+        upload_ttl_days=_int_env("FLIPSCOPE_UPLOAD_TTL_DAYS", 7, 1, 36_500),
         allowed_emails=parse_emails(os.environ.get("FLIPSCOPE_ALLOWED_EMAILS", "")),
         demo_runs=_int_env("FLIPSCOPE_DEMO_RUNS", 1, 0, 1) == 1,
     )
@@ -112,7 +124,8 @@ def upload_limits(cfg: Settings | None = None) -> UploadLimits:
     """The data-upload caps of ``cfg`` (default: the current settings) as ``UploadLimits``.
 
     Cells (rows x columns) are capped at what a CSV of the size limit could hold ("0," per cell),
-    so Parquet and NPZ, which compress, cannot decode to more.
+    so Parquet and NPZ, which compress, cannot decode to more; model-space cells (one-hot
+    columns) at four times that.
     """
     from datasets.upload import UploadLimits
 
@@ -122,4 +135,17 @@ def upload_limits(cfg: Settings | None = None) -> UploadLimits:
         max_rows=cfg.max_rows,
         max_columns=cfg.max_columns,
         max_cells=cfg.max_upload_mb * MIB // 2,
+        max_model_cells=4 * (cfg.max_upload_mb * MIB // 2),
+    )
+
+
+def sandbox_limits(cfg: Settings | None = None) -> SandboxLimits:
+    """The limits of an uploaded model's sandbox process (``explainers.sandbox``)."""
+    from explainers.sandbox import SandboxLimits
+
+    cfg = cfg or settings()
+    return SandboxLimits(
+        call_seconds=float(cfg.model_call_timeout_s),
+        memory_mb=cfg.model_memory_mb,
+        cpu_seconds=cfg.job_time_limit_s,
     )

@@ -2,7 +2,9 @@
 
 What a session has chosen is a ``Selection``: a data set and a model, each a plain spec that jobs
 understand (``{"name": "moons"}`` / ``{"upload": id}`` and ``{"demo": "moons"}`` / ``{"upload": id}``).
-The URL mirrors it, so a link opens the same choice in another browser.
+The URL mirrors it, so a link opens the same choice in another browser. A share link of a run
+carries ``run`` and its ``share`` token (``app.access``); the session remembers the links it was
+opened with, so the run stays viewable as its viewer moves between pages.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from datasets import LOADERS
 
 DEFAULT_DEMO = "moons"
 _SELECTION = "selection"
+_LINKS = "share_links"
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,30 @@ def run_id() -> str | None:
 
 
 def set_run(run: str) -> None:
+    """Look at ``run`` (the URL names it, with its share token if this session was given one)."""
+    links = share_links()
     st.session_state["run"] = run
     st.query_params["run"] = run
+    if run in links:
+        st.query_params["share"] = links[run]
+    else:
+        st.query_params.pop("share", None)
+
+
+def drop_run() -> None:
+    """Forget the run this session was looking at (one it may not view)."""
+    st.session_state.pop("run", None)
+    st.query_params.pop("run", None)
+    st.query_params.pop("share", None)
+
+
+def share_links() -> dict[str, str]:
+    """``{run id: share token}`` of the share links this session was opened with."""
+    links: dict[str, str] = st.session_state.setdefault(_LINKS, {})
+    run, token = st.query_params.get("run"), st.query_params.get("share")
+    if run and token:
+        links[run] = token
+    return dict(links)
 
 
 def query_int(name: str, default: int, lo: int, hi: int) -> int:

@@ -6,11 +6,13 @@ new method's parameters appear here with their defaults, bounds and help without
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 import streamlit as st
 
+from app.text import md
 from explainers.base import ParamSpec, param_specs
 
 
@@ -104,9 +106,19 @@ def run_label(run: Any, titles: dict[str, str]) -> str:
 
 
 def share_link(page: str, params: dict[str, Any]) -> None:
-    """A copyable link that opens this page with these query parameters in any browser."""
+    """A copyable link that opens this page with these query parameters in any browser. With
+    sign-in on, a link naming a run (``params["run"]``) carries the run's share token
+    (``share=``), which lets whoever holds the link view that run and nothing else; only the
+    run's owner, or a holder of its link, gets it (``app.access.Gate.share_token``)."""
     from urllib.parse import urlencode
 
+    from app import resources
+
+    if params.get("run"):
+        gate = resources.gate()
+        # A record that cannot be updated: the link still opens the run for its owner.
+        with contextlib.suppress(LookupError, OSError, ValueError):
+            params = {**params, "share": gate.share_token(gate.run(params["run"]))}
     base = str(getattr(st.context, "url", "") or "").split("?")[0].rstrip("/")
     root = base.rsplit("/", 1)[0] if base.endswith(page) else base
     query = urlencode({k: v for k, v in params.items() if v is not None})
@@ -117,24 +129,36 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None or value != value else f"{value:.{digits}f}"
 
 
-def visible(runs: list[Any]) -> list[Any]:
-    """The runs this session may see: with sign-in on, the user's own runs, runs made without an
-    owner (demos, or before sign-in was configured) and the run named in the URL (a share link
-    carries its unguessable id); with sign-in off, all of them."""
-    from app import auth, state
+def refuse_foreign_run() -> None:
+    """If the URL (or this session) names a run this user may not view, say so, with the same
+    words whether it exists or not, and forget it, so the page opens the user's own runs."""
+    from app import resources, state
+    from app.access import NotYours
 
-    user = auth.current_user()
-    if user is None:
-        return runs
-    shared = state.run_id()
-    return [r for r in runs if getattr(r, "owner", None) in (None, user) or r.id == shared]
+    wanted = state.run_id()
+    if not wanted:
+        return
+    try:
+        resources.gate().run(wanted)
+    except NotYours as exc:
+        st.error(
+            f"The link's run cannot be opened: {exc}. A run opens for its owner, or through the "
+            "share link shown on its page (it carries share=...)."
+        )
+        state.drop_run()
 
 
-def finished_runs(store: Any, keep: Any) -> list[Any]:
-    """Succeeded runs with an explanation that ``keep(run)`` accepts, newest first."""
+def finished_runs(keep: Any) -> list[Any]:
+    """Succeeded runs with an explanation that this user may view and ``keep(run)`` accepts,
+    newest first: their own, those without owner (demos) and those whose share link this session
+    was opened with (all of them without sign-in). A run in the URL that this user may not view
+    is refused first (``refuse_foreign_run``)."""
+    from app import resources
     from app.jobs import SUCCEEDED
 
-    return [r for r in visible(store.list(status=SUCCEEDED)) if r.has_explanation and keep(r)]
+    refuse_foreign_run()
+    runs = resources.gate().runs(status=SUCCEEDED)
+    return [r for r in runs if r.has_explanation and keep(r)]
 
 
 def open_explanation(run: Any, store: Any, stop: bool = True) -> Any:
@@ -143,18 +167,22 @@ def open_explanation(run: Any, store: Any, stop: bool = True) -> Any:
     (or None when ``stop`` is False). No traceback: the pickers above the error stay, so every
     other run still opens."""
     from app import resources
+    from app.access import NotYours
     from app.jobs import RunStateError
     from explainers.explanation import ExplanationFormatError
 
     try:
-        return resources.explanation(run.id, str(store.root))
+        return resources.run_explanation(run)
+    except NotYours as exc:
+        st.error(f"Run {run.id[:8]}: {exc}.")
+        if stop:
+            st.stop()
+        return None
     except (ExplanationFormatError, RunStateError, OSError) as exc:
-        # Paths inside the run store mean nothing to a viewer (and are not theirs to see).
-        reason = (
-            str(exc).replace(f"{store.root / run.id}/", "").replace(str(store.root), "the store")
-        )
+        # The store names files inside the run, never where the server keeps them.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         st.error(
-            f"Run {run.id[:8]}: this run's results cannot be read: {reason}; re-run it on the "
+            f"Run {run.id[:8]}: this run's results cannot be read: {md(reason)}; re-run it on the "
             "Explain page."
         )
         if stop:

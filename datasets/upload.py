@@ -47,6 +47,9 @@ class UploadLimits:
     max_cell_chars: int = 1_000
     max_name_chars: int = 200
     max_cells: int = 25 * 1024 * 1024  # what a CSV of max_bytes can hold: '0,' per cell
+    # Cells in model space (rows x one-hot columns, float32): one categorical column of 100
+    # categories becomes 100 columns, so a file within max_cells can encode to 100 times more.
+    max_model_cells: int = 100 * 1024 * 1024
 
 
 def sniff_table_format(data: bytes) -> str:
@@ -170,7 +173,13 @@ def _read_csv(data: bytes, filename: str, limits: UploadLimits) -> pd.DataFrame:
             f"the limit is {limits.max_columns}. Keep the feature columns and the label only."
         )
     # pandas would silently rename a repeated name to 'name.1'; a repeated column is refused instead.
-    names = [n.strip() for n in next(csv.reader([header], delimiter=delimiter), [])]
+    try:
+        names = [n.strip() for n in next(csv.reader([header], delimiter=delimiter), [])]
+    except csv.Error as exc:  # Python's csv refuses a field over csv.field_size_limit() (131,072)
+        raise DataValidationError(
+            f"{filename!r} has a header row that cannot be read ({exc}); column names may be at "
+            f"most {limits.max_name_chars} characters. Check that the first line is the header."
+        ) from None
     _check_names(names, filename, limits, allow_empty=True)  # pandas names those 'Unnamed: i'
 
     if not ends or not text[min(ends) :].strip():
@@ -476,6 +485,15 @@ def dataset_from_frame(
             categorical.append(CategoricalFeature(c, cats, start))
             start += len(cats)
     schema = FeatureSchema(tuple(continuous), tuple(categorical), image_shape)
+    if len(frame) * schema.width > limits.max_model_cells:
+        widest = sorted(categorical, key=lambda f: -len(f.categories))[:3]
+        raise DataValidationError(
+            f"one-hot encoding gives {schema.width:,} model columns, so {len(frame):,} rows hold "
+            f"{len(frame) * schema.width:,} values; the limit is {limits.max_model_cells:,}. Drop "
+            "categorical columns with many categories ("
+            + ", ".join(f"{f.name!r}: {len(f.categories)}" for f in widest)
+            + ") or upload fewer rows."
+        )
     modality: Modality = (
         "image"
         if image_shape

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -121,7 +122,11 @@ def _resolve_type(annotation: Any, default: Any) -> type:
 
 
 def params_from_dict(cls: type[P], values: dict[str, Any] | None) -> P:
-    """Build and validate ``cls`` from plain data (strings from a CLI are converted)."""
+    """Build and validate ``cls`` from plain data (strings from a CLI are converted).
+
+    After each field's bounds, a Params class's own ``check_limits()`` (when it has one) refuses
+    combinations that are too large together although each field is in range, such as a batch
+    size times a network width: one job must not be able to ask for more than a few GB."""
     values = dict(values or {})
     specs = {s.name: s for s in param_specs(cls)}
     unknown = sorted(set(values) - set(specs))
@@ -136,7 +141,16 @@ def params_from_dict(cls: type[P], values: dict[str, Any] | None) -> P:
     obj = cls(**kwargs)
     for spec in specs.values():
         _check(spec, getattr(obj, spec.name))
+    check_limits = getattr(obj, "check_limits", None)
+    if check_limits is not None:
+        check_limits()
     return obj
+
+
+def over_limit(product: str, value: float, most: float, what: str, fix: str) -> ParamsError:
+    """The refusal for a product of parameters (or of a parameter and the data's size) that is
+    over its cap: ``"<product> = <value> <what>; at most <most>. <fix>"``."""
+    return ParamsError(f"{product} = {value:,.0f} {what}; at most {most:,.0f}. {fix}")
 
 
 def _convert(spec: ParamSpec, raw: Any) -> Any:
@@ -152,7 +166,13 @@ def _convert(spec: ParamSpec, raw: Any) -> Any:
                 raise ValueError(raw)
             return int(raw)
         if spec.type is float:
-            return float(raw)
+            value = float(raw)
+            if not math.isfinite(value):  # NaN passes every bound check; inf may have none
+                raise ParamsError(
+                    f"parameter {spec.name!r} must be a finite number, got {raw!r}"
+                    + _range_hint(spec)
+                )
+            return value
         if spec.type is tuple:
             if isinstance(raw, str):
                 return tuple(v.strip() for v in raw.split(",") if v.strip())
@@ -160,10 +180,18 @@ def _convert(spec: ParamSpec, raw: Any) -> Any:
         if raw is None:
             return None
         return spec.type(raw)
-    except (TypeError, ValueError):
+    except ParamsError:
+        raise
+    except (TypeError, ValueError, OverflowError):  # int(float("inf")) overflows
         raise ParamsError(
-            f"parameter {spec.name!r} must be {spec.type.__name__}, got {raw!r}"
+            f"parameter {spec.name!r} must be {spec.type.__name__}, got {raw!r}" + _range_hint(spec)
         ) from None
+
+
+def _range_hint(spec: ParamSpec) -> str:
+    if spec.lo is not None and spec.hi is not None:
+        return f" (from {spec.lo:g} to {spec.hi:g})"
+    return ""
 
 
 def _check(spec: ParamSpec, value: Any) -> None:
@@ -285,7 +313,8 @@ class Explainer(Generic[P]):
     parameter dataclass) and implements
 
     * ``_fit(dataset, model, *, surrogate, progress, should_stop)``: learn; the base has already
-      checked the model against the data set and the method's needs;
+      checked the model against the data set and the method's needs (and ``_check_data``, a
+      method's own check of its parameters against the data set, has passed);
     * ``_explain(query, *, progress, should_stop) -> Result``: one batch of checked rows;
     * ``_save_state(folder) -> dict`` and ``_load_state(folder, state, model, device)`` when it
       learns more than the base keeps (state files go into ``folder``; the dict is JSON data).
@@ -356,6 +385,7 @@ class Explainer(Generic[P]):
         Cancelled : ``should_stop()`` became true.
         """
         check_cancel(should_stop)
+        self._check_data(dataset)
         info = self._info()
         if "images" in info.needs and (
             dataset.modality != "image" or dataset.schema.image_shape is None
@@ -631,6 +661,10 @@ class Explainer(Generic[P]):
         return self
 
     # ------------------------------------------------------------------ what a method writes
+    def _check_data(self, dataset: Dataset) -> None:
+        """Refuse parameters that do not fit ``dataset`` (``ParamsError``), before the model is
+        touched: a class index out of range, a sample too large for its width. Default: none."""
+
     def _fit(
         self,
         dataset: Dataset,

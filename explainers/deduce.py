@@ -97,7 +97,7 @@ class DeDUCEParams:
         advanced=True,
     )
     batch_size: int = param(
-        1024, "examples searched together (memory vs. speed)", lo=1, hi=100_000, advanced=True
+        1024, "examples searched together (memory vs. speed)", lo=1, hi=4096, advanced=True
     )
     device: str = param(
         "auto",

@@ -26,6 +26,7 @@ from explainers.base import (
     Result,
     StopFn,
     check_cancel,
+    over_limit,
     param,
     report,
     resolve_device,
@@ -38,6 +39,9 @@ L2_EPS = 1e-8  # sqrt(sum delta^2 + eps): the L2 norm is not differentiable at 0
 VALIDATION_FRACTION = 0.1
 MAX_NORM_REFERENCE = 20_000
 EXPLAIN_BATCH = 4096
+# Hidden activations of one training batch (rows x hidden units of both networks): 2**25 floats
+# are 128 MiB forward, well under a GB with their gradients, dropout masks and Adam's state.
+MAX_BATCH_ACTIVATIONS = 2**25
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,23 @@ class EMAPParams:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pinned", tuple(str(p) for p in self.pinned))
+
+    def check_limits(self) -> None:
+        """Each field may be in range while the batch of both networks' activations is not."""
+        units = (
+            self.surrogate_layers * self.surrogate_width
+            + self.perturber_layers * self.perturber_width
+        )
+        if self.batch_size * units > MAX_BATCH_ACTIVATIONS:
+            raise over_limit(
+                f"batch_size x (surrogate_layers x surrogate_width + perturber_layers x "
+                f"perturber_width) = {self.batch_size:,} x {units:,}",
+                self.batch_size * units,
+                MAX_BATCH_ACTIVATIONS,
+                "hidden activations per batch",
+                f"Lower batch_size to {MAX_BATCH_ACTIVATIONS // units:,} or less, or use smaller "
+                "networks.",
+            )
 
 
 def _perturber_module(
@@ -177,6 +198,13 @@ class EMAP(Explainer[EMAPParams]):
     Params = EMAPParams
 
     # ------------------------------------------------------------------ fitting
+    def _check_data(self, dataset: Dataset) -> None:
+        if self.params.target >= dataset.n_classes:
+            raise ParamsError(
+                f"target {self.params.target} is not a class of {dataset.name!r} (classes "
+                f"0..{dataset.n_classes - 1}, or -1 for the runner-up)"
+            )
+
     def _fit(
         self,
         dataset: Dataset,
@@ -188,16 +216,11 @@ class EMAP(Explainer[EMAPParams]):
     ) -> None:
         """Train the surrogate on ``model``'s labels, then the perturbation network.
 
-        Raises ``ParamsError`` when a pinned feature does not exist or ``target`` is not a class.
+        Raises ``ParamsError`` when a pinned feature does not exist.
         """
         import torch
 
         p = self.params
-        if p.target >= dataset.n_classes:
-            raise ParamsError(
-                f"target {p.target} is not a class of {dataset.name!r} (classes 0..{dataset.n_classes - 1}, "
-                "or -1 for the runner-up)"
-            )
         X_all = np.asarray(dataset.X_train, dtype=np.float32)
         self._set_layout(dataset.schema, dataset.n_classes, p.pinned)
         self.device_ = resolve_device(p.device)

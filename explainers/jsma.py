@@ -39,7 +39,7 @@ class JSMAParams:
     )
     pixels: int = param(1, "pixels changed per step", lo=1, hi=64)
     batch_size: int = param(
-        1024, "examples searched together (memory vs. speed)", lo=1, hi=100_000, advanced=True
+        1024, "examples searched together (memory vs. speed)", lo=1, hi=4096, advanced=True
     )
     device: str = param(
         "auto",

@@ -59,6 +59,11 @@ class ModelCompatibilityError(ValueError):
     """A model does not fit a data set (input width or class count)."""
 
 
+class ModelRuntimeError(ValueError):
+    """An uploaded model failed, ran out of time or memory, or died while it was called (in its
+    sandbox process, ``explainers.sandbox``); the message says which limit and what to do."""
+
+
 class _ArgmaxMixin:
     def predict(self, X: NDArray) -> NDArray[np.int64]:
         return np.asarray(self.predict_proba(X)).argmax(axis=1).astype(np.int64)  # type: ignore[attr-defined]
@@ -84,11 +89,14 @@ class SklearnModel(_ArgmaxMixin):
         self.class_names = class_names or [str(c) for c in classes]
         self.n_features = getattr(estimator, "n_features_in_", None)
         self.description = description or type(estimator).__name__
+        fitted = getattr(estimator, "feature_names_in_", None)
+        self.feature_names_in = None if fitted is None else [str(n) for n in fitted]
 
-    def predict_proba(self, X: NDArray) -> NDArray[np.float64]:
-        return np.asarray(
-            self.estimator.predict_proba(np.asarray(X, dtype=np.float32)), dtype=np.float64
-        )
+    def predict_proba(self, X: Any) -> NDArray[np.float64]:
+        """``X``: model-space rows, or a DataFrame for a pipeline fitted on one."""
+        if not hasattr(X, "columns"):
+            X = np.asarray(X, dtype=np.float32)
+        return np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
 
 
 class OnnxModel(_ArgmaxMixin):
@@ -341,10 +349,6 @@ def save_torch_model(path: str | Path, arch: str, config: dict[str, Any], module
 
 
 # --------------------------------------------------------------------------- sniffing and loading
-SKOPS_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.sparse.")
-SKOPS_TRUSTED_EXACT = frozenset({"builtins.slice", "collections.OrderedDict"})
-
-
 def sniff_model_format(data: bytes) -> str:
     """Name the format of ``data`` from its bytes.
 
@@ -450,25 +454,9 @@ class RefusedModelError(ModelFormatError):
         super().__init__(f"Refused {filename!r}: it is {found}. Why: {why}. How to fix: {how}.")
 
 
-def load_model(
-    data: bytes,
-    filename: str,
-    class_names: list[str] | None = None,
-    *,
-    max_bytes: int = MAX_MODEL_BYTES,
-) -> Model:
-    """Load an uploaded model safely; the format is sniffed from the bytes.
-
-    Parameters
-    ----------
-    data, filename : the uploaded bytes and their name (the name is only used in messages).
-    class_names : names for the model's classes, in its output order.
-    max_bytes : size limit for the file; a zip may unpack to ``MAX_UNPACK_RATIO`` times this.
-
-    Raises
-    ------
-    ModelFormatError (a ValueError) : refused or unreadable, with what was found, why and how to convert.
-    """
+def _checked_format(data: bytes, filename: str, max_bytes: int) -> str:
+    """The accepted format of ``data``, after the checks that read it as data only (size,
+    sniffing, zip directory, a skops file's type names); raises ``ModelFormatError`` otherwise."""
     if len(data) > max_bytes:
         raise ModelFormatError(
             f"{filename!r} is {len(data) / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB. "
@@ -481,6 +469,35 @@ def load_model(
     if fmt in ("skops", "torch-zip"):
         _check_zip_members(data, filename, MAX_UNPACK_RATIO * max_bytes)
     if fmt == "skops":
+        _check_skops_types(data, filename)
+    return fmt
+
+
+def load_model(
+    data: bytes,
+    filename: str,
+    class_names: list[str] | None = None,
+    *,
+    max_bytes: int = MAX_MODEL_BYTES,
+) -> Model:
+    """Load a model file in this process; the format is sniffed from the bytes.
+
+    For files Flipscope wrote itself (the demo forests, a run's artifacts) and inside the sandbox
+    process. An uploaded file goes through ``load_upload``, which runs .skops and .onnx models
+    in a separate, locked-down process.
+
+    Parameters
+    ----------
+    data, filename : the file's bytes and its name (the name is only used in messages).
+    class_names : names for the model's classes, in its output order.
+    max_bytes : size limit for the file; a zip may unpack to ``MAX_UNPACK_RATIO`` times this.
+
+    Raises
+    ------
+    ModelFormatError (a ValueError) : refused or unreadable, with what was found, why and how to convert.
+    """
+    fmt = _checked_format(data, filename, max_bytes)
+    if fmt == "skops":
         return _load_skops(data, filename, class_names)
     if fmt == "onnx":
         _check_onnx(data, filename, max_bytes)
@@ -488,6 +505,26 @@ def load_model(
     if fmt == "safetensors":
         return _load_safetensors(data, filename, class_names)
     return _load_torch_zip(data, filename, class_names)
+
+
+def load_upload(
+    data: bytes,
+    filename: str,
+    class_names: list[str] | None = None,
+    *,
+    max_bytes: int = MAX_MODEL_BYTES,
+    limits: Any = None,
+) -> Model:
+    """Load an uploaded model: .skops and .onnx files (programs) in a sandbox process
+    (``explainers.sandbox.SandboxedModel``, with ``limits``), torch weights (data for an
+    architecture Flipscope defines) here. What can be refused from the bytes as data (size,
+    format, zip bombs, a skops file's types) is refused here, before any process starts."""
+    fmt = _checked_format(data, filename, max_bytes)
+    if fmt in ("skops", "onnx"):
+        from explainers.sandbox import SandboxedModel
+
+        return SandboxedModel(data, filename, class_names, limits=limits, max_bytes=max_bytes)
+    return load_model(data, filename, class_names, max_bytes=max_bytes)
 
 
 def _check_zip_members(data: bytes, filename: str, max_unpacked: int) -> None:
@@ -508,49 +545,33 @@ def _check_zip_members(data: bytes, filename: str, max_unpacked: int) -> None:
         )
 
 
-def _skops_type_allowed(name: str) -> bool:
-    """A name skops could not vouch for is allowed only if it is a class (never a function) in
-    sklearn, numpy or scipy.sparse, or one of ``SKOPS_TRUSTED_EXACT``.
+def _check_skops_types(data: bytes, filename: str) -> list[str]:
+    """Every type a skops file names, checked by exact identity (``explainers.safe_skops``) from
+    its schema read as JSON; returns them (the only names ever passed to skops as trusted)."""
+    from explainers import safe_skops
 
-    Functions are refused even from these libraries: a fitted ``FunctionTransformer`` calls its
-    function on every prediction with arguments from the file (``dump_svmlight_file`` with a path
-    writes a file on the server).
-    """
-    import importlib
-
-    if name in SKOPS_TRUSTED_EXACT:
-        return True
-    if not name.startswith(SKOPS_TRUSTED_PREFIXES):
-        return False
-    module_name, _, attr = name.rpartition(".")
     try:
-        obj = getattr(importlib.import_module(module_name), attr)
-    except Exception:
-        return False
-    return isinstance(obj, type)
+        return safe_skops.check(data)
+    except safe_skops.SkopsRefused as exc:
+        raise ModelFormatError(
+            f"Refused {filename!r}: the skops file contains {exc}. Why: loading or calling them "
+            "could run code that is not a scikit-learn model's (a class re-exported under a "
+            "scikit-learn or numpy name can be a process, file or thread; a FunctionTransformer may "
+            "name any function, e.g. one that writes files). How to fix: upload a plain "
+            "scikit-learn estimator or pipeline of the supported classes, or export it to ONNX."
+        ) from None
+    except (KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise ModelFormatError(
+            f"{filename!r} looks like skops but cannot be read: {_first_line(exc)}"
+        ) from None
 
 
 def _load_skops(data: bytes, filename: str, class_names: list[str] | None) -> Model:
     import skops.io as sio
 
+    trusted = _check_skops_types(data, filename)
     try:
-        untrusted = sio.get_untrusted_types(data=data)
-    except Exception as exc:
-        raise ModelFormatError(
-            f"{filename!r} looks like skops but cannot be read: {_first_line(exc)}"
-        ) from None
-    refused = [t for t in untrusted if not _skops_type_allowed(t)]
-    if refused:
-        raise ModelFormatError(
-            f"Refused {filename!r}: the skops file contains types outside Flipscope's allow-list "
-            f"({', '.join(refused[:5])}). Why: loading or calling them could run code that is not a "
-            "scikit-learn model's (only classes from sklearn, numpy and scipy.sparse are allowed, no "
-            "functions: a FunctionTransformer may name any library function, e.g. one that writes files). "
-            "How to fix: upload a plain scikit-learn estimator or pipeline, or export to ONNX."
-        )
-    try:
-        # Only the types that passed our own allow-list are trusted, never the returned list as such.
-        estimator = sio.loads(data, trusted=[t for t in untrusted if t not in refused])
+        estimator = sio.loads(data, trusted=trusted)
     except Exception as exc:
         raise ModelFormatError(
             f"{filename!r} could not be loaded by skops: {_first_line(exc)}"
@@ -764,8 +785,7 @@ class RawInputModel(_ArgmaxMixin):
     def predict_proba(self, X: NDArray) -> NDArray[np.float64]:
         X = np.asarray(X, dtype=np.float64)
         if self.columns is not None:
-            frame = self.schema.decode(X)[self.columns]
-            p = self.inner.estimator.predict_proba(frame)  # type: ignore[attr-defined]
+            p = self.inner.predict_proba(self.schema.decode(X)[self.columns])
         else:
             raw = X.copy()
             nc = self.schema.n_continuous
@@ -793,9 +813,8 @@ def adapt_uploaded_model(model: Model, dataset: Dataset) -> Model:
             f"the model predicts classes {names[:10]} but the label column holds {dataset.class_names[:10]}; "
             "choose the label column the model was trained on"
         )
-    fitted_names = getattr(getattr(model, "estimator", None), "feature_names_in_", None)
+    fitted = getattr(model, "feature_names_in", None)
     original = dataset.schema.original_names
-    fitted = [str(n) for n in fitted_names] if fitted_names is not None else None
     if fitted is not None and sorted(fitted) == sorted(original):
         adapted = RawInputModel(model, dataset.schema, columns=fitted, class_order=order)
     elif fitted is not None and not all(n.startswith("x") and n[1:].isdigit() for n in fitted):
@@ -847,8 +866,10 @@ def check_compatible(model: Model, dataset: Dataset) -> None:
 
 @contextmanager
 def _time_limited(model: Model, seconds: float) -> Iterator[None]:
-    """Limit each onnxruntime call of ``model`` (or the ONNX model it wraps) while checking it."""
-    limited = [m for m in (model, getattr(model, "inner", None)) if isinstance(m, OnnxModel)]
+    """Limit each call of ``model`` (or of the ONNX or sandboxed model it wraps) while checking it."""
+    limited: list[Any] = [
+        m for m in (model, getattr(model, "inner", None)) if hasattr(m, "time_limit_s")
+    ]
     for m in limited:
         m.time_limit_s = seconds
     try:

@@ -25,6 +25,7 @@ from explainers.base import (
     Result,
     StopFn,
     check_cancel,
+    over_limit,
     param,
     report,
 )
@@ -33,6 +34,12 @@ from explainers.models import GRADIENTS, Model
 BACKGROUND_FILE = "background.npy"
 
 ALGORITHMS = ("auto", "tree", "permutation", "kernel", "gradient")
+
+
+# Rows the black box scores for one instance (each evaluation covers the whole background).
+MAX_ROWS_PER_INSTANCE = 2**25
+# Kernel SHAP's synthetic data, float64: 2**28 values are 2 GiB.
+MAX_KERNEL_VALUES = 2**28
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,21 @@ class ShapParams:
     batch_size: int = param(
         64, "instances per call for tree and gradient (progress granularity)", lo=1, hi=10_000
     )
-    seed: int = param(0, "seed for the background sample and the explainers' sampling", lo=0)
+    seed: int = param(
+        0, "seed for the background sample and the explainers' sampling", lo=0, hi=2**31 - 1
+    )
+
+    def check_limits(self) -> None:
+        """Each evaluation scores every background row, so the two multiply."""
+        rows = self.max_evals * self.background_size
+        if rows > MAX_ROWS_PER_INSTANCE:
+            raise over_limit(
+                f"max_evals x background_size = {self.max_evals:,} x {self.background_size:,}",
+                rows,
+                MAX_ROWS_PER_INSTANCE,
+                "rows the model scores per instance",
+                "Lower max_evals (0: automatic) or background_size.",
+            )
 
 
 class Shap(Explainer[ShapParams]):
@@ -278,6 +299,18 @@ class Shap(Explainer[ShapParams]):
                 report(progress, (i + 1) / n, f"SHAP (permutation): explained {i + 1}/{n}")
         else:
             nsamples = p.max_evals or 2 * m + 2048
+            # shap tiles the background once per coalition (float64) before it scores them.
+            coalitions = min(nsamples, 2**m - 2) if m <= 30 else nsamples
+            kept = coalitions * len(background) * m
+            if kept > MAX_KERNEL_VALUES:
+                raise over_limit(
+                    f"coalitions x background rows x features = {coalitions:,} x "
+                    f"{len(background):,} x {m:,}",
+                    kept,
+                    MAX_KERNEL_VALUES,
+                    "values kernel SHAP holds at once",
+                    "Lower max_evals or background_size.",
+                )
             explainer = shap.KernelExplainer(f, background)
             expected = np.atleast_1d(np.asarray(explainer.expected_value, dtype=np.float64))
             state = np.random.get_state()

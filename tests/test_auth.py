@@ -7,6 +7,7 @@ from streamlit.testing.v1 import AppTest
 
 from app.auth import decide, email_allowed
 from app.config import ConfigError, parse_emails
+from tests.markdown import as_text
 
 AUTH = {
     "auth": {
@@ -79,7 +80,7 @@ def _run(monkeypatch, allowed: str | None, secrets: dict | None, user: dict) -> 
 
 
 def _texts(at: AppTest) -> str:
-    return " ".join(str(e.value) for e in [*at.markdown, *at.info, *at.error, *at.caption])
+    return " ".join(as_text(str(e.value)) for e in [*at.markdown, *at.info, *at.error, *at.caption])
 
 
 def test_open_when_sign_in_is_not_configured(monkeypatch, tmp_path):

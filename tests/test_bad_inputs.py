@@ -123,7 +123,8 @@ def _npz(**arrays) -> bytes:
 @cache
 def _skops(kind: str) -> bytes:
     import skops.io as sio
-    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LinearRegression
 
     X, y = _xy()
     if kind == "forest":
@@ -133,10 +134,95 @@ def _skops(kind: str) -> bytes:
     elif kind == "three_classes":
         model = RandomForestClassifier(n_estimators=3, random_state=0).fit(X, np.arange(N_ROWS) % 3)
     elif kind == "regressor":
-        model = RandomForestRegressor(n_estimators=3, random_state=0).fit(X, y)
+        model = LinearRegression().fit(X, y)
     else:
         raise AssertionError(kind)
     return sio.dumps(model)
+
+
+# Re-exports of dangerous standard-library classes under names an allow-list by prefix admitted
+# (the first candidate that really is the class is used; the test fails if none is).
+REEXPORTS = {
+    "Popen": (
+        "subprocess.Popen",
+        ["numpy.distutils.fcompiler.gnu", "numpy.distutils.exec_command"],
+    ),
+    "GzipFile": ("gzip.GzipFile", ["sklearn.datasets._covtype", "sklearn.datasets._kddcup99"]),
+    "memmap": ("numpy.memmap", ["numpy.matlib", "sklearn.externals.array_api_compat.numpy"]),
+}
+
+
+def _reexport(name: str) -> str:
+    """A module that re-exports ``name`` (the test's own search, done once per name)."""
+    import importlib
+
+    target, candidates = REEXPORTS[name]
+    module_name, _, attr = target.rpartition(".")
+    real = getattr(importlib.import_module(module_name), attr)
+    for candidate in candidates:
+        try:
+            if getattr(importlib.import_module(candidate), name, None) is real:
+                return candidate
+        except ImportError:
+            continue
+    raise AssertionError(f"no re-export of {target} among {candidates}: update the corpus")
+
+
+def _json_node(value) -> dict:
+    return {"__class__": type(value).__name__, "__module__": "builtins", "__loader__": "JsonNode",
+            "content": json.dumps(value), "is_json": True}  # fmt: skip
+
+
+def _reduce_node(module: str, cls: str, *args) -> dict:
+    """skops' constructor node: loading it calls ``module.cls(*args)``."""
+    return {
+        "__class__": cls, "__module__": module, "__loader__": "ConstructorFromReduceNode",
+        "content": {"__class__": "tuple", "__module__": "builtins", "__loader__": "TupleNode",
+                    "content": [_json_node(a) for a in args]},
+    }  # fmt: skip
+
+
+def _skops_with(attribute: str, node: dict) -> bytes:
+    """The reference forest's skops file with one fitted attribute replaced by ``node``."""
+    source = zipfile.ZipFile(io.BytesIO(_skops("forest")))
+    schema = json.loads(source.read("schema.json"))
+    schema["content"]["content"][attribute] = node
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as out:
+        for name in source.namelist():
+            if name != "schema.json":
+                out.writestr(name, source.read(name))
+        out.writestr("schema.json", json.dumps(schema))
+    return buf.getvalue()
+
+
+def _skops_popen(canary: Path) -> bytes:
+    return _skops_with(
+        "classes_", _reduce_node(_reexport("Popen"), "Popen", ["sh", "-c", f"echo ran > {canary}"])
+    )
+
+
+def _skops_gzip_writer(canary: Path) -> bytes:
+    return _skops_with(
+        "classes_", _reduce_node(_reexport("GzipFile"), "GzipFile", str(canary), "wb")
+    )
+
+
+def _skops_memmap(path: Path, mode: str, *, module: str | None = None) -> bytes:
+    node = _reduce_node(module or "numpy", "memmap", str(path), "uint8", mode, 0, [16])
+    return _skops_with("classes_", node)
+
+
+def _skops_memmap_read(canary: Path) -> bytes:
+    """``classes_`` read from a server file: its bytes would show in the compatibility error."""
+    secret = canary.with_name("secret.txt")
+    secret.write_text("the server's secret, 16+ bytes")
+    return _skops_memmap(secret, "r", module=_reexport("memmap"))
+
+
+def _skops_import_side_effect(canary: Path) -> bytes:
+    """Names a module that runs a command-line tool when imported (and raises SystemExit)."""
+    return _skops_with("classes_", _reduce_node("numpy.f2py.__main__", "main"))
 
 
 def _zip(members: dict[str, bytes], bomb: str | None = None, bomb_mib: int = 208) -> bytes:
@@ -414,6 +500,13 @@ CASES = [
           __import__("sklearn.preprocessing").preprocessing.FunctionTransformer(os.system)),
           "f.skops"),
       "allow-list"),
+    M("skops_reexported_popen", lambda c: (_skops_popen(c), "m.skops"), "Popen"),
+    M("skops_reexported_gzip_file_writer", lambda c: (_skops_gzip_writer(c), "m.skops"), "GzipFile"),
+    M("skops_numpy_memmap_writes_a_file", lambda c: (_skops_memmap(c, "w+"), "m.skops"), "memmap"),
+    M("skops_reexported_memmap_reads_a_file", lambda c: (_skops_memmap_read(c), "m.skops"),
+      "memmap"),
+    M("skops_module_with_import_side_effects",
+      lambda c: (_skops_import_side_effect(c), "m.skops"), "numpy.f2py.__main__"),
     M("skops_zip_bomb", lambda c: (_zip({"schema.json": b"{}"}, bomb="big.npy"), "m.skops"),
       "zip bomb"),
     M("torch_zip_bomb",
@@ -521,6 +614,10 @@ CASES = [
       lambda c: (_csv(_with(_frame(), "x1", 5, "w" * 200_000)), "d.csv"), "200,000 characters"),
     D("csv_extremely_long_column_name",
       lambda c: (_csv(_frame().rename(columns={"x0": "n" * 5_000})), "d.csv"), "column name of"),
+    D("csv_header_cell_over_the_csv_field_limit",
+      lambda c: (b"x0," + b"n" * 140_000 + b",label\n" + b"1,2,0\n" * 30, "d.csv"), "header row"),
+    D("csv_quoted_header_cell_over_the_csv_field_limit",
+      lambda c: (b'x0,"' + b"n" * 200_000 + b'",label\n' + b"1,2,0\n" * 30, "d.csv"), "at most 200"),
     D("parquet_empty_column_name",
       lambda c: (_parquet(_frame().rename(columns={"x0": " "})), "d.parquet"), "empty name"),
     D("csv_too_many_rows", lambda c: (b"x0,label\n" + b"1,0\n2,1\n" * 100_001, "d.csv"), "rows"),
@@ -643,9 +740,45 @@ def _live_skops_pipeline(canary: Path) -> None:
         model.predict_proba(_xy()[0][:2])  # ...after it has written the file
 
 
+def _live_skops(build: Callable[[Path], bytes]) -> Callable[[Path], None]:
+    """Load the crafted skops file the way the old prefix allow-list did: trusting its types."""
+
+    def load(canary: Path) -> None:
+        import skops.io as sio
+
+        data = build(canary)
+        sio.loads(data, trusted=sio.get_untrusted_types(data=data))
+        time.sleep(0.5)  # Popen's shell runs beside the test
+
+    return load
+
+
+def _live_memmap_read(canary: Path) -> None:
+    import skops.io as sio
+
+    data = _skops_memmap_read(canary)
+    model = sio.loads(data, trusted=sio.get_untrusted_types(data=data))
+    if bytes(model.classes_) == b"the server's sec":  # its first 16 bytes
+        canary.write_text("read")  # the file's bytes became the model's classes
+
+
+def _live_import(canary: Path) -> None:
+    import importlib
+    import sys
+
+    sys.modules.pop("numpy.f2py.__main__", None)
+    with pytest.raises(SystemExit):
+        importlib.import_module("numpy.f2py.__main__")
+    canary.write_text("imported")
+
+
 @pytest.mark.parametrize(
-    "load_unsafely", [_live_pickle, _live_torch_zip, _live_npz, _live_skops_pipeline],
-    ids=["pickle", "torch_zip", "npz_object_array", "skops_function"],
+    "load_unsafely",
+    [_live_pickle, _live_torch_zip, _live_npz, _live_skops_pipeline, _live_skops(_skops_popen),
+     _live_skops(_skops_gzip_writer), _live_skops(lambda c: _skops_memmap(c, "w+")),
+     _live_memmap_read, _live_import],
+    ids=["pickle", "torch_zip", "npz_object_array", "skops_function", "skops_popen",
+         "skops_gzip_writer", "skops_memmap_write", "skops_memmap_read", "import_side_effect"],
 )  # fmt: skip
 def test_payloads_are_live(load_unsafely, tmp_path):
     """Loaded the unsafe way, each hostile payload of the corpus does write its canary."""

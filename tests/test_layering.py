@@ -8,7 +8,9 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("package", ["explainers", "datasets", "app.jobs", "app.plots"])
+@pytest.mark.parametrize(
+    "package", ["explainers", "datasets", "app.jobs", "app.plots", "app.access"]
+)
 def test_compute_does_not_import_streamlit(package):
     code = (
         "import importlib, pkgutil, sys\n"

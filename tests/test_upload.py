@@ -15,7 +15,7 @@ from sklearn.preprocessing import OneHotEncoder
 
 from app.uploads import UploadStore
 from datasets import DataValidationError
-from datasets.upload import dataset_from_frame, read_table
+from datasets.upload import UploadLimits, dataset_from_frame, read_table
 from explainers.models import ModelCompatibilityError
 
 
@@ -103,4 +103,27 @@ def test_numeric_model_with_wrong_width_is_refused(tmp_path):
     data_id, _ = store.add_dataset(frame.to_csv(index=False).encode(), "t.csv", "target")
     with pytest.raises(ModelCompatibilityError, match="takes 5 input features"):
         store.add_model(sio.dumps(forest), "f.skops", data_id)
-    assert [p.name for p in tmp_path.iterdir()] == [data_id]  # nothing stored for the refused model
+    uploads = [
+        p.name for p in tmp_path.iterdir() if not p.name.startswith(".")
+    ]  # not the store's own
+    assert uploads == [data_id]  # nothing stored for the refused model
+
+
+def test_one_hot_width_times_rows_is_capped():
+    """A file within the cell cap can encode to far more: each category becomes a column."""
+    rng = np.random.default_rng(0)
+    n = 400
+    frame = pd.DataFrame({f"c{j}": rng.integers(0, 90, n).astype(str) for j in range(20)})
+    frame["target"] = np.arange(n) % 2
+    width = sum(frame[f"c{j}"].nunique() for j in range(20))  # about 1,800 one-hot columns
+    limits = UploadLimits(max_model_cells=n * width - 1)
+    with pytest.raises(DataValidationError, match=f"one-hot encoding gives {width:,} model"):
+        dataset_from_frame(frame, "target", limits=limits)
+    assert dataset_from_frame(frame, "target", limits=UploadLimits(max_model_cells=n * width))
+    from app.config import upload_limits
+
+    assert (
+        upload_limits().max_model_cells
+        == UploadLimits().max_model_cells
+        == 4 * UploadLimits().max_cells
+    )

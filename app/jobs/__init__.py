@@ -25,7 +25,9 @@ kinds also take ``rows`` (cap on the test rows explained), and those whose metho
 gradients).
 Specs are documented in ``app.jobs.resolve``; models from finished runs are ``{"run": id}``.
 ``submit(..., owner=user)`` caps a user's queued + running jobs (FLIPSCOPE_MAX_JOBS_PER_USER); a
-job running past FLIPSCOPE_JOB_TIME_LIMIT_S is stopped and failed.
+job running past FLIPSCOPE_JOB_TIME_LIMIT_S is stopped and failed. On a user's behalf, pass the
+user: ``submit(owner=)``, ``status/result/cancel/retry/delete(run_id, user=)``; ``app.access``
+decides and refuses with ``NotYours`` (None: sign-in off, or the operator, may do everything).
 
 Workers: ``flipscope worker`` (``FLIPSCOPE_QUEUE=redis://...`` to share a queue); ``flipscope run``
 starts one beside the dashboard and restarts it if it dies. A worker that dies mid-job leaves the

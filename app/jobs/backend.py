@@ -13,7 +13,11 @@ if TYPE_CHECKING:
 
 @runtime_checkable
 class JobBackend(Protocol):
-    """Queue jobs, follow them, stop them. Every method returns at once; jobs run in workers."""
+    """Queue jobs, follow them, stop them. Every method returns at once; jobs run in workers.
+
+    ``owner``/``user`` is who asks: the signed-in user, or None when sign-in is off and for the
+    operator's command line (full access). What a user may do is ``app.access``'s to decide; a
+    refusal raises ``app.access.NotYours``."""
 
     store: RunStore
 
@@ -27,23 +31,29 @@ class JobBackend(Protocol):
         owner: str | None = None,
     ) -> str:
         """Validate and queue a job of ``kind``; returns the new run's id. ``owner``: the
-        signed-in user (their queued + running jobs are capped by FLIPSCOPE_MAX_JOBS_PER_USER)."""
+        signed-in user, who must be allowed to use every upload and run the job names (their
+        queued + running jobs are capped by FLIPSCOPE_MAX_JOBS_PER_USER)."""
         ...
 
-    def status(self, run_id: str) -> Run:
+    def status(self, run_id: str, user: str | None = None) -> Run:
         """The run's record: status, progress, timestamps, error, metrics, artifacts."""
         ...
 
-    def result(self, run_id: str) -> Explanation:
+    def result(self, run_id: str, user: str | None = None) -> Explanation:
         """The Explanation a finished run saved."""
         ...
 
-    def cancel(self, run_id: str) -> Run:
+    def cancel(self, run_id: str, user: str | None = None) -> Run:
         """Ask a run to stop (queued: at once; running: at its next epoch or batch)."""
         ...
 
-    def retry(self, run_id: str) -> str:
-        """Queue a failed or cancelled run again; returns the new run's id (linked both ways)."""
+    def retry(self, run_id: str, user: str | None = None) -> str:
+        """Queue a failed or cancelled run again as ``user`` (charged to them); returns the new
+        run's id (linked both ways)."""
+        ...
+
+    def delete(self, run_id: str, user: str | None = None) -> None:
+        """Remove a finished run and its files."""
         ...
 
     def list(

@@ -2,6 +2,10 @@
 
 ``submit KIND --dataset NAME [--model SPEC] [--param KEY=VALUE ...] [--wait]`` prints the run
 id; ``list``, ``show ID`` (JSON), ``log ID``, ``cancel ID``, ``retry ID``, ``delete ID``, ``kinds``.
+
+The command line is the operator (``app.access``: user None): it sees and may change every run and
+upload. What it submits has no owner, so signed-in users may view and use it like a demo run;
+a run it retries keeps its owner.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 
 def jobs_main(args: argparse.Namespace) -> int:
+    from app.access import NotYours
     from app.jobs.backend import get_backend
     from app.jobs.huey_backend import QueueConfigError, QueueUnavailable
     from app.jobs.resolve import SpecError
@@ -62,14 +67,19 @@ def jobs_main(args: argparse.Namespace) -> int:
     from app.jobs.tasks import JobError
     from explainers.base import ParamsError
 
+    backend = None
     try:
         backend = get_backend()
         return _jobs(args, backend)
     except (
-        SpecError, ParamsError, JobError, RunNotFound, RunStateError, QueueConfigError,
-        QueueUnavailable, ValueError,
+        SpecError, ParamsError, JobError, RunNotFound, NotYours, RunStateError,
+        QueueConfigError, QueueUnavailable, ValueError,
     ) as exc:  # fmt: skip
-        print(f"error: {exc}", file=sys.stderr)
+        # Messages for viewers do not name server folders; the operator at the CLI gets the store.
+        where = (
+            f" (run store {backend.store.root})" if isinstance(exc, RunNotFound) and backend else ""
+        )
+        print(f"error: {exc}{where}", file=sys.stderr)
         return 2
 
 

@@ -26,6 +26,7 @@ from huey.api import Huey
 from huey.consumer import Consumer
 from huey.exceptions import RetryTask
 
+from app.access import CANCEL, DELETE, RETRY, VIEW, Gate
 from app.config import settings
 from app.jobs.store import (
     CANCELLED,
@@ -127,11 +128,13 @@ class HueyBackend:
     ) -> str:
         """Validate and queue a job; returns its run id at once (the job runs in a worker).
 
-        With an ``owner`` (the signed-in user), refuses a job beyond
-        ``FLIPSCOPE_MAX_JOBS_PER_USER`` queued or running ones (``JobLimitError``)."""
+        ``owner`` is the submitting user (None: sign-in off, or the operator). A job naming an
+        upload or a run they may not use is refused (``app.access.NotYours``), and so is a job
+        beyond ``FLIPSCOPE_MAX_JOBS_PER_USER`` queued or running ones (``JobLimitError``)."""
         from app.jobs.tasks import validate
 
         dataset_spec, model_spec, clean = validate(kind, dataset, model, params)
+        Gate(owner, self.store).check_job(dataset_spec, model_spec, clean)
         if owner is not None:
             limit = settings().max_jobs_per_user
             active = [r for r in self.store.list(owner=owner) if not r.finished]
@@ -156,19 +159,25 @@ class HueyBackend:
             raise QueueUnavailable(reason + "; is the queue (FLIPSCOPE_QUEUE) up?") from exc
         return run.id
 
-    def status(self, run_id: str) -> Run:
-        return self.store.get(run_id)
+    # ``user`` below: who asks (None: sign-in off, or the operator's command line, which may do
+    # everything); another user's run, or a missing one, raises ``app.access.NotYours``.
+    def status(self, run_id: str, user: str | None = None) -> Run:
+        return Gate(user, self.store).run(run_id, VIEW)
 
-    def result(self, run_id: str) -> Any:
+    def result(self, run_id: str, user: str | None = None) -> Any:
         """The run's Explanation (``RunStateError`` if it has none, e.g. a blackbox run)."""
+        Gate(user, self.store).run(run_id, VIEW)
         return self.store.load_explanation(run_id)
 
-    def cancel(self, run_id: str) -> Run:
+    def cancel(self, run_id: str, user: str | None = None) -> Run:
+        Gate(user, self.store).run(run_id, CANCEL)
         return self.store.request_cancel(run_id)
 
-    def retry(self, run_id: str) -> str:
-        """Queue a new run with the same kind, specs and params, linked to the old one."""
-        old = self.store.get(run_id)
+    def retry(self, run_id: str, user: str | None = None) -> str:
+        """Queue a new run with the same kind, specs and params, linked to the old one. The new
+        run belongs to, and counts against the job cap of, the user who asks (the operator's
+        retry keeps the old run's owner, so a user's run never turns public)."""
+        old = Gate(user, self.store).run(run_id, RETRY)
         if old.status not in (FAILED, CANCELLED):
             raise RunStateError(
                 f"run {run_id} is {old.status}; only failed or cancelled runs are retried "
@@ -178,7 +187,7 @@ class HueyBackend:
             raise RunStateError(f"run {run_id} has an unreadable record; it cannot be retried")
         new_id = self.submit(
             old.kind, dataset=old.dataset, model=old.model, params=old.params, retry_of=run_id,
-            owner=old.owner,
+            owner=old.owner if user is None else user,
         )  # fmt: skip
 
         def link(rec: dict[str, Any]) -> None:
@@ -192,7 +201,8 @@ class HueyBackend:
     ) -> list[Run]:
         return self.store.list(status=status, kind=kind, owner=owner)
 
-    def delete(self, run_id: str) -> None:
+    def delete(self, run_id: str, user: str | None = None) -> None:
+        Gate(user, self.store).run(run_id, DELETE)
         self.store.delete(run_id)
 
     def pending(self) -> int:

@@ -15,7 +15,9 @@ Model specs
 
 The command line writes them as ``moons``, ``demo:moons``, ``upload:ID``, ``run:ID``,
 ``emap_run:ID`` or as JSON. Specs are checked when a job is submitted (``normalize_*``), and
-resolved in the worker (``resolve_*``), which imports the heavy packages only then.
+resolved in the worker (``resolve_*``), which imports the heavy packages only then. Every upload
+or run a spec names is read through ``app.access.Gate`` for the job's owner (``user``), so a
+job reads nothing its owner may not use, however it reached the queue.
 """
 
 from __future__ import annotations
@@ -107,13 +109,14 @@ def demo_models() -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------- resolving (worker side)
-def resolve_dataset(spec: dict[str, Any]) -> Dataset:
+def resolve_dataset(spec: dict[str, Any], *, user: str | None = None) -> Dataset:
+    """The data set a job works on; ``user``: the job's owner (None: sign-in off, all open)."""
     from datasets import load_dataset
 
     spec = normalize_dataset_spec(spec)
     if "name" in spec:
         return load_dataset(spec["name"])
-    return load_uploaded_dataset(spec["upload"])
+    return load_uploaded_dataset(spec["upload"], user=user)
 
 
 def resolve_model(
@@ -124,8 +127,10 @@ def resolve_model(
     *,
     device: str = "cpu",
     progress: Progress | None = None,
+    user: str | None = None,
 ) -> Model:
-    """The black box a job explains, checked against the data set it will be used on."""
+    """The black box a job explains, checked against the data set it will be used on;
+    ``user``: the job's owner, who must be allowed to use an uploaded model or a run's."""
     from explainers.models import check_compatible
 
     spec = normalize_model_spec(spec, dataset_spec)
@@ -145,10 +150,10 @@ def resolve_model(
             )
         model = demo_model(value, settings().cache_dir, progress=progress)
     elif key == "upload":
-        model = load_uploaded_model(value, dataset_spec)
+        model = load_uploaded_model(value, dataset_spec, user=user)
     else:
         want = None if key == "run" else key.removesuffix("_run")
-        model = _model_from_run(store, value, want, device, dataset, dataset_spec)
+        model = _model_from_run(store, value, want, device, dataset, dataset_spec, user)
     check_compatible(model, dataset)
     return model
 
@@ -160,13 +165,11 @@ def _model_from_run(
     device: str,
     dataset: Dataset,
     dataset_spec: dict[str, Any],
+    user: str | None,
 ) -> Model:
-    from app.jobs.store import SUCCEEDED, RunNotFound
+    from app.jobs.store import SUCCEEDED
 
-    try:
-        run = store.get(run_id)
-    except RunNotFound as exc:
-        raise SpecError(str(exc)) from None
+    run = _usable_run(store, run_id, user)
     if want_kind is not None and run.kind != want_kind:
         raise SpecError(f"run {run_id} is a {run.kind} run, not {want_kind}")
     if run.kind not in MODEL_ARTIFACTS:
@@ -241,48 +244,64 @@ def resolve_surrogate(
     store: RunStore,
     *,
     device: str = "cpu",
+    user: str | None = None,
 ) -> Model:
-    """The differentiable surrogate an EMAP run learned of the same black box on the same data."""
+    """The differentiable surrogate an EMAP run learned of the same black box on the same data;
+    ``user``: the job's owner, who must be allowed to use that run."""
     run_id = normalize_surrogate_spec(spec)["emap_run"]
     model_spec = normalize_model_spec(model_spec, dataset_spec)
-    try:
-        emap_model = normalize_model_spec(store.get(run_id).model, dataset_spec)
-    except LookupError as exc:
-        raise SpecError(str(exc)) from None
+    emap_model = normalize_model_spec(_usable_run(store, run_id, user).model, dataset_spec)
     if emap_model != model_spec:
         raise SpecError(
             f"EMAP run {run_id} learned a surrogate of model {emap_model}, but this job explains "
             f"{model_spec}; use an EMAP run of the same model"
         )
-    return _model_from_run(store, run_id, "emap", device, dataset, dataset_spec)
+    return _model_from_run(store, run_id, "emap", device, dataset, dataset_spec, user)
+
+
+def _usable_run(store: RunStore, run_id: str, user: str | None) -> Any:
+    """The run, if ``user`` may use it in a job (``SpecError`` naming it otherwise)."""
+    from app.access import USE, Gate, NotYours
+
+    try:
+        return Gate(user, store).run(run_id, USE)
+    except NotYours as exc:
+        raise SpecError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- uploads
-def _upload_store() -> Any:
-    from app.config import upload_limits
-    from app.uploads import UploadStore
-
-    cfg = settings()
-    return UploadStore(cfg.uploads_dir, upload_limits(cfg))
-
-
-def load_uploaded_dataset(upload_id: str) -> Dataset:
-    """An uploaded data set from the upload store under the data directory."""
-    from app.uploads import UploadNotFound
+def _usable_upload(store: Any, upload_id: str, user: str | None) -> Any:
+    """The upload's record, if ``user`` may use it in a job (``SpecError`` otherwise)."""
+    from app.access import USE, Gate, NotYours
 
     try:
-        return _upload_store().dataset(upload_id)
+        return Gate(user, uploads=store).upload(upload_id, USE)
+    except NotYours as exc:
+        raise SpecError(str(exc)) from None
+
+
+def load_uploaded_dataset(upload_id: str, *, user: str | None = None) -> Dataset:
+    """An uploaded data set from the upload store under the data directory, if ``user`` (the
+    job's owner) may use it."""
+    from app.uploads import UploadNotFound, upload_store
+
+    store = upload_store()
+    _usable_upload(store, upload_id, user)
+    try:
+        return store.dataset(upload_id)
     except UploadNotFound as exc:
         raise SpecError(str(exc)) from None
 
 
-def load_uploaded_model(upload_id: str, dataset_spec: dict[str, Any]) -> Model:
-    """An uploaded model; it must have been uploaded for the run's data set."""
-    from app.uploads import UploadNotFound
+def load_uploaded_model(
+    upload_id: str, dataset_spec: dict[str, Any], *, user: str | None = None
+) -> Model:
+    """An uploaded model, if ``user`` may use it; it must have been uploaded for the run's data set."""
+    from app.uploads import UploadNotFound, upload_store
 
-    store = _upload_store()
+    store = upload_store()
     try:
-        info = store.info(upload_id)
+        info = _usable_upload(store, upload_id, user)
         bound = info.options.get("dataset")
         if info.kind == "model" and dataset_spec.get("upload") != bound:
             raise SpecError(

@@ -70,7 +70,8 @@ _ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
 class RunNotFound(LookupError):
-    """No run with this id in the store."""
+    """No run with this id in the store (the message never names the store's folder: viewers
+    see it)."""
 
 
 class RunStateError(ValueError):
@@ -96,7 +97,9 @@ class Run:
     ``dataset`` and ``model`` are the specs the job was submitted with (see ``app.jobs.resolve``);
     ``error`` is a one-line reason when the run failed (the traceback is in the log); ``worker`` is
     ``{"host", "pid", "start"}`` of the process that ran it; ``retry_of``/``retried_by`` link a
-    retry to the run it repeats; ``owner`` is the user who submitted it (None without sign-in). ``artifacts`` lists files under ``artifacts/`` (relative paths).
+    retry to the run it repeats; ``owner`` is the user who submitted it (None without sign-in);
+    ``share_token`` is the secret a share link carries besides the id (``share_token()``, see
+    ``app.access``). ``artifacts`` lists files under ``artifacts/`` (relative paths).
     """
 
     id: str
@@ -118,6 +121,7 @@ class Run:
     retry_of: str | None = None
     retried_by: str | None = None
     owner: str | None = None
+    share_token: str | None = None
     cancel_requested: bool = False
     artifacts: list[str] = field(default_factory=list)
     path: Path | None = None
@@ -193,6 +197,17 @@ def _is_zombie(pid: int) -> bool:
 
 
 # --------------------------------------------------------------------------- the store
+def hide_paths(text: str, *folders: Path, name: str = "the run's folder") -> str:
+    """``text`` without these server folders: a path inside one becomes relative to it, the
+    folder itself becomes ``name``. Messages that reach viewers (a run's error, why its results
+    cannot be read) name files the way a user knows them, never where the server keeps them."""
+    forms = {str(p) for folder in folders for p in (Path(folder), Path(folder).resolve())}
+    for form in sorted(forms, key=len, reverse=True):  # a folder inside another one goes first
+        text = text.replace(form + os.sep, "")
+        text = re.sub(re.escape(form) + r"(?![\w-]|\.\w)", lambda _: name, text)
+    return text
+
+
 def new_run_id() -> str:
     return secrets.token_urlsafe(16)
 
@@ -255,11 +270,10 @@ class RunStore:
         owner: str | None = None,
     ) -> Run:
         """A new queued run with a fresh id (its folder, record and active marker); ``owner`` is
-        the signed-in user who asked for it (None when the app runs without sign-in)."""
+        the signed-in user who asked for it (None when the app runs without sign-in). A record
+        that cannot be written (a disk error, a value JSON cannot hold) leaves no folder behind."""
         run_id = new_run_id()
         folder = self.root / run_id
-        (folder / ARTIFACTS).mkdir(parents=True)
-        (self.root / ACTIVE).mkdir(parents=True, exist_ok=True)
         record = Run(
             id=run_id,
             kind=kind,
@@ -272,7 +286,13 @@ class RunStore:
             owner=owner,
             progress=Progress(0.0, "queued", "waiting for a worker"),
         )
-        self._write(folder, record, fsync=True)
+        (folder / ARTIFACTS).mkdir(parents=True)
+        try:
+            self._write(folder, record, fsync=True)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        (self.root / ACTIVE).mkdir(parents=True, exist_ok=True)
         self._active(run_id).touch()
         return self.get(run_id)
 
@@ -289,13 +309,14 @@ class RunStore:
         try:
             record = self._read(folder)
         except FileNotFoundError:
-            raise RunNotFound(f"no run {run_id!r} in {self.root}") from None
+            raise RunNotFound(f"no run {run_id!r}") from None
         except ValueError as exc:
             run = Run(
                 id=run_id,
                 kind="unknown",
                 status=FAILED,
-                error=f"the run record is unreadable ({exc}); its files are kept in {folder}",
+                error=f"the run record (run.json) is unreadable ({hide_paths(str(exc), folder)}); "
+                "its files are kept in the run's folder",
                 created_at=_mtime(folder / RUN_JSON),
                 path=folder,
             )
@@ -336,7 +357,7 @@ class RunStore:
             text = self.log_path(run_id).read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             if not self.exists(run_id):
-                raise RunNotFound(f"no run {run_id!r} in {self.root}") from None
+                raise RunNotFound(f"no run {run_id!r}") from None
             return ""
         return text[-tail:] if tail else text
 
@@ -346,8 +367,9 @@ class RunStore:
 
     def load_explanation(self, run_id: str) -> Explanation:
         """The run's Explanation; ``RunStateError`` if the run has none (yet),
-        ``ExplanationFormatError`` (naming the file and the fault) if its files are damaged."""
-        from explainers.explanation import Explanation
+        ``ExplanationFormatError`` if its files are damaged or unreadable, naming the file
+        inside the run (``artifacts/explanation/arrays.npz``) and the fault, never a server path."""
+        from explainers.explanation import Explanation, ExplanationFormatError
 
         run = self.get(run_id)
         if not run.has_explanation:
@@ -355,7 +377,10 @@ class RunStore:
                 f"run {run_id} ({run.kind}, {run.status}) has no explanation"
                 + ("" if run.finished else "; it has not finished yet")
             )
-        return Explanation.load(self.artifacts_dir(run_id) / EXPLANATION)
+        try:
+            return Explanation.load(self.artifacts_dir(run_id) / EXPLANATION)
+        except (ExplanationFormatError, OSError) as exc:  # named inside the run, not the server
+            raise ExplanationFormatError(hide_paths(str(exc), self.run_dir(run_id))) from None
 
     # ------------------------------------------------------------------ updates
     @contextlib.contextmanager
@@ -363,7 +388,7 @@ class RunStore:
         """Hold the run's lock (exclusive flock) for a read-modify-write."""
         folder = self.run_dir(run_id)
         if not folder.is_dir():
-            raise RunNotFound(f"no run {run_id!r} in {self.root}")
+            raise RunNotFound(f"no run {run_id!r}")
         fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -404,6 +429,18 @@ class RunStore:
             return True
 
         return self.update(run_id, cancel_if_queued, fsync=True)
+
+    def share_token(self, run_id: str) -> str:
+        """The run's share token, made on first ask: a share link needs it besides the run id,
+        so an id seen elsewhere (a report, a log, a retry link) opens nothing by itself."""
+
+        def ensure(rec: dict[str, Any]) -> bool:
+            if rec.get("share_token"):
+                return False
+            rec["share_token"] = secrets.token_urlsafe(16)
+            return True
+
+        return str(self.update(run_id, ensure, fsync=True).share_token)
 
     def cancel_requested(self, run_id: str) -> bool:
         return (self.run_dir(run_id) / CANCEL).exists()

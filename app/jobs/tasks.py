@@ -45,9 +45,10 @@ from app.jobs.store import (
     Progress,
     Run,
     RunStore,
+    hide_paths,
     this_worker,
 )
-from explainers.base import Cancelled, ParamsError, param, params_from_dict
+from explainers.base import Cancelled, ParamsError, over_limit, param, params_from_dict
 from explainers.registry import METHODS, MethodInfo
 
 log = logging.getLogger("flipscope.jobs")
@@ -177,13 +178,13 @@ class JobContext:
     # ---------------------------------------------------------------- helpers for job functions
     def dataset(self) -> Any:
         self.report(0.01, "loading data", _spec_text(self.run.dataset), force=True)
-        return resolve.resolve_dataset(self.run.dataset)
+        return resolve.resolve_dataset(self.run.dataset, user=self.run.owner)
 
     def model(self, dataset: Any, lo: float = 0.02, hi: float = 0.05) -> Any:
         progress = self.stage("loading model", lo, hi, _spec_text(self.run.model))
         return resolve.resolve_model(
             self.run.model, dataset, self.run.dataset, self.store, device=self.device,
-            progress=progress,
+            progress=progress, user=self.run.owner,
         )  # fmt: skip
 
     @contextlib.contextmanager
@@ -283,6 +284,24 @@ class BlackboxParams:
 
 
 TREES_PER_BATCH = 10
+# A grown tree has fewer than 2 x (distinct rows of its bootstrap sample, about 63.2%) nodes, and
+# scikit-learn keeps 64 bytes plus 8 per class for each: a forest is refused past 4 GiB.
+MAX_FOREST_BYTES = 4 * 2**30
+
+
+def check_forest_size(n_trees: int, rows: int, n_classes: int) -> None:
+    """Refuse a forest whose fully grown trees could take more than ``MAX_FOREST_BYTES``."""
+    per_tree = 2 * 0.632 * rows * (64 + 8 * n_classes)
+    if n_trees * per_tree > MAX_FOREST_BYTES:
+        most = max(1, int(MAX_FOREST_BYTES // per_tree))
+        raise over_limit(
+            f"n_trees x training rows = {n_trees:,} x {rows:,}",
+            n_trees * rows,
+            most * rows,
+            f"tree rows (up to {n_trees * per_tree / 2**30:.1f} GiB of trees for "
+            f"{n_classes} classes)",
+            f"Ask for {most:,} trees or fewer, or upload fewer rows.",
+        )
 
 
 def run_blackbox(ctx: JobContext) -> dict[str, Any]:
@@ -298,6 +317,7 @@ def run_blackbox(ctx: JobContext) -> dict[str, Any]:
         raise JobError("a blackbox job trains its own model; submit it without a model spec")
     params = params_from_dict(BlackboxParams, ctx.run.params)
     dataset = ctx.dataset()
+    check_forest_size(params.n_trees, len(dataset.X_train), dataset.n_classes)
     ctx.set_device("cpu")  # scikit-learn forests run on the CPU
     forest = RandomForestClassifier(
         n_estimators=0, random_state=params.seed, n_jobs=-1, warm_start=True
@@ -356,7 +376,7 @@ class ResNetParams:
                       choices=("small", "resnet18"))  # fmt: skip
     epochs: int = param(15, "training epochs (the DeDUCE paper: 50)", 1, 500)
     coeff: float = param(4.0, "spectral-norm coefficient c (the paper: 4)", 0.1, 100.0)
-    batch_size: int = param(128, "mini-batch size", 8, 4096, advanced=True)
+    batch_size: int = param(128, "mini-batch size", 8, 1024, advanced=True)
     lr: float = param(0.1, "SGD learning rate", 1e-5, 10.0, advanced=True)
     seed: int = param(0, "random seed (initialisation and shuffling)", 0, 2**31 - 1)
     device: str = param("auto", "where to train: auto = GPU when visible",
@@ -434,7 +454,7 @@ class DensityParams:
     """The DDU feature density: one Gaussian per class on the model's penultimate features of the
     training rows (what DeDUCE scores realism with)."""
 
-    batch_size: int = param(500, "rows per forward pass when extracting features", 1, 100_000,
+    batch_size: int = param(500, "rows per forward pass when extracting features", 1, 4096,
                             advanced=True)  # fmt: skip
     device: str = param("auto", "where to run the model: auto = GPU when visible",
                         choices=("auto", "cpu", "cuda"))  # fmt: skip
@@ -504,7 +524,7 @@ def run_method(ctx: JobContext, kind: JobKind) -> dict[str, Any]:
             ctx.report(0.05, "loading model", "the surrogate of an EMAP run", force=True)
             surrogate = resolve.resolve_surrogate(
                 job_params["surrogate"], ctx.run.model, ctx.run.dataset, dataset, ctx.store,
-                device=ctx.device,
+                device=ctx.device, user=ctx.run.owner,
             )  # fmt: skip
         X = ctx.rows(dataset, job_params)
         t0 = time.perf_counter()
@@ -541,7 +561,7 @@ def split_params(
     if "rows" in job:
         try:
             job["rows"] = int(job["rows"])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # NaN, text, or infinity
             raise ParamsError(f"parameter 'rows' must be int, got {job['rows']!r}") from None
         if job["rows"] < 1:
             raise ParamsError(f"parameter 'rows' must be >= 1, got {job['rows']}")
@@ -662,12 +682,18 @@ USER_ERRORS: tuple[type[BaseException], ...] = (JobError, resolve.SpecError, Par
 
 def one_line(exc: BaseException) -> str:
     """The reason shown to the user: the message alone for errors a user can cause, else the
-    exception type and its first line (the traceback is in the log)."""
+    exception type and its first line (the traceback is in the log), with the data folder's
+    paths made relative to it."""
     from datasets import DataValidationError
-    from explainers.models import ModelCompatibilityError, ModelFormatError
+    from explainers.models import ModelCompatibilityError, ModelFormatError, ModelRuntimeError
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    known = (*USER_ERRORS, DataValidationError, ModelCompatibilityError, ModelFormatError)
+    cfg = settings()  # paths under the data folder are shown relative to it, never absolute
+    text = hide_paths(text, cfg.runs_dir, cfg.data_dir, name="the data folder")
+    known = (
+        *USER_ERRORS, DataValidationError, ModelCompatibilityError, ModelFormatError,
+        ModelRuntimeError,
+    )  # fmt: skip
     line = text if isinstance(exc, known) and text else f"{type(exc).__name__}: {text}".rstrip(": ")
     return line if len(line) <= 300 else line[:297] + "..."
 

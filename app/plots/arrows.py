@@ -35,6 +35,7 @@ from numpy.typing import NDArray
 
 from app.plots.attributions import explanation_vectors
 from app.plots.triage import smallest_k_mask
+from app.text import plot_text, plot_texts
 from explainers.explanation import Explanation
 
 SVG_MAX_ARROWS = 5000  # "auto" renderer: SVG up to this many drawn arrows, WebGL above
@@ -245,7 +246,7 @@ def decision_region_traces(regions: DecisionRegions) -> list[go.BaseTraceType]:
                 showscale=False,
                 name="black box",
                 hoverongaps=False,
-                hovertemplate=f"black box{where}: P({regions.class_names[1]}) = %{{z:.2f}}<extra></extra>",
+                hovertemplate=f"black box{where}: P({plot_text(regions.class_names[1])}) = %{{z:.2f}}<extra></extra>",
             )
         )
         traces.append(
@@ -438,7 +439,7 @@ def arrow_field_figure(
     # Points, one trace per black-box class so the legend names the classes.
     custom = np.column_stack([np.arange(n), norms, vec2]).astype(np.float32)
     point_size = 4 if len(shown) > 2000 else 6
-    for c, cname in enumerate(explanation.class_names):
+    for c, cname in enumerate(plot_texts(explanation.class_names)):
         idx = shown[explanation.predictions[shown] == c]
         if not len(idx):
             continue
@@ -537,9 +538,13 @@ def arrow_field_figure(
     default_title = f"{explanation.method}: {what} from each point{subset}{var}"
     fig.update_layout(
         title=title or default_title,
-        xaxis={"title": projection.labels[0], "range": list(xlim), "constrain": "domain"},
+        xaxis={
+            "title": plot_text(projection.labels[0]),
+            "range": list(xlim),
+            "constrain": "domain",
+        },
         yaxis={
-            "title": projection.labels[1],
+            "title": plot_text(projection.labels[1]),
             "range": list(ylim),
             "scaleanchor": "x",
             "scaleratio": 1,

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from plotly.subplots import make_subplots
 
 from app.plots.images import image_axes
+from app.text import plot_texts
 from explainers.explanation import Explanation
 
 POSITIVE = "#d6604d"  # red: pushes towards the explained class / pixel increased
@@ -97,7 +98,7 @@ def attribution_bars_figure(
             for m in names
         ],
     )
-    labels = [features[j] for j in order]
+    labels = plot_texts(features[j] for j in order)
     for c, m in enumerate(names, start=1):
         values = vectors[m][order]
         fig.add_trace(

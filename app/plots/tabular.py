@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 from numpy.typing import NDArray
 from pandas.io.formats.style import Styler
 
+from app.text import plot_text
 from datasets.base import ContinuousFeature, FeatureSchema
 from explainers.explanation import Explanation
 
@@ -211,7 +212,7 @@ def change_frequency_figure(
     share = counts / n if n else counts * 0.0
     order = share.sort_values(ascending=True, kind="stable").index  # largest at the top
     pins = _pinned(explanation, pinned)
-    labels = [f"{f} (pinned)" if f in pins else f for f in order]
+    labels = [plot_text(f) + (" (pinned)" if f in pins else "") for f in order]
     fig = go.Figure(
         go.Bar(
             x=share[order].to_numpy(),

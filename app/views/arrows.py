@@ -8,6 +8,7 @@ import streamlit as st
 from app import resources, state, widgets
 from app.plots.arrows import arrow_norms
 from app.plots.triage import smallest_k_mask
+from app.text import md, plot_text
 from explainers.explanation import Explanation
 
 PAGE = "arrows"
@@ -19,7 +20,7 @@ st.caption(
 )
 
 store = resources.backend().store
-runs = widgets.finished_runs(store, lambda r: r.kind == "emap")
+runs = widgets.finished_runs(lambda r: r.kind == "emap")
 run = widgets.run_picker(runs, key="arrows_run")
 if run is None:
     st.info(
@@ -69,14 +70,13 @@ if exp.inputs.shape[1] > 2:
 n = exp.n
 selected = state.query_int("i", 0, 0, n - 1)
 fig = resources.arrow_field(
-    run.id,
-    str(store.root),
+    run,
     axes,
     k_pct=k_pct,
     normalise=normalise,
     regions_on=bool(show_regions and run.model),
     selected=selected,
-    title=f"EMAP negative perturbations on {run.dataset.get('name', 'upload')} ({n:,} test points)",
+    title=f"EMAP negative perturbations on {plot_text(run.dataset.get('name', 'upload'))} ({n:,} test points)",
 )
 event = st.plotly_chart(fig, key="field", on_select="rerun", selection_mode="points")
 points = event.get("selection", {}).get("points", []) if event else []
@@ -108,7 +108,7 @@ cols[3].metric(
 )
 
 st.subheader("Compare with LIME")
-lime_runs = widgets.finished_runs(store, lambda r: r.kind == "lime" and r.dataset == run.dataset)
+lime_runs = widgets.finished_runs(lambda r: r.kind == "lime" and r.dataset == run.dataset)
 if not lime_runs:
     st.caption(
         "Run LIME on this data set (Explain page) to see its arrows here and how much the two agree."
@@ -124,7 +124,7 @@ else:
             "The LIME run explains other rows than this EMAP run, so agreement is not computed."
         )
     else:
-        cos, cos10 = resources.agreement(run.id, lime_run.id, str(store.root))
+        cos, cos10 = resources.agreement(run, lime_run)
         a, b, c = st.columns(3)
         a.metric(
             "Mean cosine, EMAP vs LIME",
@@ -134,21 +134,20 @@ else:
         b.metric("Without EMAP's smallest 10%", widgets.fmt(cos10))
         width = lime.params.get("kernel_width") or "lime's default (0.75 sqrt(d))"
         c.caption(
-            f"LIME settings: kernel width {width}, {lime.params.get('num_samples', '?')} samples, "
-            f"discretize_continuous {lime.params.get('discretize_continuous', '?')}"
+            f"LIME settings: kernel width {md(width)}, {md(lime.params.get('num_samples', '?'))} "
+            f"samples, discretize_continuous {md(lime.params.get('discretize_continuous', '?'))}"
         )
         if st.toggle("Show LIME's arrows", key="lime_arrows"):
             st.plotly_chart(
                 resources.arrow_field(
-                    lime_run.id,
-                    str(store.root),
+                    lime_run,
                     axes,
                     k_pct=k_pct,
                     normalise=True,
                     regions_on=False,
                     selected=None,
                     title="LIME coefficients as arrows (directions only)",
-                    plane_of=run.id,
+                    plane_of=run,
                     ranges=(tuple(fig.layout.xaxis.range), tuple(fig.layout.yaxis.range)),
                 ),
                 key="lime_field",

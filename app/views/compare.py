@@ -27,7 +27,7 @@ st.caption(
 )
 
 store = resources.backend().store
-runs = widgets.finished_runs(store, lambda r: r.kind in ATTRIBUTING)
+runs = widgets.finished_runs(lambda r: r.kind in ATTRIBUTING)
 if not runs:
     st.info("No finished runs to compare yet. Start EMAP, LIME, SHAP or IG on the Explain page.")
     st.stop()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import auth, resources, state
+from app import resources, state
+from app.access import USE, NotYours
 from app.plots.common import class_balance_figure, confusion_matrix_figure
+from app.text import md
 from app.uploads import UploadWriteError
 from datasets import DEMO_TITLES, Dataset, DataValidationError
 from datasets.upload import infer_kinds, read_table
-from explainers.models import ModelCompatibilityError, ModelFormatError
+from explainers.models import ModelCompatibilityError, ModelFormatError, ModelRuntimeError
 
 # Which view opens a precomputed demo run of each kind (EMAP on tabular data or images opens
 # the table or the image view instead of the arrow field).
@@ -68,6 +70,7 @@ def _demo_picker() -> None:
 
 def _upload_picker() -> None:
     store = resources.uploads()
+    gate = resources.gate()
     st.markdown(
         "**Data**: `.csv` (UTF-8, header row), `.parquet` or `.npz` (arrays `X` and `y`, or one array per column). "
         "**Model**: `.skops`, `.onnx`, `.safetensors` or a torch state dict; pickle, joblib, dill, "
@@ -78,7 +81,7 @@ def _upload_picker() -> None:
         try:
             frame = read_table(data_file.getvalue(), data_file.name, store.limits)
         except DataValidationError as exc:
-            st.error(f"The data set was not accepted: {exc}")
+            st.error(f"The data set was not accepted: {md(exc)}")
             return
         st.dataframe(frame.head(8), width="stretch")
         columns = list(frame.columns)
@@ -105,14 +108,14 @@ def _upload_picker() -> None:
             kinds = dict(zip(edited["column"], edited["kind"], strict=True))
             try:
                 upload_id, _ = store.add_dataset(
-                    data_file.getvalue(), data_file.name, label, kinds, owner=auth.current_user()
+                    data_file.getvalue(), data_file.name, label, kinds, owner=gate.user
                 )
             except DataValidationError as exc:
-                st.error(f"The data set was not accepted: {exc}")
+                st.error(f"The data set was not accepted: {md(exc)}")
                 return
             except UploadWriteError as exc:
                 st.error(
-                    f"The data set could not be saved on the server ({exc}); nothing was kept. Try again later."
+                    f"The data set could not be saved on the server ({md(exc)}); nothing was kept. Try again later."
                 )
                 return
             state.set_selection(state.Selection({"upload": upload_id}, None))
@@ -121,6 +124,10 @@ def _upload_picker() -> None:
     if sel.is_demo:
         st.info("Upload a data set first; then upload the model that was trained on it.")
         return
+    try:
+        gate.upload(sel.dataset["upload"], USE)
+    except NotYours:
+        return  # the page says below that this data set cannot be opened
     model_file = st.file_uploader("Model trained on this data set", key="model_file")
     if model_file is not None and st.button("Use this model", type="primary", key="use_model"):
         try:
@@ -128,14 +135,19 @@ def _upload_picker() -> None:
                 model_file.getvalue(),
                 model_file.name,
                 sel.dataset["upload"],
-                owner=auth.current_user(),
+                owner=gate.user,
             )
-        except (ModelFormatError, ModelCompatibilityError, DataValidationError) as exc:
-            st.error(str(exc))
+        except (
+            ModelFormatError,
+            ModelCompatibilityError,
+            ModelRuntimeError,
+            DataValidationError,
+        ) as exc:
+            st.error(md(exc))
             return
         except UploadWriteError as exc:
             st.error(
-                f"The model could not be saved on the server ({exc}); nothing was kept. Try again later."
+                f"The model could not be saved on the server ({md(exc)}); nothing was kept. Try again later."
             )
             return
         state.set_selection(state.Selection(sel.dataset, {"upload": model_id}))
@@ -152,21 +164,21 @@ sel = state.selection()
 
 def _load() -> tuple[Dataset | None, str | None]:
     try:
-        if sel.is_demo:
-            return resources.dataset(sel.dataset["name"]), None
-        return resources.uploaded_dataset(sel.dataset["upload"]), None
+        return resources.selected_dataset(sel), None
     except (DataValidationError, LookupError) as exc:
         return None, str(exc)
 
 
 dataset, error = _load()
 if dataset is None:
-    st.error(f"The selected data set cannot be opened: {error}. Choose a demo or upload it again.")
+    st.error(
+        f"The selected data set cannot be opened: {md(error)}. Choose a demo or upload it again."
+    )
     st.stop()
 
-st.subheader(dataset.name)
+st.subheader(md(dataset.name))
 if dataset.description:
-    st.caption(dataset.description)
+    st.caption(md(dataset.description))
 summary = dataset.summary()
 cols = st.columns(4)
 cols[0].metric("Training rows", f"{summary['rows_train']:,}")
@@ -180,17 +192,16 @@ if sel.model is None:
     st.info("No model yet: upload the model trained on this data set above.")
     st.plotly_chart(balance, key="balance")
     st.stop()
-kind, key = ("demo", sel.model["demo"]) if "demo" in sel.model else ("upload", sel.model["upload"])
 try:
     with st.spinner(
         "Loading the model (a demo forest trains once, a few seconds, then it is cached)"
     ):
-        model = resources.demo(key) if kind == "demo" else resources.uploaded_model(key)
-        scores = resources.scores(kind, key)
+        model = resources.selected_model(sel)
+        scores = resources.selected_scores(sel)
 except (ValueError, LookupError) as exc:
-    st.error(f"The model cannot be used: {exc}")
+    st.error(f"The model cannot be used: {md(exc)}")
     st.stop()
-st.caption(model.description)
+st.caption(md(model.description))
 cols = st.columns(3)
 cols[0].metric("Test accuracy", f"{scores['accuracy']:.3f}")
 f1_label = "Test F1" + (" (macro)" if scores["f1_average"] == "macro" else "")

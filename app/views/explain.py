@@ -5,26 +5,30 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import auth, resources, state, widgets
+from app import resources, state, widgets
+from app.access import CANCEL, RETRY, USE, NotYours
 from app.jobs import FAILED, RUNNING, SUCCEEDED
 from app.jobs.tasks import KINDS
+from app.text import md
 from explainers.registry import METHODS
 
 st.title("Explain")
+widgets.refuse_foreign_run()
 sel = state.selection()
 backend = resources.backend()
-store = backend.store
+gate = resources.gate()
 
 try:
     dataset = resources.selected_dataset(sel)
+    model_caps = resources.selected_capabilities(sel)
 except (ValueError, LookupError) as exc:
     st.error(
-        f"The selected data set cannot be opened: {exc}. Pick another on the Data & model page."
+        f"The selected data set or model cannot be opened: {md(exc)}. Pick another on the Data & "
+        "model page."
     )
     st.stop()
-model_caps = resources.selected_capabilities(sel)
 st.caption(
-    f"Data: **{dataset.name}** ({dataset.modality}, {len(dataset.X_test):,} test rows). "
+    f"Data: **{md(dataset.name)}** ({dataset.modality}, {len(dataset.X_test):,} test rows). "
     "Jobs run in the background: closing the tab loses nothing, and results stay after a restart."
 )
 
@@ -75,9 +79,7 @@ if info.summary:
 model_spec = dict(sel.model)
 if info.accepts_surrogate and "gradients" in info.needs and "gradients" not in model_caps:
     emap_runs = [
-        r
-        for r in widgets.visible(store.list(status=SUCCEEDED, kind="emap"))
-        if r.dataset == sel.dataset
+        r for r in gate.runs(status=SUCCEEDED, kind="emap", action=USE) if r.dataset == sel.dataset
     ]
     if not emap_runs:
         st.info(
@@ -110,10 +112,10 @@ if submitted:
             dataset=sel.dataset,
             model=model_spec,
             params={**values, "rows": int(rows)},
-            owner=auth.current_user(),
+            owner=gate.user,
         )
     except (ValueError, LookupError, RuntimeError) as exc:
-        st.error(f"The job was not started: {exc}")
+        st.error(f"The job was not started: {md(exc)}")
     else:
         state.set_run(run_id)
         st.toast(f"Started {info.title} ({run_id[:8]})")
@@ -121,18 +123,22 @@ if submitted:
 
 @st.fragment(run_every=1.0)
 def live_progress(run_id: str) -> None:
-    run = store.get(run_id)
+    run = gate.run(run_id)
     p = run.progress
-    label = f"{info_title(run.kind)} {run_id[:8]}: {p.stage or run.status}"
+    label = f"{info_title(run.kind)} {run_id[:8]}: {md(p.stage or run.status)}"
     if p.message:
-        label += f": {p.message}"
+        label += f": {md(p.message)}"
     if run.status == RUNNING:
         label += f" ({widgets.eta_text(p.eta_seconds)})"
     st.progress(min(max(p.fraction, 0.0), 1.0), text=label)
     if not run.finished:
-        if st.button("Cancel", key=f"cancel.{run_id}"):
-            backend.cancel(run_id)
-            st.toast("Cancelling: the job stops at its next epoch or batch")
+        if gate.may(run, CANCEL) and st.button("Cancel", key=f"cancel.{run_id}"):
+            try:
+                backend.cancel(run_id, user=gate.user)
+            except NotYours as exc:
+                st.error(f"The run was not cancelled: {exc}.")
+            else:
+                st.toast("Cancelling: the job stops at its next epoch or batch")
     else:
         st.rerun()
 
@@ -141,9 +147,12 @@ def info_title(kind: str) -> str:
     return KINDS[kind].title if kind in KINDS else kind
 
 
-active = state.run_id()
-if active and store.exists(active):
-    run = store.get(active)
+active = state.run_id()  # refuse_foreign_run above dropped one this user may not view
+try:
+    run = gate.run(active) if active else None
+except NotYours:
+    run = None  # deleted since
+if active and run is not None:
     if not run.finished:
         live_progress(active)
     elif run.status == SUCCEEDED:
@@ -152,15 +161,19 @@ if active and store.exists(active):
             "Open a view from the sidebar to see it."
         )
     elif run.status == FAILED:
-        st.error(f"{info_title(run.kind)} {active[:8]} failed: {run.error}")
-        if st.button("Retry", key="retry"):
-            state.set_run(backend.retry(active))
-            st.rerun()
+        st.error(f"{info_title(run.kind)} {active[:8]} failed: {md(run.error)}")
+        if gate.may(run, RETRY) and st.button("Retry", key="retry"):
+            try:
+                state.set_run(backend.retry(active, user=gate.user))
+            except (ValueError, LookupError, RuntimeError) as exc:
+                st.error(f"The run was not retried: {md(exc)}")
+            else:
+                st.rerun()
     else:
         st.warning(f"{info_title(run.kind)} {active[:8]} was {run.status}.")
 
 st.subheader("Runs")
-runs = widgets.visible(store.list())
+runs = gate.runs()
 if not runs:
     st.caption("No runs yet.")
 else:

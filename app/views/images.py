@@ -14,6 +14,7 @@ from app.plots.images import (
     image_counterfactual_figure,
     probability_change_figure,
 )
+from app.text import md
 
 PAGE = "images"
 st.title("Image counterfactuals")
@@ -24,7 +25,7 @@ st.caption(
 
 store = resources.backend().store
 runs = widgets.finished_runs(
-    store, lambda r: r.kind in ("emap", "deduce", "jsma") and resources.modality(r) == "image"
+    lambda r: r.kind in ("emap", "deduce", "jsma") and resources.modality(r) == "image"
 )
 if not runs:
     st.info(
@@ -46,7 +47,7 @@ picked = widgets.newest_per_method(runs, store, "img_methods")
 exps = {m: e for m, (_, e) in picked.items()}
 first_run, first = next(iter(picked.values()))
 
-dataset = resources.dataset_for_spec(first_run.dataset)  # type: ignore[attr-defined]
+dataset = resources.run_dataset(first_run)
 # Rows every chosen run explains (runs may explain different numbers of test rows).
 n_common = min(e.n for e in exps.values())
 labels = dataset.y_test[:n_common]
@@ -76,11 +77,11 @@ threshold = st.toggle(
 thr = PAPER_THRESHOLD if threshold else None
 
 targets = {name: e.class_names[int(e.targets[index])] for name, e in exps.items()}
-st.caption("Target class: " + ", ".join(f"{m}: {t}" for m, t in targets.items()))
+st.caption("Target class: " + ", ".join(f"{m}: {md(t)}" for m, t in targets.items()))
 fig = image_counterfactual_figure(exps, index, threshold=thr)
 st.plotly_chart(fig, key="img_fig")
 
-model = resources.model_for_spec(first_run.model)  # type: ignore[attr-defined]
+model = resources.run_model(first_run)
 if model is not None:
     before, after = class_probabilities(model, exps, index)
     st.plotly_chart(

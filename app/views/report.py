@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import resources, widgets
+from app.access import EXPORT
 from app.plots.export import chromium_path, figures_png, run_report_html
 from app.plots.report import report_figures
 
@@ -16,17 +17,21 @@ st.caption(
 )
 
 store = resources.backend().store
-runs = widgets.finished_runs(store, lambda r: True)
+runs = widgets.finished_runs(lambda r: True)
 run = widgets.run_picker(runs, key="rep_run")
 if run is None:
     st.info("No finished run yet.")
     st.stop()
 exp = widgets.open_explanation(run, store)
+if not resources.gate().may(run, EXPORT):
+    st.info(
+        f"Run {run.id[:8]} was shared with you to view: its report and figures are exported by its "
+        "owner. The run's pages stay open to you through the link."
+    )
+    st.stop()
 wrong_labels = resources.black_box_errors(run, exp)
-y_true = (
-    resources.dataset_for_spec(run.dataset).y_test[: exp.n] if wrong_labels is not None else None
-)
-figures = report_figures(exp, resources.model_for_spec(run.model), y_true)
+y_true = resources.run_dataset(run).y_test[: exp.n] if wrong_labels is not None else None
+figures = report_figures(exp, resources.run_model(run), y_true)
 st.write(f"The report holds {len(figures)} figure(s): {', '.join(figures)}.")
 notes = st.text_area("Notes for the reader (optional)", key="rep_notes")
 html = run_report_html(run, exp, figures, notes=notes)

@@ -7,6 +7,7 @@ import streamlit as st
 
 from app import resources, state, widgets
 from app.plots.tabular import change_frequency_figure, counterfactual_table
+from app.text import md
 
 PAGE = "tabular"
 st.title("Counterfactual table")
@@ -16,9 +17,7 @@ st.caption(
 )
 
 store = resources.backend().store
-runs = widgets.finished_runs(
-    store, lambda r: r.kind == "emap" and resources.modality(r) == "tabular"
-)
+runs = widgets.finished_runs(lambda r: r.kind == "emap" and resources.modality(r) == "tabular")
 run = widgets.run_picker(runs, key="tab_run")
 if run is None:
     st.info(
@@ -29,7 +28,7 @@ if run is None:
 exp = widgets.open_explanation(run, store)
 pinned = tuple(run.params.get("pinned") or ())
 if pinned:
-    st.caption(f"This run pinned {', '.join(pinned)}: EMAP was not allowed to change them.")
+    st.caption(f"This run pinned {md(', '.join(pinned))}: EMAP was not allowed to change them.")
 else:
     st.caption(
         "No feature was pinned in this run. To keep features such as race and sex fixed, start EMAP "
@@ -65,10 +64,10 @@ after = (
 )
 flipped = exp.success is not None and bool(exp.success[index])
 c1, c2, c3 = st.columns(3)
-c1.metric("Black box's class", before)
+c1.metric("Black box's class", md(before))
 c2.metric(
     "After the change",
-    after,
+    md(after),
     delta="flipped" if flipped else "not flipped",
     delta_color="normal" if flipped else "inverse",
 )

@@ -24,13 +24,13 @@ st.caption(
 )
 
 store = resources.backend().store
-runs = widgets.finished_runs(store, lambda r: r.kind in ("emap", "deduce", "jsma"))
+runs = widgets.finished_runs(lambda r: r.kind in ("emap", "deduce", "jsma"))
 run = widgets.run_picker(runs, key="tri_run")
 if run is None:
     st.info("No finished EMAP, DeDUCE or JSMA run yet. Start one on the Explain page.")
     st.stop()
 exp = widgets.open_explanation(run, store)
-dataset = resources.dataset_for_spec(run.dataset)
+dataset = resources.run_dataset(run)
 if exp.n > len(dataset.X_test) or (exp.inputs[:5] != dataset.X_test[: min(5, exp.n)]).any():
     st.error(
         "This run did not explain the test split's rows in order, so its points cannot be checked against labels."

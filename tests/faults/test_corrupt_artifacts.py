@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from app.jobs import SUCCEEDED
 from explainers.explanation import ARRAYS, META, ExplanationFormatError
 from tests.faults.conftest import VIEWS, same_explanation, stored_emap_run
+from tests.markdown import as_text
 
 
 def _truncate(folder: Path) -> None:
@@ -107,7 +108,7 @@ def test_a_view_shows_an_error_for_the_damaged_run_only(env, view):
     at.query_params["run"] = bad
     at.run()
     assert not at.exception, at.exception
-    errors = [e.value for e in at.error]
+    errors = [as_text(e.value) for e in at.error]
     assert len(errors) == 1, errors
     assert errors[0].startswith(f"Run {bad[:8]}: this run's results cannot be read: ")
     assert "arrays.npz is corrupted" in errors[0] and "re-run it" in errors[0]

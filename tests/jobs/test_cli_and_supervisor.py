@@ -52,7 +52,7 @@ def test_jobs_commands(data_dir, capsys):
         (["submit", "blackbox", "--dataset", "moons", "--param", "n_trees"], "write KEY=VALUE"),
         (["submit", "blackbox", "--dataset", "moons", "--param", "n_trees=-1"], "n_trees"),
         (["show", "../../etc/passwd"], "is not a run id"),
-        (["show", "A" * 22], "no run"),
+        (["show", "A" * 22], "no run 'AAAAAAAAAAAAAAAAAAAAAA' (run store "),
     ],
 )
 def test_jobs_errors_say_what_is_wrong(data_dir, capsys, argv, message):

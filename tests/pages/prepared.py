@@ -11,10 +11,22 @@ from explainers.explanation import Explanation, Provenance
 
 
 def finished_run(
-    store: RunStore, kind: str, dataset: str, explanation: Explanation, params=None
+    store: RunStore,
+    kind: str,
+    dataset: str | dict,
+    explanation: Explanation,
+    params=None,
+    owner: str | None = None,
+    model: dict | None = None,
 ) -> str:
+    """A succeeded run holding ``explanation``; ``dataset`` is a built-in name or a spec."""
+    spec = {"name": dataset} if isinstance(dataset, str) else dataset
     run = store.create(
-        kind, dataset={"name": dataset}, model={"demo": dataset}, params=params or {}
+        kind,
+        dataset=spec,
+        model=model or ({"demo": dataset} if isinstance(dataset, str) else None),
+        params=params or {},
+        owner=owner,
     )
     worker = this_worker()
     assert store.start(run.id, worker, device="cpu")
@@ -123,3 +135,51 @@ def adult_like_emap(n: int = 50) -> Explanation:
         metrics={"surrogate_fidelity": 0.9},
         schema=d.schema,
     )
+
+
+def emap_like_upload(dataset, n: int = 40) -> Explanation:
+    """An uploaded tabular data set's test rows, each moved a little along every feature: an
+    EMAP stand-in on data that is not built in."""
+    X = dataset.X_test[:n]
+    pred = dataset.y_test[:n]
+    delta = np.full_like(X, 0.1) * np.linspace(0.2, 2.0, n)[:, None]
+    return Explanation(
+        method="emap",
+        params={},
+        modality="tabular",
+        inputs=X,
+        predictions=pred,
+        targets=1 - pred,
+        feature_names=dataset.feature_names,
+        class_names=dataset.class_names,
+        provenance=Provenance(dataset=dataset.name, model="upload"),
+        attributions=-delta,
+        counterfactuals=X + delta,
+        counterfactual_predictions=1 - pred,
+        success=np.ones(n, dtype=bool),
+        diagnostics={
+            "perturbation_norm": np.linalg.norm(delta, axis=1),
+            "norm_percentile": np.linspace(0, 100, n),
+        },
+        metrics={"surrogate_fidelity": 0.9},
+        schema=dataset.schema,
+    )
+
+
+def upload_with_model(uploads, owner: str | None, seed: int = 0) -> tuple[str, str]:
+    """An uploaded two-feature CSV data set and a forest trained on it, both ``owner``'s:
+    ``(data set id, model id)``."""
+    import pandas as pd
+    import skops.io as sio
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"x1": rng.normal(size=300), "x2": rng.normal(size=300)})
+    frame["label"] = np.where(frame.x1 + frame.x2 > 0, "high", "low")
+    data_id, dataset = uploads.add_dataset(
+        frame.to_csv(index=False).encode(), f"people{seed}.csv", "label", owner=owner
+    )
+    forest = RandomForestClassifier(n_estimators=5, random_state=0)
+    forest.fit(dataset.X_train, np.asarray(dataset.class_names)[dataset.y_train])
+    model_id, _ = uploads.add_model(sio.dumps(forest), "forest.skops", data_id, owner=owner)
+    return data_id, model_id

@@ -62,3 +62,28 @@ def test_demo_mode_opens_precomputed_runs(env, monkeypatch):
     assert not at.exception
     labels = [b.label for b in at.button]
     assert "Open EMAP" in labels and "Open LIME" in labels
+
+
+def test_an_uploaded_model_that_hangs_gives_a_message_not_a_hung_page(env, monkeypatch):
+    """The model passes the upload's 2-row probe and loops on the test split: the page's scores
+    call is killed in the sandbox after FLIPSCOPE_MODEL_CALL_TIMEOUT_S and the page says so."""
+    import time
+
+    import numpy as np
+
+    from app.uploads import upload_store
+    from tests.test_sandbox import _rows_dependent_onnx
+
+    monkeypatch.setenv("FLIPSCOPE_MODEL_CALL_TIMEOUT_S", "2")
+    X = np.random.default_rng(0).normal(size=(120, 2))
+    csv = "a,b,label\n" + "".join(f"{a},{b},{int(a + b > 0)}\n" for a, b in X)
+    uploads = upload_store()
+    data_id, _ = uploads.add_dataset(csv.encode(), "t.csv", "label")
+    model_id, _ = uploads.add_model(_rows_dependent_onnx("loop"), "slow.onnx", data_id)
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.query_params.update(data=data_id, model=model_id)
+    started = time.monotonic()
+    at.run()
+    assert time.monotonic() - started < 30
+    assert not at.exception
+    assert any("took longer than 2 s" in e.value for e in at.error), [e.value for e in at.error]

@@ -1,0 +1,193 @@
+"""Verified counterfactuals on a black box whose boundary is known exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from datasets.base import CategoricalFeature, ContinuousFeature, FeatureSchema
+from explainers.counterfactuals import (
+    AS_IS,
+    FAILED,
+    MAX_CALLS,
+    REPAIRED,
+    BlackBoxCallError,
+    refine,
+)
+
+# x0, x1, x2 continuous (x2 a whole number in original units: mean 10, std 2), colour one-hot
+SCHEMA = FeatureSchema(
+    continuous=(
+        ContinuousFeature("x0", lo=-5, hi=5),
+        ContinuousFeature("x1", lo=-5, hi=5),
+        ContinuousFeature("x2", mean=10.0, std=2.0, lo=-5, hi=5, integer=True),
+        ContinuousFeature("x3", lo=-5, hi=5),
+    ),
+    categorical=(CategoricalFeature("colour", ("red", "green", "blue"), 4),),
+)
+D = SCHEMA.width
+
+
+def black_box(Z: np.ndarray) -> np.ndarray:
+    """Class 1 iff x0 + x1 + 2 * [colour is blue] > 1; x2 and x3 play no part."""
+    Z = np.asarray(Z)
+    return ((Z[:, 0] + Z[:, 1] + 2.0 * Z[:, 6]) > 1.0).astype(np.int64)
+
+
+def _rows(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    X = np.zeros((n, D), dtype=np.float32)
+    X[:, :4] = rng.uniform(-1.0, 0.4, size=(n, 4))
+    X[:, 2] = (np.rint(X[:, 2] * 2 + 10) - 10) / 2  # whole numbers in original units
+    X[np.arange(n), 4 + rng.integers(0, 2, size=n)] = 1.0  # red or green: class 0
+    return X
+
+
+def _proposals(X: np.ndarray, seed: int = 1) -> np.ndarray:
+    """Overshooting proposals that also move the irrelevant x2, x3 and sometimes the colour."""
+    rng = np.random.default_rng(seed)
+    P = X.copy()
+    need = 1.0 - (X[:, 0] + X[:, 1])
+    P[:, 0] += need * rng.uniform(0.5, 1.3, size=len(X))  # some fall short: need repair
+    P[:, 1] += need * 0.2
+    P[:, 2] += rng.normal(size=len(X))
+    P[:, 3] += rng.normal(size=len(X))
+    swap = rng.random(len(X)) < 0.3
+    P[swap, 4:] = 0.0
+    P[swap, 5] = 1.0  # green: no help, but a changed feature
+    return P
+
+
+def _changed(X: np.ndarray, Z: np.ndarray) -> np.ndarray:
+    cont = np.abs(Z[:, :4] - X[:, :4]) > 1e-6
+    cat = np.abs(Z[:, 4:] - X[:, 4:]).sum(axis=1, keepdims=True) > 0.5
+    return np.concatenate([cont, cat], axis=1)
+
+
+def _revert(X: np.ndarray, Z: np.ndarray, j: int) -> np.ndarray:
+    out = Z.copy()
+    if j < 4:
+        out[j] = X[j]
+    else:
+        out[4:] = X[4:]
+    return out
+
+
+def test_every_verified_counterfactual_flips_is_sparse_and_no_larger():
+    X = _rows(300)
+    P = _proposals(X)
+    targets = np.ones(len(X), dtype=np.int64)
+    raw_valid = black_box(P) == 1
+    assert 0.2 < raw_valid.mean() < 0.95  # the case needs both verification and repair
+    out = refine(black_box, SCHEMA, X, P, targets, pinned=("x3",))
+    ok = out.status != FAILED
+    assert ok.mean() > 0.99
+    assert np.all(black_box(out.counterfactuals[ok]) == 1)
+    assert np.all(out.predictions[ok] == 1)
+    assert set(np.unique(out.status[raw_valid])) <= {AS_IS}
+    assert set(np.unique(out.status[~raw_valid])) <= {REPAIRED, FAILED}
+    # none larger than its raw counterfactual where the raw one was valid
+    raw_l2 = np.linalg.norm(P[raw_valid] - X[raw_valid], axis=1)
+    new_l2 = np.linalg.norm(out.counterfactuals[raw_valid] - X[raw_valid], axis=1)
+    assert np.all(new_l2 <= raw_l2 + 1e-5)
+    # sparse: x2 (irrelevant, but proposed) is reverted; reverting any remaining feature loses it
+    changed = _changed(X, out.counterfactuals)
+    assert not changed[ok, 2].any()
+    for i in np.flatnonzero(ok):
+        for j in np.flatnonzero(changed[i]):
+            assert black_box(_revert(X[i], out.counterfactuals[i], j)[None])[0] != 1, (i, j)
+    assert np.array_equal(out.changed, changed.sum(axis=1))
+    assert out.calls <= MAX_CALLS
+
+
+def test_pinned_bounds_integers_and_one_hot_blocks_hold():
+    X = _rows(200, seed=3)
+    P = _proposals(X, seed=4)
+    P[:, 0] += 20.0  # far outside x0's bounds
+    out = refine(black_box, SCHEMA, X, P, np.ones(len(X), dtype=np.int64), pinned=("x1", "x3"))
+    Z = out.counterfactuals
+    assert np.array_equal(Z[:, 1], X[:, 1]) and np.array_equal(Z[:, 3], X[:, 3])
+    assert Z[:, :4].min() >= -5 - 1e-6 and Z[:, :4].max() <= 5 + 1e-6
+    whole = Z[:, 2] * 2 + 10
+    assert np.allclose(whole, np.rint(whole), atol=1e-4)
+    assert np.allclose(Z[:, 4:].sum(axis=1), 1.0) and set(np.unique(Z[:, 4:])) <= {0.0, 1.0}
+
+
+def test_a_categorical_switch_repairs_what_scaling_cannot():
+    X = _rows(50, seed=5)
+    P = X.copy()
+    P[:, 0] += 0.05  # far too small, and x0 is pinned below, so only the colour can flip it
+    out = refine(black_box, SCHEMA, X, P, np.ones(len(X), dtype=np.int64), pinned=("x0", "x1"))
+    possible = X[:, 0] + X[:, 1] + 2.0 > 1.0  # blue flips these; nothing can flip the others
+    assert 0 < possible.sum() < len(X)
+    assert np.all(out.status[possible] == REPAIRED) and np.all(out.status[~possible] == FAILED)
+    assert np.all(out.counterfactuals[possible, 6] == 1.0)  # blue
+    assert np.all(out.changed[possible] == 1)
+
+
+def test_a_row_that_cannot_flip_is_marked_failed_and_keeps_its_proposal():
+    X = _rows(20, seed=6)
+    P = _proposals(X, seed=7)
+    # everything that matters is pinned: no counterfactual can exist
+    out = refine(
+        black_box, SCHEMA, X, P, np.ones(len(X), dtype=np.int64), pinned=("x0", "x1", "colour")
+    )
+    assert np.all(out.status == FAILED)
+    assert np.all(out.predictions == 0)
+    kept = P.copy()
+    kept[:, [0, 1]] = X[:, [0, 1]]  # pinned features are always taken from the input
+    kept[:, 4:] = X[:, 4:]
+    assert np.allclose(out.counterfactuals[:, [0, 1, 3]], kept[:, [0, 1, 3]])
+    assert len(out.counterfactuals) == len(X)
+
+
+def test_images_need_few_calls_and_end_sparse():
+    """A 'pixel' black box: class 1 iff the mean of the first 20 of 400 pixels exceeds 0.5."""
+    n, d = 200, 400
+    schema = FeatureSchema(
+        continuous=tuple(ContinuousFeature(f"p{i}", lo=0.0, hi=1.0) for i in range(d)),
+        image_shape=(20, 20),
+    )
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0.0, 0.3, size=(n, d)).astype(np.float32)
+
+    def pixels(Z: np.ndarray) -> np.ndarray:
+        return (np.asarray(Z)[:, :20].mean(axis=1) > 0.5).astype(np.int64)
+
+    P = np.clip(X + rng.uniform(0.3, 0.9, size=(n, d)), 0, 1).astype(np.float32)  # all pixels
+    assert np.all(pixels(P) == 1)
+    out = refine(pixels, schema, X, P, np.ones(n, dtype=np.int64))
+    assert np.all(out.status == AS_IS) and np.all(pixels(out.counterfactuals) == 1)
+    assert np.median(out.changed) <= 25  # from 400 changed pixels
+    assert out.calls <= MAX_CALLS
+
+
+def test_black_box_calls_are_batched_and_bounded():
+    X = _rows(500, seed=8)
+    calls = []
+
+    def counting(Z):
+        calls.append(len(Z))
+        return black_box(Z)
+
+    out = refine(counting, SCHEMA, X, _proposals(X, seed=9), np.ones(500, dtype=np.int64),
+                 max_calls=20)  # fmt: skip
+    assert len(calls) == out.calls <= 20
+    assert sum(calls) == out.rows_asked
+
+
+def test_a_black_box_that_fails_mid_way_gives_a_clear_error_and_changes_nothing():
+    X = _rows(40, seed=10)
+    P = _proposals(X, seed=11)
+    X0, P0 = X.copy(), P.copy()
+    seen = []
+
+    def flaky(Z):
+        seen.append(1)
+        if len(seen) == 3:
+            raise RuntimeError("connection to the model server lost")
+        return black_box(Z)
+
+    with pytest.raises(BlackBoxCallError, match="connection to the model server lost"):
+        refine(flaky, SCHEMA, X, P, np.ones(40, dtype=np.int64))
+    assert np.array_equal(X, X0) and np.array_equal(P, P0)
