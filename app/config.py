@@ -9,7 +9,9 @@ FLIPSCOPE_MAX_UPLOAD_MB           50       size of one uploaded file (data set o
 FLIPSCOPE_MAX_ROWS                200000   rows of an uploaded data set
 FLIPSCOPE_MAX_COLUMNS             1000     columns of an uploaded data set
 FLIPSCOPE_MAX_JOBS_PER_USER       4        jobs one user may have queued or running
-FLIPSCOPE_JOB_TIME_LIMIT_S        1800     seconds one job may run before it is stopped
+FLIPSCOPE_JOB_TIME_LIMIT_S        1800     seconds one job may run before it is killed
+FLIPSCOPE_JOB_MEMORY_MB           8192     memory one job may use (resident, its worker process
+                                           and their children) before it is killed
 FLIPSCOPE_ALLOWED_EMAILS          (none)   who may sign in (see ``app.auth``)
 ================================  =======  ==============================================
 """
@@ -41,6 +43,7 @@ class Settings:
     max_columns: int = 1_000
     max_jobs_per_user: int = 4
     job_time_limit_s: int = 1_800
+    job_memory_mb: int = 8_192
     # Lower-cased addresses, or ``*@domain`` patterns; empty: nobody named (see app.auth).
     allowed_emails: tuple[str, ...] = ()
     # Install the precomputed demo runs of assets/demo_runs into the run store (FLIPSCOPE_DEMO_RUNS=0: no).
@@ -103,6 +106,8 @@ def settings() -> Settings:
         max_columns=_int_env("FLIPSCOPE_MAX_COLUMNS", 1_000, 2, 1_000_000),
         max_jobs_per_user=_int_env("FLIPSCOPE_MAX_JOBS_PER_USER", 4, 1, 10_000),
         job_time_limit_s=_int_env("FLIPSCOPE_JOB_TIME_LIMIT_S", 1_800, 10, 7 * 24 * 3600),
+        # Below 256 MB not even a worker with scikit-learn loaded fits.
+        job_memory_mb=_int_env("FLIPSCOPE_JOB_MEMORY_MB", 8_192, 256, 1_048_576),
         allowed_emails=parse_emails(os.environ.get("FLIPSCOPE_ALLOWED_EMAILS", "")),
         demo_runs=_int_env("FLIPSCOPE_DEMO_RUNS", 1, 0, 1) == 1,
     )

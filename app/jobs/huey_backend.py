@@ -7,7 +7,9 @@ processes on several machines that share the run store (``FLIPSCOPE_RUNS_DIR``).
 
 The queue carries only run ids; everything else (spec, progress, result) lives in the run store,
 so the queue can be emptied or replaced without losing a finished run. Workers are Huey process
-workers: the parent forks them, and imports nothing that touches CUDA before it does.
+workers: the parent forks them, and imports nothing that touches CUDA before it does; it also
+reaps runs whose worker died and, with ``app.jobs.watchdog``, kills jobs over their time or
+memory limit or cancelled and not stopping by themselves.
 """
 
 from __future__ import annotations
@@ -34,13 +36,14 @@ from app.jobs.store import (
     RunStateError,
     RunStore,
 )
+from app.jobs.watchdog import Watchdog, cap_data_segment, own_process_group
 
 log = logging.getLogger("flipscope.jobs")
 
 QUEUE_NAME = "flipscope"
 QUEUE_FILE = "queue.db"
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-REAP_EVERY = 2.0  # seconds between reaper passes in a worker's parent process
+CHECK_EVERY = 1.0  # seconds between reaper and watchdog passes in a worker's parent process
 
 
 class QueueConfigError(ValueError):
@@ -233,25 +236,33 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 class ReapingConsumer(Consumer):
-    """Huey's consumer, plus the run-store reaper in its main loop.
+    """Huey's consumer, plus the run-store reaper and the job watchdog in its main loop.
 
-    The reaper runs in the parent's own loop, not a thread: the parent forks replacement workers,
-    and forking while another thread holds a run's file lock would leave that lock held."""
+    They run in the parent's own loop, not a thread: the parent forks replacement workers, and
+    forking while another thread holds a run's file lock would leave that lock held."""
 
     def __init__(self, huey: Huey, store: RunStore, **options: Any) -> None:
+        from app.jobs.tasks import time_limit_seconds
+
         super().__init__(huey, **options)
         self.store = store
-        self._reaped_at = 0.0
+        self._checked_at = 0.0
+        # The workers are forked from this process, so they read the same limits.
+        memory_mb = settings().job_memory_mb
+        self.watchdog = Watchdog(store, time_limit_seconds(), memory_mb)
         # Forked workers must not outlive this process: an orphan would go on taking jobs (and
-        # holding a GPU) beside the replacement worker that a supervisor starts.
+        # holding a GPU) beside the replacement worker that a supervisor starts. Each leads a
+        # process group of its own, which the watchdog kills whole, and has the memory backstop.
         parent = os.getpid()
         init_child = self.environment.init_child
 
-        def init_child_bound_to_parent(process: Any) -> None:
+        def init_worker(process: Any) -> None:
             die_with_parent(parent)
+            own_process_group()
+            cap_data_segment(memory_mb)
             init_child(process)
 
-        self.environment.init_child = init_child_bound_to_parent  # type: ignore[method-assign]
+        self.environment.init_child = init_worker  # type: ignore[method-assign]
 
     def start(self) -> None:
         self.reap()  # runs left "running" by a worker that died show as failed at once
@@ -259,15 +270,30 @@ class ReapingConsumer(Consumer):
 
     def loop(self, health_check_ts: float | None = None) -> float | None:
         health_check_ts = super().loop(health_check_ts)
-        now = time.monotonic()
-        if now - self._reaped_at >= REAP_EVERY:
+        if time.monotonic() - self._checked_at >= CHECK_EVERY:
+            self._checked_at = time.monotonic()
             self.reap()
+            self.watch()
         return health_check_ts
 
     def reap(self) -> None:
-        self._reaped_at = time.monotonic()
         try:
             for run_id in self.store.reap():
                 log.warning("run %s: its worker died; marked failed", run_id)
         except Exception:  # a shared-disk hiccup must not stop the consumer
             log.exception("reaping dead runs failed")
+
+    def watch(self) -> None:
+        """Kill the workers whose jobs are over a limit or cancelled and not stopping (see
+        ``app.jobs.watchdog``), and start their replacements now rather than at the next
+        health check, so the next queued job starts at once."""
+        procs = {p.pid: p for _, p in self.worker_threads if p.pid is not None}
+        try:
+            stopped = self.watchdog.check(procs)
+        except Exception:  # a shared-disk hiccup must not stop the consumer
+            log.exception("the job watchdog failed")
+            return
+        for _run_id, pid in stopped:
+            procs[pid].join(5)
+        if stopped:
+            self.check_worker_health()

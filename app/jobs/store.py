@@ -5,7 +5,8 @@ Layout under the store's root (``settings().runs_dir``, ``FLIPSCOPE_RUNS_DIR`` t
     <run id>/run.json      the record: kind, params, specs, status, timestamps, progress, metrics
     <run id>/log.txt       what the job said; the traceback of a failure
     <run id>/artifacts/    the Explanation (``explanation/``), weights (safetensors, skops), never a pickle
-    <run id>/cancel        present once a cancel was asked for (the job polls it between steps)
+    <run id>/cancel        present once a cancel was asked for (the job polls it between steps;
+                           its mtime, the first request, starts the watchdog's grace)
     <run id>/.lock         flock'ed around every read-modify-write of run.json
     .active/<run id>       one empty marker per queued or running run, so the reaper reads only those
 
@@ -64,6 +65,7 @@ HEARTBEAT_SECONDS = 2.0
 # whose worker vanished on another machine shows as failed well within 30 s.
 STALE_AFTER_SECONDS = 15.0
 WORKER_DIED = "worker died"
+REAP_LOCK_WAIT = 0.5  # seconds the reaper waits for a run's lock (a write takes milliseconds)
 
 # secrets.token_urlsafe(16): 22 characters of [A-Za-z0-9_-], 128 random bits.
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -71,6 +73,11 @@ _ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 class RunNotFound(LookupError):
     """No run with this id in the store."""
+
+
+class LockTimeout(TimeoutError):
+    """A run's lock stayed held longer than the caller would wait (its holder may be a job that
+    is stuck half-way through a write, e.g. a thread starved of the GIL)."""
 
 
 class RunStateError(ValueError):
@@ -148,7 +155,7 @@ class Run:
 
 
 # --------------------------------------------------------------------------- worker identity
-def _process_start(pid: int) -> int | None:
+def process_start(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -161,7 +168,7 @@ def _process_start(pid: int) -> int | None:
 def this_worker() -> dict[str, Any]:
     """Who is running a job: host name, pid and the process's start time."""
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "start": _process_start(pid)}
+    return {"host": socket.gethostname(), "pid": pid, "start": process_start(pid)}
 
 
 def worker_alive(worker: dict[str, Any] | None) -> bool | None:
@@ -178,7 +185,7 @@ def worker_alive(worker: dict[str, Any] | None) -> bool | None:
     except PermissionError:
         pass  # exists, owned by someone else
     start = worker.get("start")
-    now_start = _process_start(pid)
+    now_start = process_start(pid)
     if start is not None and now_start is not None and start != now_start:
         return False  # the pid was reused by another process
     # A zombie (dead, not yet reaped by its parent) still answers kill(pid, 0).
@@ -330,6 +337,24 @@ class RunStore:
         runs.sort(key=lambda r: r.created_at, reverse=True)
         return runs
 
+    def active(self) -> list[Run]:
+        """The queued and running runs, read through their active markers only (cheap however
+        many runs have finished). A marker whose run is gone or finished is skipped."""
+        folder = self.root / ACTIVE
+        if not folder.is_dir():
+            return []
+        runs = []
+        for entry in os.scandir(folder):
+            if not _ID_RE.match(entry.name):
+                continue
+            try:
+                run = self.get(entry.name)
+            except RunNotFound:
+                continue
+            if not run.finished:
+                runs.append(run)
+        return runs
+
     def read_log(self, run_id: str, tail: int | None = None) -> str:
         """The run's log (the last ``tail`` characters if given); empty when nothing was logged."""
         try:
@@ -359,24 +384,44 @@ class RunStore:
 
     # ------------------------------------------------------------------ updates
     @contextlib.contextmanager
-    def locked(self, run_id: str) -> Iterator[Path]:
-        """Hold the run's lock (exclusive flock) for a read-modify-write."""
+    def locked(self, run_id: str, timeout: float | None = None) -> Iterator[Path]:
+        """Hold the run's lock (exclusive flock) for a read-modify-write; ``LockTimeout`` if it is
+        not free within ``timeout`` seconds (None: wait as long as it takes)."""
         folder = self.run_dir(run_id)
         if not folder.is_dir():
             raise RunNotFound(f"no run {run_id!r} in {self.root}")
         fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            if timeout is None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            else:
+                deadline = time.monotonic() + timeout
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() >= deadline:
+                            raise LockTimeout(
+                                f"run {run_id}: its lock stayed held for {timeout:.1f} s"
+                            ) from None
+                        time.sleep(0.02)
             yield folder
         finally:
             os.close(fd)  # closing releases the flock
 
     def update(
-        self, run_id: str, change: Callable[[dict[str, Any]], Any], *, fsync: bool = False
+        self,
+        run_id: str,
+        change: Callable[[dict[str, Any]], Any],
+        *,
+        fsync: bool = False,
+        lock_timeout: float | None = None,
     ) -> Run:
         """Apply ``change(record)`` (it edits the dict in place) under the run's lock, write it
-        atomically and return the new state. If ``change`` returns False nothing is written."""
-        with self.locked(run_id) as folder:
+        atomically and return the new state. If ``change`` returns False nothing is written.
+        ``lock_timeout``: see ``locked``."""
+        with self.locked(run_id, lock_timeout) as folder:
             record = self._read(folder)
             if change(record) is False:
                 return self.get(run_id)
@@ -388,12 +433,14 @@ class RunStore:
 
     def request_cancel(self, run_id: str) -> Run:
         """Ask a run to stop. A queued run is cancelled at once; a running one stops at its next
-        check (between epochs or batches); a finished run is left as it is."""
+        check (between epochs or batches), or is killed by its worker's watchdog a few seconds
+        later; a finished run is left as it is. Asking again does not move the first request."""
         self.run_dir(run_id)
         run = self.get(run_id)
         if run.finished:
             return run
-        (self.run_dir(run_id) / CANCEL).touch()
+        with contextlib.suppress(FileExistsError):
+            (self.run_dir(run_id) / CANCEL).touch(exist_ok=False)
 
         def cancel_if_queued(rec: dict[str, Any]) -> bool:
             if rec["status"] != QUEUED:
@@ -407,6 +454,13 @@ class RunStore:
 
     def cancel_requested(self, run_id: str) -> bool:
         return (self.run_dir(run_id) / CANCEL).exists()
+
+    def cancel_requested_at(self, run_id: str) -> float | None:
+        """When a cancel was first asked for (seconds since the epoch), or None."""
+        try:
+            return (self.run_dir(run_id) / CANCEL).stat().st_mtime
+        except FileNotFoundError:
+            return None
 
     def delete(self, run_id: str) -> None:
         """Remove a finished run and its files (cancel a queued or running run first)."""
@@ -456,15 +510,24 @@ class RunStore:
         *,
         error: str | None = None,
         metrics: dict[str, Any] | None = None,
+        message: str | None = None,
+        before_write: Callable[[], None] | None = None,
+        lock_timeout: float | None = None,
     ) -> Run:
         """Record the end of a run this worker holds (a run the reaper already marked failed is
-        left as it is)."""
+        left as it is). ``message``: the progress line (default: the error, else the status).
+        ``before_write`` is called under the run's lock once the run is known to be still this
+        worker's, before the end is written: the watchdog kills the worker there, so neither the
+        job nor another reaper can record a different end in between. ``lock_timeout``: see
+        ``locked``."""
         if status not in FINISHED:
             raise ValueError(f"finish with a final status, not {status!r}")
 
         def end(rec: dict[str, Any]) -> bool:
             if rec["status"] != RUNNING or rec.get("worker") != worker:
                 return False
+            if before_write is not None:
+                before_write()
             now = time.time()
             rec.update(status=status, finished_at=now, heartbeat_at=now, error=error)
             rec["seconds"] = round(now - (rec.get("started_at") or now), 3)
@@ -474,16 +537,18 @@ class RunStore:
             if status == SUCCEEDED:
                 progress.update(fraction=1.0, stage="done", message="finished", eta_seconds=None)
             else:
-                progress.update(stage=status, message=error or status, eta_seconds=None)
+                progress.update(stage=status, message=message or error or status, eta_seconds=None)
             rec["progress"] = progress
             return True
 
-        return self.update(run_id, end, fsync=True)
+        return self.update(run_id, end, fsync=True, lock_timeout=lock_timeout)
 
     def reap(self, stale_after: float = STALE_AFTER_SECONDS, now: float | None = None) -> list[str]:
         """Mark running runs whose worker is gone as failed ("worker died"); returns their ids.
 
-        Reads only the active markers, so it stays cheap with many finished runs."""
+        Reads only the active markers, so it stays cheap with many finished runs. A run whose
+        lock is held for more than ``REAP_LOCK_WAIT`` seconds is left for the next pass: its
+        holder may be a stuck job, and the reaper must not stall behind it."""
         active = self.root / ACTIVE
         if not active.is_dir():
             return []
@@ -520,9 +585,9 @@ class RunStore:
                 return True
 
             try:
-                self.update(run_id, mark_dead, fsync=True)
-            except (RunNotFound, ValueError):
-                continue  # deleted meanwhile, or an unreadable record (listed as failed anyway)
+                self.update(run_id, mark_dead, fsync=True, lock_timeout=REAP_LOCK_WAIT)
+            except (RunNotFound, ValueError, LockTimeout):
+                continue  # deleted meanwhile, an unreadable record (listed as failed anyway), busy
         return reaped
 
     # ------------------------------------------------------------------ internals
