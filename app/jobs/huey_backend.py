@@ -1,20 +1,23 @@
 """The job backend on Huey: an embedded SQLite queue by default, Redis to scale out.
 
-``FLIPSCOPE_QUEUE`` unset: ``SqliteHuey`` in ``<data dir>/queue.db`` (nothing to install or start
-by hand; ``flipscope run`` starts a worker beside the dashboard). ``FLIPSCOPE_QUEUE=redis://host:6379/0``
-(or ``rediss://``, ``unix://``): ``RedisHuey``, for one queue served by ``flipscope worker``
-processes on several machines that share the run store (``FLIPSCOPE_RUNS_DIR``).
+``FLIPSCOPE_QUEUE`` unset: Huey's SQLite storage in ``<data dir>/queue.db`` (nothing to install or
+start by hand; ``flipscope run`` starts a worker beside the dashboard).
+``FLIPSCOPE_QUEUE=redis://host:6379/0`` (or ``rediss://``, ``unix://``): its Redis storage, for one
+queue served by ``flipscope worker`` processes on several machines that share the run store
+(``FLIPSCOPE_RUNS_DIR``).
 
-The queue carries only run ids; everything else (spec, progress, result) lives in the run store,
-so the queue can be emptied or replaced without losing a finished run. Workers are Huey process
-workers: the parent forks them, and imports nothing that touches CUDA before it does; it also
-reaps runs whose worker died and, with ``app.jobs.watchdog``, kills jobs over their time or
-memory limit or cancelled and not stopping by themselves.
+The queue carries only run ids, as JSON (``JsonMessages``): Huey's own format is a pickle, which
+would let anyone who can write to the queue run code in every worker. Everything else (spec,
+progress, result) lives in the run store, so the queue can be emptied or replaced without losing
+a finished run. Workers are Huey process workers: the parent forks them, and imports nothing that
+touches CUDA before it does; it also reaps runs whose worker died and, with ``app.jobs.watchdog``,
+kills jobs over their time or memory limit or cancelled and not stopping by themselves.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -23,18 +26,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from huey import RedisHuey, SqliteHuey
 from huey.api import Huey
 from huey.consumer import Consumer
 from huey.exceptions import RetryTask
+from huey.registry import Message
+from huey.storage import RedisStorage, SqliteStorage
 
 from app.config import settings
 from app.jobs.store import (
     CANCELLED,
     FAILED,
     Run,
+    RunNotFound,
     RunStateError,
     RunStore,
+    check_run_id,
 )
 from app.jobs.watchdog import Watchdog, cap_data_segment, own_process_group
 
@@ -58,6 +64,10 @@ class JobLimitError(RuntimeError):
     """The user already has as many queued or running jobs as FLIPSCOPE_MAX_JOBS_PER_USER allows."""
 
 
+class QueueMessageError(ValueError):
+    """A queue message that is not a well-formed JSON message for a task Flipscope knows."""
+
+
 def run_job(run_id: str) -> None:
     """The one Huey task: run a queued run by id (its spec is in the run store)."""
     from app.jobs import tasks
@@ -71,6 +81,99 @@ def run_job(run_id: str) -> None:
     tasks.execute(run_id, RunStore(settings().runs_dir))
 
 
+TASK_NAME = f"{__name__}.run_job"  # how Huey names the task make_huey registers
+MAX_MESSAGE_BYTES = 4096  # a message is about 250 bytes
+MESSAGE_VERSION = 1
+# The Message fields a Flipscope message carries; the others (eta, callbacks, expiry, timeout,
+# chords) are never used, so a message that sets them is refused.
+_CARRIED = ("id", "name", "retries", "retry_delay", "priority", "retry_backoff", "args", "kwargs")
+
+
+class JsonMessages:
+    """Huey's serializer, replaced: task messages as JSON data, never a pickle.
+
+    ``serialize`` writes a Huey ``Message`` for ``run_job`` as ``{"v": 1, "id", "name",
+    "retries", "retry_delay", "priority", "retry_backoff", "args": [run id], "kwargs": {}}``;
+    ``deserialize`` accepts exactly that shape and raises ``QueueMessageError`` for anything
+    else (a pickle, another task, extra fields, an argument that is not a run id). Nothing read
+    from the queue is ever executed or imported; the worst a forged message can do is queue a
+    run id, which the worker then looks up in the run store.
+    """
+
+    def serialize(self, message: Any) -> bytes:
+        if not isinstance(message, Message):
+            raise TypeError(f"the queue carries task messages only, not {type(message).__name__}")
+        unused = [f for f in Message._fields if f not in _CARRIED and getattr(message, f)]
+        if unused:
+            raise TypeError(f"Flipscope queue messages do not carry {', '.join(unused)}")
+        body = {"v": MESSAGE_VERSION, **{f: getattr(message, f) for f in _CARRIED}}
+        body["args"] = list(message.args or ())
+        body["kwargs"] = dict(message.kwargs or {})
+        data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+        self.deserialize(data)  # never write what a worker would refuse
+        return data
+
+    def deserialize(self, data: Any) -> Message:
+        if not isinstance(data, bytes | str):
+            raise QueueMessageError(f"a queue message must be bytes, not {type(data).__name__}")
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise QueueMessageError(f"{len(data):,} bytes, more than a message ever holds")
+        try:
+            body = json.loads(data)
+        except (UnicodeDecodeError, ValueError):
+            raise QueueMessageError(
+                f"not JSON (starts {bytes(data[:16]) if isinstance(data, bytes) else data[:16]!r}; "
+                "a pickle, e.g. from a Flipscope older than JSON messages, or forged)"
+            ) from None
+        if not isinstance(body, dict) or set(body) != {"v", *_CARRIED}:
+            keys = sorted(body) if isinstance(body, dict) else type(body).__name__
+            raise QueueMessageError(f"not a Flipscope task message (fields {keys})")
+        if body["v"] != MESSAGE_VERSION or body["name"] != TASK_NAME:
+            raise QueueMessageError(f"unknown message version or task {body['name']!r}")
+        ok = (
+            isinstance(body["id"], str) and 0 < len(body["id"]) <= 64
+            and _whole(body["retries"], 0, 100)
+            and _whole(body["retry_delay"], 0, 86_400)
+            and (body["retry_backoff"] is None or _whole(body["retry_backoff"], 0, 100))
+            and (body["priority"] is None or _whole(body["priority"], -1000, 1000))
+            and isinstance(body["args"], list) and len(body["args"]) == 1
+            and body["kwargs"] == {}
+        )  # fmt: skip
+        if not ok:
+            raise QueueMessageError("a field of the message has the wrong type or range")
+        try:
+            run_id = check_run_id(body["args"][0])
+        except RunNotFound as exc:
+            raise QueueMessageError(str(exc)) from None
+        return Message(
+            id=body["id"], name=TASK_NAME, retries=body["retries"],
+            retry_delay=body["retry_delay"], priority=body["priority"],
+            retry_backoff=body["retry_backoff"], args=(run_id,), kwargs={},
+        )  # fmt: skip
+
+
+def _whole(value: Any, lo: int, hi: int) -> bool:
+    return type(value) is int and lo <= value <= hi
+
+
+class DataOnlyHuey(Huey):
+    """Huey with ``JsonMessages``: a message it cannot read is dropped with a warning in the
+    worker's log (never unpickled), and the worker goes on to the next one."""
+
+    def __init__(self, name: str, **kwargs: Any) -> None:
+        super().__init__(name, serializer=JsonMessages(), **kwargs)
+
+    def dequeue(self) -> Any:
+        data = self.storage.dequeue()
+        if data is None:
+            return None
+        try:
+            return self.deserialize_task(data)
+        except QueueMessageError as exc:
+            log.warning("refused a queue message (%s); it was dropped without being run", exc)
+            return None
+
+
 def make_huey(queue_url: str | None = None, data_dir: Path | None = None) -> Huey:
     """The Huey instance for a queue URL (None: the embedded SQLite queue in ``data_dir``)."""
     if queue_url is None or queue_url.startswith("sqlite:///"):
@@ -81,9 +184,15 @@ def make_huey(queue_url: str | None = None, data_dir: Path | None = None) -> Hue
             filename = base / QUEUE_FILE
         filename.parent.mkdir(parents=True, exist_ok=True)
         # results=False: outcomes live in the run store, never in Huey's result store.
-        huey: Huey = SqliteHuey(QUEUE_NAME, filename=str(filename), results=False, timeout=30)
+        huey: Huey = DataOnlyHuey(
+            QUEUE_NAME, storage_class=SqliteStorage, filename=str(filename), results=False,
+            timeout=30,
+        )  # fmt: skip
     elif queue_url.startswith(REDIS_SCHEMES):
-        huey = RedisHuey(QUEUE_NAME, url=queue_url, results=False, blocking=True, read_timeout=1)
+        huey = DataOnlyHuey(
+            QUEUE_NAME, storage_class=RedisStorage, url=queue_url, results=False, blocking=True,
+            read_timeout=1,
+        )  # fmt: skip
     else:
         raise QueueConfigError(
             f"FLIPSCOPE_QUEUE={queue_url!r} is not a queue Flipscope knows; use "
@@ -115,7 +224,7 @@ class HueyBackend:
         self.huey = huey
         self.store = store
         # The task class make_huey registered (Huey names it "<module>.<name>").
-        self._task_class = huey._registry.string_to_task(f"{run_job.__module__}.run_job")
+        self._task_class = huey._registry.string_to_task(TASK_NAME)
 
     # ------------------------------------------------------------------ JobBackend
     def submit(
