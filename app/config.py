@@ -8,7 +8,10 @@ variable                          default  what it caps
 FLIPSCOPE_MAX_UPLOAD_MB           50       size of one uploaded file (data set or model)
 FLIPSCOPE_MAX_ROWS                200000   rows of an uploaded data set
 FLIPSCOPE_MAX_COLUMNS             1000     columns of an uploaded data set
-FLIPSCOPE_MAX_JOBS_PER_USER       4        jobs one user may have queued or running
+FLIPSCOPE_MAX_JOBS_PER_USER       4        jobs one signed-in user, or one browser session
+                                           without sign-in, may have queued or running
+FLIPSCOPE_MAX_JOBS_TOTAL          16       jobs queued or running on the whole instance
+                                           (dashboard and ``flipscope jobs submit`` alike)
 FLIPSCOPE_JOB_TIME_LIMIT_S        1800     seconds one job may run before it is killed
 FLIPSCOPE_JOB_MEMORY_MB           8192     memory one job may use (resident, its worker process
                                            and their children) before it is killed
@@ -42,6 +45,7 @@ class Settings:
     max_rows: int = 200_000
     max_columns: int = 1_000
     max_jobs_per_user: int = 4
+    max_jobs_total: int = 16
     job_time_limit_s: int = 1_800
     job_memory_mb: int = 8_192
     # Lower-cased addresses, or ``*@domain`` patterns; empty: nobody named (see app.auth).
@@ -105,6 +109,7 @@ def settings() -> Settings:
         max_rows=_int_env("FLIPSCOPE_MAX_ROWS", 200_000, 20, 100_000_000),
         max_columns=_int_env("FLIPSCOPE_MAX_COLUMNS", 1_000, 2, 1_000_000),
         max_jobs_per_user=_int_env("FLIPSCOPE_MAX_JOBS_PER_USER", 4, 1, 10_000),
+        max_jobs_total=_int_env("FLIPSCOPE_MAX_JOBS_TOTAL", 16, 1, 100_000),
         job_time_limit_s=_int_env("FLIPSCOPE_JOB_TIME_LIMIT_S", 1_800, 10, 7 * 24 * 3600),
         # Below 256 MB not even a worker with scikit-learn loaded fits.
         job_memory_mb=_int_env("FLIPSCOPE_JOB_MEMORY_MB", 8_192, 256, 1_048_576),

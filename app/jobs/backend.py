@@ -25,9 +25,12 @@ class JobBackend(Protocol):
         model: str | dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
         owner: str | None = None,
+        session: str | None = None,
     ) -> str:
         """Validate and queue a job of ``kind``; returns the new run's id. ``owner``: the
-        signed-in user (their queued + running jobs are capped by FLIPSCOPE_MAX_JOBS_PER_USER)."""
+        signed-in user, ``session``: the dashboard session; the queued + running jobs of each are
+        capped by FLIPSCOPE_MAX_JOBS_PER_USER, and those of the instance by
+        FLIPSCOPE_MAX_JOBS_TOTAL (``JobLimitError``)."""
         ...
 
     def status(self, run_id: str) -> Run:
@@ -39,11 +42,13 @@ class JobBackend(Protocol):
         ...
 
     def cancel(self, run_id: str) -> Run:
-        """Ask a run to stop (queued: at once; running: at its next epoch or batch)."""
+        """Ask a run to stop (queued: at once; running: at its next epoch or batch, or killed by
+        its worker's watchdog a few seconds later)."""
         ...
 
-    def retry(self, run_id: str) -> str:
-        """Queue a failed or cancelled run again; returns the new run's id (linked both ways)."""
+    def retry(self, run_id: str, *, session: str | None = None) -> str:
+        """Queue a failed or cancelled run again; returns the new run's id (linked both ways).
+        ``session``: the dashboard session asking, whose cap it counts towards."""
         ...
 
     def list(

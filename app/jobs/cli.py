@@ -56,7 +56,7 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 def jobs_main(args: argparse.Namespace) -> int:
     from app.jobs.backend import get_backend
-    from app.jobs.huey_backend import QueueConfigError, QueueUnavailable
+    from app.jobs.huey_backend import JobLimitError, QueueConfigError, QueueUnavailable
     from app.jobs.resolve import SpecError
     from app.jobs.store import RunNotFound, RunStateError
     from app.jobs.tasks import JobError
@@ -67,7 +67,7 @@ def jobs_main(args: argparse.Namespace) -> int:
         return _jobs(args, backend)
     except (
         SpecError, ParamsError, JobError, RunNotFound, RunStateError, QueueConfigError,
-        QueueUnavailable, ValueError,
+        QueueUnavailable, JobLimitError, ValueError,
     ) as exc:  # fmt: skip
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -77,6 +77,7 @@ def _jobs(args: argparse.Namespace, backend: Any) -> int:
     store = backend.store
     cmd = args.jobs_command
     if cmd == "submit":
+        # The operator's command line: bound by FLIPSCOPE_MAX_JOBS_TOTAL only (no owner, no session).
         run_id = backend.submit(
             args.kind, dataset=args.dataset, model=args.model, params=parse_params(args.param)
         )

@@ -32,7 +32,7 @@ from huey.exceptions import RetryTask
 from huey.registry import Message
 from huey.storage import RedisStorage, SqliteStorage
 
-from app.config import settings
+from app.config import Settings, settings
 from app.jobs.store import (
     CANCELLED,
     FAILED,
@@ -61,7 +61,8 @@ class QueueUnavailable(RuntimeError):
 
 
 class JobLimitError(RuntimeError):
-    """The user already has as many queued or running jobs as FLIPSCOPE_MAX_JOBS_PER_USER allows."""
+    """A job cap is reached: the user's or the browser session's (FLIPSCOPE_MAX_JOBS_PER_USER), or
+    the whole instance's (FLIPSCOPE_MAX_JOBS_TOTAL); the message says which and what to do."""
 
 
 class QueueMessageError(ValueError):
@@ -236,26 +237,23 @@ class HueyBackend:
         params: dict[str, Any] | None = None,
         retry_of: str | None = None,
         owner: str | None = None,
+        session: str | None = None,
     ) -> str:
         """Validate and queue a job; returns its run id at once (the job runs in a worker).
 
-        With an ``owner`` (the signed-in user), refuses a job beyond
-        ``FLIPSCOPE_MAX_JOBS_PER_USER`` queued or running ones (``JobLimitError``)."""
+        Refuses (``JobLimitError``) a job beyond ``FLIPSCOPE_MAX_JOBS_PER_USER`` queued or running
+        ones of its ``owner`` (the signed-in user) or of its ``session`` (the dashboard session,
+        so the cap holds without sign-in too), or beyond ``FLIPSCOPE_MAX_JOBS_TOTAL`` on the
+        whole instance (which alone binds the command line: it passes neither)."""
         from app.jobs.tasks import validate
 
         dataset_spec, model_spec, clean = validate(kind, dataset, model, params)
-        if owner is not None:
-            limit = settings().max_jobs_per_user
-            active = [r for r in self.store.list(owner=owner) if not r.finished]
-            if len(active) >= limit:
-                raise JobLimitError(
-                    f"you already have {len(active)} jobs queued or running (the limit is {limit}, "
-                    "FLIPSCOPE_MAX_JOBS_PER_USER); wait for one to finish or cancel one"
-                )
-        run = self.store.create(
-            kind, dataset=dataset_spec, model=model_spec, params=clean, retry_of=retry_of,
-            owner=owner,
-        )  # fmt: skip
+        with self.store.admission():
+            admit(self.store.active(), owner, session, settings())
+            run = self.store.create(
+                kind, dataset=dataset_spec, model=model_spec, params=clean, retry_of=retry_of,
+                owner=owner, session=session,
+            )  # fmt: skip
         try:
             self.huey.enqueue(self._task_class(args=(run.id,)))
         except Exception as exc:
@@ -278,8 +276,9 @@ class HueyBackend:
     def cancel(self, run_id: str) -> Run:
         return self.store.request_cancel(run_id)
 
-    def retry(self, run_id: str) -> str:
-        """Queue a new run with the same kind, specs and params, linked to the old one."""
+    def retry(self, run_id: str, *, session: str | None = None) -> str:
+        """Queue a new run with the same kind, specs and params, linked to the old one; it counts
+        towards the caps of ``session`` (the dashboard session retrying it) like a submission."""
         old = self.store.get(run_id)
         if old.status not in (FAILED, CANCELLED):
             raise RunStateError(
@@ -290,7 +289,7 @@ class HueyBackend:
             raise RunStateError(f"run {run_id} has an unreadable record; it cannot be retried")
         new_id = self.submit(
             old.kind, dataset=old.dataset, model=old.model, params=old.params, retry_of=run_id,
-            owner=old.owner,
+            owner=old.owner, session=session,
         )  # fmt: skip
 
         def link(rec: dict[str, Any]) -> None:
@@ -327,6 +326,32 @@ class HueyBackend:
             max_delay=0.25,
             check_worker_health=True,
             health_check_interval=2,
+        )
+
+
+def admit(active: list[Run], owner: str | None, session: str | None, cfg: Settings) -> None:
+    """Raise ``JobLimitError`` if one more job would pass a cap, given the ``active`` (queued or
+    running) runs: the owner's or the session's first (the user can act on those), then the
+    instance's."""
+    per_user = cfg.max_jobs_per_user
+    if owner is not None:
+        mine = sum(r.owner == owner for r in active)
+        if mine >= per_user:
+            raise JobLimitError(
+                f"you already have {mine} jobs queued or running (the limit is {per_user}, "
+                "FLIPSCOPE_MAX_JOBS_PER_USER); wait for one to finish or cancel one"
+            )
+    if session is not None:
+        here = sum(r.session == session for r in active)
+        if here >= per_user:
+            raise JobLimitError(
+                f"this browser session already has {here} jobs queued or running (the limit is "
+                f"{per_user}, FLIPSCOPE_MAX_JOBS_PER_USER); wait for one to finish or cancel one"
+            )
+    if len(active) >= cfg.max_jobs_total:
+        raise JobLimitError(
+            f"the server already has {len(active)} jobs queued or running (the limit is "
+            f"{cfg.max_jobs_total}, FLIPSCOPE_MAX_JOBS_TOTAL); try again once some have finished"
         )
 
 

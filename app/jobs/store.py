@@ -9,6 +9,7 @@ Layout under the store's root (``settings().runs_dir``, ``FLIPSCOPE_RUNS_DIR`` t
                            its mtime, the first request, starts the watchdog's grace)
     <run id>/.lock         flock'ed around every read-modify-write of run.json
     .active/<run id>       one empty marker per queued or running run, so the reaper reads only those
+    .submit.lock           flock'ed while a submission counts the active runs and adds one
 
 Every write of ``run.json`` goes to a temporary file that is renamed over the old one, so a crash
 never leaves a half-written record; a record that is unreadable anyway (a disk error, a hand edit)
@@ -48,6 +49,7 @@ ARTIFACTS = "artifacts"
 CANCEL = "cancel"
 LOCK = ".lock"
 ACTIVE = ".active"
+SUBMIT_LOCK = ".submit.lock"
 EXPLANATION = "explanation"  # artifacts/explanation/ holds Explanation.save's files
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
@@ -103,7 +105,9 @@ class Run:
     ``dataset`` and ``model`` are the specs the job was submitted with (see ``app.jobs.resolve``);
     ``error`` is a one-line reason when the run failed (the traceback is in the log); ``worker`` is
     ``{"host", "pid", "start"}`` of the process that ran it; ``retry_of``/``retried_by`` link a
-    retry to the run it repeats; ``owner`` is the user who submitted it (None without sign-in). ``artifacts`` lists files under ``artifacts/`` (relative paths).
+    retry to the run it repeats; ``owner`` is the user who submitted it (None without sign-in);
+    ``session`` the dashboard session it came from (None from the command line); both count
+    towards the job caps. ``artifacts`` lists files under ``artifacts/`` (relative paths).
     """
 
     id: str
@@ -125,6 +129,7 @@ class Run:
     retry_of: str | None = None
     retried_by: str | None = None
     owner: str | None = None
+    session: str | None = None
     cancel_requested: bool = False
     artifacts: list[str] = field(default_factory=list)
     path: Path | None = None
@@ -260,9 +265,11 @@ class RunStore:
         params: dict[str, Any] | None = None,
         retry_of: str | None = None,
         owner: str | None = None,
+        session: str | None = None,
     ) -> Run:
         """A new queued run with a fresh id (its folder, record and active marker); ``owner`` is
-        the signed-in user who asked for it (None when the app runs without sign-in)."""
+        the signed-in user who asked for it (None when the app runs without sign-in), ``session``
+        the dashboard session (None from the command line)."""
         run_id = new_run_id()
         folder = self.root / run_id
         (folder / ARTIFACTS).mkdir(parents=True)
@@ -277,6 +284,7 @@ class RunStore:
             created_at=time.time(),
             retry_of=retry_of,
             owner=owner,
+            session=session,
             progress=Progress(0.0, "queued", "waiting for a worker"),
         )
         self._write(folder, record, fsync=True)
@@ -354,6 +362,19 @@ class RunStore:
             if not run.finished:
                 runs.append(run)
         return runs
+
+    @contextlib.contextmanager
+    def admission(self) -> Iterator[None]:
+        """Hold the store's submission lock, so that counting the active runs and creating one
+        is a single step for every process sharing the store (job caps cannot be overrun by
+        submissions racing each other)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / SUBMIT_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def read_log(self, run_id: str, tail: int | None = None) -> str:
         """The run's log (the last ``tail`` characters if given); empty when nothing was logged."""

@@ -110,6 +110,7 @@ if submitted:
             model=model_spec,
             params={**values, "rows": int(rows)},
             owner=auth.current_user(),
+            session=state.session_id(),
         )
     except (ValueError, LookupError, RuntimeError) as exc:
         st.error(f"The job was not started: {exc}")
@@ -131,7 +132,7 @@ def live_progress(run_id: str) -> None:
     if not run.finished:
         if st.button("Cancel", key=f"cancel.{run_id}"):
             backend.cancel(run_id)
-            st.toast("Cancelling: the job stops at its next epoch or batch")
+            st.toast("Cancelling: the job stops within a few seconds")
     else:
         st.rerun()
 
@@ -154,8 +155,12 @@ if active and store.exists(active):
     elif run.status == FAILED:
         st.error(f"{info_title(run.kind)} {active[:8]} failed: {run.error}")
         if st.button("Retry", key="retry"):
-            state.set_run(backend.retry(active))
-            st.rerun()
+            try:
+                state.set_run(backend.retry(active, session=state.session_id()))
+            except (ValueError, LookupError, RuntimeError) as exc:
+                st.error(f"The job was not started again: {exc}")
+            else:
+                st.rerun()
     else:
         st.warning(f"{info_title(run.kind)} {active[:8]} was {run.status}.")
 
