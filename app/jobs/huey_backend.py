@@ -121,7 +121,7 @@ class JsonMessages:
             raise QueueMessageError(f"{len(data):,} bytes, more than a message ever holds")
         try:
             body = json.loads(data)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise QueueMessageError(
                 f"not JSON (starts {bytes(data[:16]) if isinstance(data, bytes) else data[:16]!r}; "
                 "a pickle, e.g. from a Flipscope older than JSON messages, or forged)"
@@ -133,7 +133,7 @@ class JsonMessages:
             raise QueueMessageError(f"unknown message version or task {body['name']!r}")
         ok = (
             isinstance(body["id"], str) and 0 < len(body["id"]) <= 64
-            and _whole(body["retries"], 0, 100)
+            and _whole(body["retries"], 0, 1_000_000)  # hand-backs by stopping workers count
             and _whole(body["retry_delay"], 0, 86_400)
             and (body["retry_backoff"] is None or _whole(body["retry_backoff"], 0, 100))
             and (body["priority"] is None or _whole(body["priority"], -1000, 1000))

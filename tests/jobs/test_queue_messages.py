@@ -96,11 +96,12 @@ def _good() -> dict:
         lambda good: json.dumps({**good, "v": 2}).encode(),
         lambda good: json.dumps({**good, "id": "x" * 5000}).encode(),
         lambda good: b"\xff\xfe" + json.dumps(good).encode(),
+        lambda good: b"[" * 2040 + b"]" * 2040,
     ],
     ids=[
         "pickled-dict", "pickled-message", "list", "extra-field", "other-task", "bad-run-id",
         "two-args", "object-arg", "kwargs", "bool-retries", "text-priority", "version",
-        "oversized", "not-utf8",
+        "oversized", "not-utf8", "deep",
     ],
 )  # fmt: skip
 def test_anything_but_a_well_formed_message_is_refused(forge):
