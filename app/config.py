@@ -13,8 +13,8 @@ FLIPSCOPE_MAX_JOBS_PER_USER       4        jobs one signed-in user, or one brows
 FLIPSCOPE_MAX_JOBS_TOTAL          16       jobs queued or running on the whole instance
                                            (dashboard and ``flipscope jobs submit`` alike)
 FLIPSCOPE_JOB_TIME_LIMIT_S        1800     seconds one job may run before it is killed
-FLIPSCOPE_JOB_MEMORY_MB           8192     memory one job may use (resident, its worker process
-                                           and their children) before it is killed
+FLIPSCOPE_JOB_MEMORY_MB           8192     resident memory one job may use (its worker process
+                                           and every process it started) before it is killed
 FLIPSCOPE_ALLOWED_EMAILS          (none)   who may sign in (see ``app.auth``)
 ================================  =======  ==============================================
 """
