@@ -422,11 +422,16 @@ class ReapingConsumer(Consumer):
         return health_check_ts
 
     def reap(self) -> None:
+        """Fail the runs of workers that died; delete expired uploads (at most once an hour, so an
+        idle instance does not keep them until the next upload arrives)."""
+        from app.uploads import sweep_uploads, upload_store
+
         try:
             for run_id in self.store.reap():
                 log.warning("run %s: its worker died; marked failed", run_id)
         except Exception:  # a shared-disk hiccup must not stop the consumer
             log.exception("reaping dead runs failed")
+        sweep_uploads(upload_store())  # rate-limited by a time stamp; logs its own failures
 
     def watch(self) -> None:
         """Kill the workers whose jobs are over a limit or cancelled and not stopping (see
