@@ -9,6 +9,7 @@ opened with, so the run stays viewable as its viewer moves between pages.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,14 @@ def get(key: str, default: Any = None) -> Any:
 
 def put(key: str, value: Any) -> None:
     st.session_state[key] = value
+
+
+def session_id() -> str:
+    """A random id for this browser session, made on first use and kept in the session state: jobs
+    record it, and it caps how many one session may have queued or running without sign-in."""
+    if "session_id" not in st.session_state:
+        st.session_state["session_id"] = secrets.token_urlsafe(16)
+    return st.session_state["session_id"]
 
 
 def run_id() -> str | None:

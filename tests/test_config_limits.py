@@ -16,7 +16,9 @@ LIMIT_VARS = (
     "FLIPSCOPE_MAX_ROWS",
     "FLIPSCOPE_MAX_COLUMNS",
     "FLIPSCOPE_MAX_JOBS_PER_USER",
+    "FLIPSCOPE_MAX_JOBS_TOTAL",
     "FLIPSCOPE_JOB_TIME_LIMIT_S",
+    "FLIPSCOPE_JOB_MEMORY_MB",
     "FLIPSCOPE_ALLOWED_EMAILS",
 )
 
@@ -32,6 +34,7 @@ def test_defaults_are_the_documented_safe_values(clean_env):
     cfg = settings()
     assert (cfg.max_upload_mb, cfg.max_rows, cfg.max_columns) == (50, 200_000, 1_000)
     assert (cfg.max_jobs_per_user, cfg.job_time_limit_s, cfg.allowed_emails) == (4, 1_800, ())
+    assert (cfg.max_jobs_total, cfg.job_memory_mb) == (16, 8_192)
     limits = upload_limits(cfg)
     defaults = UploadLimits()
     assert limits.max_bytes == defaults.max_bytes == 50 * MIB
@@ -45,8 +48,11 @@ def test_environment_overrides_reach_the_upload_limits(clean_env):
     clean_env.setenv("FLIPSCOPE_MAX_COLUMNS", "3")
     clean_env.setenv("FLIPSCOPE_MAX_JOBS_PER_USER", "2")
     clean_env.setenv("FLIPSCOPE_JOB_TIME_LIMIT_S", "60")
+    clean_env.setenv("FLIPSCOPE_JOB_MEMORY_MB", "2_048")
+    clean_env.setenv("FLIPSCOPE_MAX_JOBS_TOTAL", "40")
     cfg = settings()
-    assert (cfg.max_jobs_per_user, cfg.job_time_limit_s) == (2, 60)
+    assert (cfg.max_jobs_per_user, cfg.job_time_limit_s, cfg.job_memory_mb) == (2, 60, 2_048)
+    assert cfg.max_jobs_total == 40
     limits = upload_limits()
     assert (limits.max_bytes, limits.max_rows, limits.max_columns) == (5 * MIB, 1_000, 3)
     with pytest.raises(ValueError, match="header of 4 columns; the limit is 3"):
@@ -68,6 +74,9 @@ def test_the_apps_upload_store_uses_the_configured_limits(clean_env, data_dir):
         ("FLIPSCOPE_MAX_UPLOAD_MB", "0", "outside 1..2,000"),
         ("FLIPSCOPE_MAX_ROWS", "-5", "outside"),
         ("FLIPSCOPE_JOB_TIME_LIMIT_S", "1.5", "not a whole number"),
+        ("FLIPSCOPE_JOB_MEMORY_MB", "100", "outside 256..1,048,576"),
+        ("FLIPSCOPE_JOB_MEMORY_MB", "8G", "not a whole number"),
+        ("FLIPSCOPE_MAX_JOBS_TOTAL", "0", "outside 1..100,000"),
         ("FLIPSCOPE_ALLOWED_EMAILS", "ada@example.org, admin", "not e-mail addresses"),
     ],
 )

@@ -10,6 +10,7 @@ The API the dashboard uses::
     run = backend.store.get(run_id)           # Run: status, progress.fraction/stage/message/eta_seconds,
                                               # error (one line), metrics, device, seconds, artifacts
     backend.cancel(run_id)                    # a running job stops at its next epoch or batch
+                                              # (killed after a few seconds if it does not)
     new_id = backend.retry(run_id)            # failed or cancelled runs; linked via retry_of/retried_by
     runs = backend.store.list()               # newest first; an unreadable run shows as failed
     explanation = backend.store.load_explanation(run_id)
@@ -24,10 +25,13 @@ kinds also take ``rows`` (cap on the test rows explained), and those whose metho
 ``accepts_surrogate`` (``ig``) take ``surrogate`` (an EMAP run whose surrogate gives the
 gradients).
 Specs are documented in ``app.jobs.resolve``; models from finished runs are ``{"run": id}``.
-``submit(..., owner=user)`` caps a user's queued + running jobs (FLIPSCOPE_MAX_JOBS_PER_USER); a
-job running past FLIPSCOPE_JOB_TIME_LIMIT_S is stopped and failed. On a user's behalf, pass the
-user: ``submit(owner=)``, ``status/result/cancel/retry/delete(run_id, user=)``; ``app.access``
-decides and refuses with ``NotYours`` (None: sign-in off, or the operator, may do everything).
+``submit(..., owner=user, session=id)`` caps the queued + running jobs of a signed-in user and of a
+dashboard session (FLIPSCOPE_MAX_JOBS_PER_USER) and of the whole instance (FLIPSCOPE_MAX_JOBS_TOTAL,
+the only cap on the command line). A job running past FLIPSCOPE_JOB_TIME_LIMIT_S, or using more than
+FLIPSCOPE_JOB_MEMORY_MB, is stopped (killed if it does not stop at its own next check) and failed.
+On a user's behalf, pass the user: ``submit(owner=)``, ``status/result/cancel/retry/delete(run_id,
+user=)``; ``app.access`` decides and refuses with ``NotYours`` (None: sign-in off, or the operator,
+may do everything).
 
 Workers: ``flipscope worker`` (``FLIPSCOPE_QUEUE=redis://...`` to share a queue); ``flipscope run``
 starts one beside the dashboard and restarts it if it dies. A worker that dies mid-job leaves the

@@ -61,7 +61,7 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 def jobs_main(args: argparse.Namespace) -> int:
     from app.access import NotYours
     from app.jobs.backend import get_backend
-    from app.jobs.huey_backend import QueueConfigError, QueueUnavailable
+    from app.jobs.huey_backend import JobLimitError, QueueConfigError, QueueUnavailable
     from app.jobs.resolve import SpecError
     from app.jobs.store import RunNotFound, RunStateError
     from app.jobs.tasks import JobError
@@ -73,7 +73,7 @@ def jobs_main(args: argparse.Namespace) -> int:
         return _jobs(args, backend)
     except (
         SpecError, ParamsError, JobError, RunNotFound, NotYours, RunStateError,
-        QueueConfigError, QueueUnavailable, ValueError,
+        QueueConfigError, QueueUnavailable, JobLimitError, ValueError,
     ) as exc:  # fmt: skip
         # Messages for viewers do not name server folders; the operator at the CLI gets the store.
         where = (
@@ -87,6 +87,7 @@ def _jobs(args: argparse.Namespace, backend: Any) -> int:
     store = backend.store
     cmd = args.jobs_command
     if cmd == "submit":
+        # The operator's command line: bound by FLIPSCOPE_MAX_JOBS_TOTAL only (no owner, no session).
         run_id = backend.submit(
             args.kind, dataset=args.dataset, model=args.model, params=parse_params(args.param)
         )

@@ -3,7 +3,9 @@
 ``execute(run_id)`` claims the queued run, runs its kind with a ``JobContext`` (progress, cancel
 flag, heartbeat, log, artifacts folder), and records the outcome: ``succeeded`` with metrics and
 artifacts, ``cancelled`` when the user's cancel was seen at a check between epochs or batches, or
-``failed`` with a one-line reason (the traceback goes to the run's log).
+``failed`` with a one-line reason (the traceback goes to the run's log). A job that reaches no
+check (stuck in one call) or outgrows its memory is killed by its worker's parent instead
+(``app.jobs.watchdog``), which records the same outcomes.
 
 Kinds are named after what they run. ``blackbox`` trains a demo random forest; there is one
 explainer kind per method of ``explainers.registry.METHODS`` (same key), run through the
@@ -61,6 +63,38 @@ CANCEL_POLL = 0.2  # seconds a cancel-flag check is trusted for
 def time_limit_seconds() -> float:
     """How long one job may run before it is stopped (``FLIPSCOPE_JOB_TIME_LIMIT_S``)."""
     return float(settings().job_time_limit_s)
+
+
+def time_limit_error(limit_s: float) -> str:
+    """Why a run over its time limit failed: the same words whether the job stopped itself at a
+    check or its worker's watchdog killed it."""
+    return (
+        f"stopped after the time limit of {limit_s:.0f} s (FLIPSCOPE_JOB_TIME_LIMIT_S); "
+        "ask for less work (fewer rows or epochs) or raise it"
+    )
+
+
+def memory_error(limit_mb: int, used_mb: float | None = None) -> str:
+    """Why a run over its memory cap failed. ``used_mb``: what the watchdog measured when it
+    killed the job; None when an allocation was refused (the hard backstop, or a full machine)."""
+    advice = "ask for less work (fewer rows, a smaller batch) or raise it"
+    if used_mb is None:
+        return (
+            f"ran out of memory (the limit is {limit_mb} MB per job, FLIPSCOPE_JOB_MEMORY_MB); "
+            + advice
+        )
+    return (
+        f"used more than {limit_mb} MB of memory (FLIPSCOPE_JOB_MEMORY_MB; {used_mb:.0f} MB "
+        "when it was stopped); " + advice
+    )
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation that was refused: Python's and NumPy's MemoryError, or
+    torch's CPU allocator, which raises a RuntimeError instead."""
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+    )
 
 
 class JobError(RuntimeError):
@@ -735,10 +769,7 @@ def execute(run_id: str, store: RunStore | None = None) -> str:
         status = SUCCEEDED
     except Cancelled as exc:
         if ctx.timed_out:
-            error = (
-                f"stopped after the time limit of {ctx.time_limit:.0f} s "
-                "(FLIPSCOPE_JOB_TIME_LIMIT_S); ask for less work (fewer rows or epochs) or raise it"
-            )
+            error = time_limit_error(ctx.time_limit)
             ctx.log(error)
         else:
             status = CANCELLED
@@ -755,7 +786,7 @@ def execute(run_id: str, store: RunStore | None = None) -> str:
         error = "interrupted: the worker was stopped while the job ran; retry the run"
         ctx.log(error)
     except Exception as exc:
-        error = one_line(exc)
+        error = memory_error(settings().job_memory_mb) if out_of_memory(exc) else one_line(exc)
         # A full disk may refuse the log too; the run must still get its final status.
         with contextlib.suppress(OSError):
             store.append_log(run_id, traceback.format_exc())

@@ -113,6 +113,7 @@ if submitted:
             model=model_spec,
             params={**values, "rows": int(rows)},
             owner=gate.user,
+            session=state.session_id(),
         )
     except (ValueError, LookupError, RuntimeError) as exc:
         st.error(f"The job was not started: {md(exc)}")
@@ -138,7 +139,7 @@ def live_progress(run_id: str) -> None:
             except NotYours as exc:
                 st.error(f"The run was not cancelled: {exc}.")
             else:
-                st.toast("Cancelling: the job stops at its next epoch or batch")
+                st.toast("Cancelling: the job stops within a few seconds")
     else:
         st.rerun()
 
@@ -164,9 +165,9 @@ if active and run is not None:
         st.error(f"{info_title(run.kind)} {active[:8]} failed: {md(run.error)}")
         if gate.may(run, RETRY) and st.button("Retry", key="retry"):
             try:
-                state.set_run(backend.retry(active, user=gate.user))
+                state.set_run(backend.retry(active, user=gate.user, session=state.session_id()))
             except (ValueError, LookupError, RuntimeError) as exc:
-                st.error(f"The run was not retried: {md(exc)}")
+                st.error(f"The job was not started again: {md(exc)}")
             else:
                 st.rerun()
     else:

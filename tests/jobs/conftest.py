@@ -35,17 +35,25 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: flo
 
 
 class WorkerProcess:
-    """``python -m app.cli worker`` in its own process group (so SIGKILL can take it whole)."""
+    """``python -m app.cli worker`` in its own process group (so SIGKILL can take it whole).
+    ``entry``: the module run instead of ``app.cli`` (``tests.jobs.hostile_kinds`` adds the
+    hard-limit tests' job kinds first)."""
 
-    def __init__(self, env: dict[str, str], workers: int = 1, log: Path | None = None) -> None:
-        self.env, self.workers = env, workers
+    def __init__(
+        self,
+        env: dict[str, str],
+        workers: int = 1,
+        log: Path | None = None,
+        entry: str = "app.cli",
+    ) -> None:
+        self.env, self.workers, self.entry = env, workers, entry
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker", "--workers", str(self.workers)],
+            [sys.executable, "-m", self.entry, "worker", "--workers", str(self.workers)],
             env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         return self
@@ -92,11 +100,12 @@ def jobs_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start workers with ``workers(env, n)``; every one is stopped at the end of the test."""
+    """Start workers with ``workers(env, n)`` (``entry=``: see ``WorkerProcess``); every one is
+    stopped at the end of the test."""
     started: list[WorkerProcess] = []
 
-    def start(env: dict[str, str], n: int = 1) -> WorkerProcess:
-        w = WorkerProcess(env, n, log=tmp_path / f"worker-{len(started)}.log").start()
+    def start(env: dict[str, str], n: int = 1, entry: str = "app.cli") -> WorkerProcess:
+        w = WorkerProcess(env, n, log=tmp_path / f"worker-{len(started)}.log", entry=entry).start()
         started.append(w)
         return w
 
