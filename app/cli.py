@@ -54,6 +54,10 @@ BENCHES: dict[str, tuple[str, str]] = {
         "benchmarks.load",
         "N browser sessions open one run's arrow field at once: time to a rendered chart",
     ),
+    "quality": (
+        "benchmarks.quality",
+        "the quality card of every applicable method on one data set, beside a random baseline",
+    ),
 }
 
 

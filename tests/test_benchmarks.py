@@ -61,3 +61,20 @@ def test_bench_attributions_measures_every_method(tmp_path):
     )  # fmt: skip
     assert {"emap", "lime", "shap_tree", "ig_surrogate"} <= set(result["seconds_per_explanation"])
     assert all(-1.0 <= pair["cosine"] <= 1.0 for pair in result["agreement"].values())
+
+
+def test_bench_quality_quick_scores_every_method_beside_random(tmp_path):
+    result = bench(tmp_path, "quality", "--dataset", "moons", "--quick")
+    assert result["dataset"] == "moons" and result["n"] == 100
+    methods = result["methods"]
+    assert {"emap", "lime", "shap", "ig", "random"} <= set(methods)
+    for name in ("emap", "lime", "shap", "ig", "random"):
+        assert 0.0 <= methods[name]["deletion_auc"] <= 1.0
+        assert 0.0 <= methods[name]["insertion_auc"] <= 1.0
+    for name in ("validity", "proximity_l1", "sparsity", "ynn", "lof_inlier_rate",
+                 "triage_auroc", "triage_auroc_confidence"):  # fmt: skip
+        assert methods["emap"][name] is not None, name
+    # on moons every attribution method beats chance on both curves
+    for name in ("lime", "shap", "ig"):
+        assert methods[name]["deletion_auc"] < methods["random"]["deletion_auc"], name
+        assert methods[name]["insertion_auc"] > methods["random"]["insertion_auc"], name
