@@ -65,7 +65,7 @@ def test_bench_attributions_measures_every_method(tmp_path):
 
 def test_bench_quality_quick_scores_every_method_beside_random(tmp_path):
     result = bench(tmp_path, "quality", "--dataset", "moons", "--quick")
-    assert result["dataset"] == "moons" and result["n"] == 100
+    assert result["dataset"] == "moons" and result["n"] == 50
     methods = result["methods"]
     assert {"emap", "lime", "shap", "ig", "random"} <= set(methods)
     for name in ("emap", "lime", "shap", "ig", "random"):
