@@ -149,3 +149,21 @@ def test_a_pinned_task_has_its_own_queue_and_goes_back_to_it(tmp_path):
     assert task.args == ("a" * 22,) and type(task) is pinned
     huey.enqueue(task)  # what Huey's requeue does with a task handed back
     assert (huey.storage.queue_size(), huey.gpu_storage.queue_size()) == (0, 1)
+
+
+def test_a_worker_without_the_driver_or_devices_has_no_gpu_and_asks_nothing(monkeypatch):
+    """The answers that need no child process (which would import torch for seconds)."""
+    import subprocess
+
+    from app.jobs import worker
+
+    def no_child(*args, **kwargs):
+        raise AssertionError("a child process was started")
+
+    monkeypatch.setattr(subprocess, "run", no_child)
+    for hidden in ("", "-1"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert worker.visible_gpus() == 0
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(worker, "Path", lambda p: Path("/nonexistent") / p.lstrip("/"))
+    assert worker.visible_gpus() == 0
