@@ -1,4 +1,4 @@
-"""The ``flipscope`` console script: run | worker | jobs | bench.
+"""The ``flipscope`` console script: run | worker | jobs | data | bench.
 
 Subcommands are an explicit registry: each names the module that adds its arguments
 (``add_arguments(parser)``) and runs it (``main(args) -> int``). Modules are imported only when
@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "serve the job queue (one per GPU, pinned with CUDA_VISIBLE_DEVICES)",
     ),
     "jobs": ("app.jobs.cli", "submit, list, show, cancel, retry background jobs"),
+    "data": (
+        "app.data_cli",
+        "register a data set file from FLIPSCOPE_DATA_IMPORT_DIR as an upload (large tables)",
+    ),
     "train": (
         "app.train_cli",
         "train the SN-ResNet on MNIST and write a model + density asset folder",

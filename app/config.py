@@ -5,7 +5,9 @@ Limits a hosted instance needs, each with a safe default:
 ================================  =======  ==============================================
 variable                          default  what it caps
 ================================  =======  ==============================================
-FLIPSCOPE_MAX_UPLOAD_MB           50       size of one uploaded file (data set or model)
+FLIPSCOPE_MAX_UPLOAD_MB           50       size of one uploaded file (data set or model), up
+                                           to 1,048,576 (a browser upload is held in the
+                                           dashboard's memory while it is checked)
 FLIPSCOPE_MAX_ROWS                200000   rows of an uploaded data set
 FLIPSCOPE_MAX_COLUMNS             1000     columns of an uploaded data set
 FLIPSCOPE_MAX_JOBS_PER_USER       4        jobs one signed-in user, or one browser session
@@ -20,7 +22,12 @@ FLIPSCOPE_MODEL_CALL_TIMEOUT_S    60       seconds one call of an uploaded model
 FLIPSCOPE_MODEL_MEMORY_MB         4096     address space of an uploaded model's sandbox process
 FLIPSCOPE_UPLOAD_TTL_DAYS         7        days an upload is kept when no run uses it
 FLIPSCOPE_ALLOWED_EMAILS          (none)   who may sign in (see ``app.auth``)
+FLIPSCOPE_DATA_IMPORT_DIR         (none)   the server folder ``flipscope data register``
+                                           takes data sets from (unset: registering is off)
 ================================  =======  ==============================================
+
+The three upload limits are checked once, when an upload is accepted, and recorded with it:
+a reader started with smaller ones (a worker, a dashboard) still reads it (``app.uploads``).
 """
 
 from __future__ import annotations
@@ -61,6 +68,8 @@ class Settings:
     allowed_emails: tuple[str, ...] = ()
     # Install the precomputed demo runs of assets/demo_runs into the run store (FLIPSCOPE_DEMO_RUNS=0: no).
     demo_runs: bool = True
+    # The folder ``flipscope data register`` reads from (None: registering server files is off).
+    data_import_dir: Path | None = None
 
     @property
     def cache_dir(self) -> Path:
@@ -114,7 +123,7 @@ def settings() -> Settings:
         data_dir=data_dir,
         queue_url=os.environ.get("FLIPSCOPE_QUEUE") or None,
         port=_int_env("FLIPSCOPE_PORT", 8501, 1, 65_535),
-        max_upload_mb=_int_env("FLIPSCOPE_MAX_UPLOAD_MB", 50, 1, 2_000),
+        max_upload_mb=_int_env("FLIPSCOPE_MAX_UPLOAD_MB", 50, 1, 1_048_576),
         max_rows=_int_env("FLIPSCOPE_MAX_ROWS", 200_000, 20, 100_000_000),
         max_columns=_int_env("FLIPSCOPE_MAX_COLUMNS", 1_000, 2, 1_000_000),
         max_jobs_per_user=_int_env("FLIPSCOPE_MAX_JOBS_PER_USER", 4, 1, 10_000),
@@ -127,7 +136,13 @@ def settings() -> Settings:
         job_memory_mb=_int_env("FLIPSCOPE_JOB_MEMORY_MB", 8_192, 256, 1_048_576),
         allowed_emails=parse_emails(os.environ.get("FLIPSCOPE_ALLOWED_EMAILS", "")),
         demo_runs=_int_env("FLIPSCOPE_DEMO_RUNS", 1, 0, 1) == 1,
+        data_import_dir=_path_env("FLIPSCOPE_DATA_IMPORT_DIR"),
     )
+
+
+def _path_env(name: str) -> Path | None:
+    raw = os.environ.get(name, "").strip()
+    return Path(raw).expanduser() if raw else None
 
 
 def upload_limits(cfg: Settings | None = None) -> UploadLimits:

@@ -71,7 +71,7 @@ def test_the_apps_upload_store_uses_the_configured_limits(clean_env, data_dir):
     ("var", "value", "fragment"),
     [
         ("FLIPSCOPE_MAX_UPLOAD_MB", "lots", "not a whole number"),
-        ("FLIPSCOPE_MAX_UPLOAD_MB", "0", "outside 1..2,000"),
+        ("FLIPSCOPE_MAX_UPLOAD_MB", "0", "outside 1..1,048,576"),
         ("FLIPSCOPE_MAX_ROWS", "-5", "outside"),
         ("FLIPSCOPE_JOB_TIME_LIMIT_S", "1.5", "not a whole number"),
         ("FLIPSCOPE_JOB_MEMORY_MB", "100", "outside 256..1,048,576"),

@@ -6,6 +6,13 @@ start by hand; ``flipscope run`` starts a worker beside the dashboard).
 queue served by ``flipscope worker`` processes on several machines that share the run store
 (``FLIPSCOPE_RUNS_DIR``).
 
+Jobs pinned to a GPU (a ``device`` parameter of ``cuda`` or ``cuda:N``) go to a second queue,
+``flipscope-gpu``, that only workers with a GPU read (``flipscope worker`` finds out, or is told
+with ``--gpu``/``--no-gpu``): they read it first and the ``flipscope`` queue when it is empty, so
+a GPU worker also takes any other job. A pinned job waits, queued, until such a worker takes it.
+The message names the queue through its task (``run_job`` or ``run_gpu_job``), so a job handed
+back by a stopping worker returns to the queue it came from.
+
 The queue carries only run ids, as JSON (``JsonMessages``): Huey's own format is a pickle, which
 would let anyone who can write to the queue run code in every worker. Everything else (spec,
 progress, result) lives in the run store, so the queue can be emptied or replaced without losing
@@ -48,6 +55,7 @@ from app.jobs.watchdog import Watchdog, cap_data_segment, own_process_group
 log = logging.getLogger("flipscope.jobs")
 
 QUEUE_NAME = "flipscope"
+GPU_QUEUE_NAME = "flipscope-gpu"  # jobs pinned to a GPU; read by workers with one
 QUEUE_FILE = "queue.db"
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 CHECK_EVERY = 1.0  # seconds between reaper and watchdog passes in a worker's parent process
@@ -84,6 +92,7 @@ def run_job(run_id: str) -> None:
 
 
 TASK_NAME = f"{__name__}.run_job"  # how Huey names the task make_huey registers
+GPU_TASK_NAME = f"{__name__}.run_gpu_job"  # the same task, for a job pinned to a GPU
 MAX_MESSAGE_BYTES = 4096  # a message is about 250 bytes
 MESSAGE_VERSION = 1
 # The Message fields a Flipscope message carries; the others (eta, callbacks, expiry, timeout,
@@ -96,7 +105,7 @@ class JsonMessages:
 
     ``serialize`` writes a Huey ``Message`` for ``run_job`` as ``{"v": 1, "id", "name",
     "retries", "retry_delay", "priority", "retry_backoff", "args": [run id], "kwargs": {}}``;
-    ``deserialize`` accepts exactly that shape and raises ``QueueMessageError`` for anything
+    ``deserialize`` accepts exactly that shape (``name``: ``run_job`` or ``run_gpu_job``) and raises ``QueueMessageError`` for anything
     else (a pickle, another task, extra fields, an argument that is not a run id). Nothing read
     from the queue is ever executed or imported; the worst a forged message can do is queue a
     run id, which the worker then looks up in the run store.
@@ -130,7 +139,7 @@ class JsonMessages:
         if not isinstance(body, dict) or set(body) != {"v", *_CARRIED}:
             keys = sorted(body) if isinstance(body, dict) else type(body).__name__
             raise QueueMessageError(f"not a Flipscope task message (fields {keys})")
-        if body["v"] != MESSAGE_VERSION or body["name"] != TASK_NAME:
+        if body["v"] != MESSAGE_VERSION or body["name"] not in (TASK_NAME, GPU_TASK_NAME):
             raise QueueMessageError(f"unknown message version or task {body['name']!r}")
         ok = (
             isinstance(body["id"], str) and 0 < len(body["id"]) <= 64
@@ -148,7 +157,7 @@ class JsonMessages:
         except RunNotFound as exc:
             raise QueueMessageError(str(exc)) from None
         return Message(
-            id=body["id"], name=TASK_NAME, retries=body["retries"],
+            id=body["id"], name=body["name"], retries=body["retries"],
             retry_delay=body["retry_delay"], priority=body["priority"],
             retry_backoff=body["retry_backoff"], args=(run_id,), kwargs={},
         )  # fmt: skip
@@ -158,15 +167,40 @@ def _whole(value: Any, lo: int, hi: int) -> bool:
     return type(value) is int and lo <= value <= hi
 
 
+def needs_gpu(params: dict[str, Any]) -> bool:
+    """Whether a job is pinned to a GPU: its ``device`` parameter asks for CUDA."""
+    return str(params.get("device", "")).startswith("cuda")
+
+
 class DataOnlyHuey(Huey):
     """Huey with ``JsonMessages``: a message it cannot read is dropped with a warning in the
-    worker's log (never unpickled), and the worker goes on to the next one."""
+    worker's log (never unpickled), and the worker goes on to the next one.
+
+    It holds two queues in one storage: ``storage`` (any worker) and ``gpu_storage`` (jobs
+    pinned to a GPU). A task goes to the queue its name says; ``serve_gpu`` (set by a worker
+    with a GPU before it starts) makes ``dequeue`` read the GPU queue first."""
 
     def __init__(self, name: str, **kwargs: Any) -> None:
         super().__init__(name, serializer=JsonMessages(), **kwargs)
+        options = dict(self.storage_kwargs)
+        if "blocking" in options:  # Redis: block on the shared queue only, poll this one
+            options["blocking"] = False
+        self.gpu_storage = self.storage_class(GPU_QUEUE_NAME, **options)
+        self.serve_gpu = False
+
+    def enqueue(self, task: Any) -> Any:
+        if self._registry.task_to_string(type(task)) == GPU_TASK_NAME:
+            self.gpu_storage.enqueue(self.serialize_task(task), task.priority)
+            return None  # results=False: nothing to return
+        return super().enqueue(task)
+
+    def pending_count(self) -> int:
+        return int(self.storage.queue_size()) + int(self.gpu_storage.queue_size())
 
     def dequeue(self) -> Any:
-        data = self.storage.dequeue()
+        data = self.gpu_storage.dequeue() if self.serve_gpu else None
+        if data is None:
+            data = self.storage.dequeue()
         if data is None:
             return None
         try:
@@ -176,7 +210,7 @@ class DataOnlyHuey(Huey):
             return None
 
 
-def make_huey(queue_url: str | None = None, data_dir: Path | None = None) -> Huey:
+def make_huey(queue_url: str | None = None, data_dir: Path | None = None) -> DataOnlyHuey:
     """The Huey instance for a queue URL (None: the embedded SQLite queue in ``data_dir``)."""
     if queue_url is None or queue_url.startswith("sqlite:///"):
         if queue_url:
@@ -186,7 +220,7 @@ def make_huey(queue_url: str | None = None, data_dir: Path | None = None) -> Hue
             filename = base / QUEUE_FILE
         filename.parent.mkdir(parents=True, exist_ok=True)
         # results=False: outcomes live in the run store, never in Huey's result store.
-        huey: Huey = DataOnlyHuey(
+        huey = DataOnlyHuey(
             QUEUE_NAME, storage_class=SqliteStorage, filename=str(filename), results=False,
             timeout=30,
         )  # fmt: skip
@@ -201,6 +235,7 @@ def make_huey(queue_url: str | None = None, data_dir: Path | None = None) -> Hue
             "redis://HOST:PORT/DB (scale-out) or leave it unset (embedded SQLite queue)"
         )
     huey.task(name="run_job")(run_job)
+    huey.task(name="run_gpu_job")(run_job)
     return huey
 
 
@@ -225,8 +260,9 @@ class HueyBackend:
     def __init__(self, huey: Huey, store: RunStore) -> None:
         self.huey = huey
         self.store = store
-        # The task class make_huey registered (Huey names it "<module>.<name>").
+        # The task classes make_huey registered (Huey names them "<module>.<name>").
         self._task_class = huey._registry.string_to_task(TASK_NAME)
+        self._gpu_task_class = huey._registry.string_to_task(GPU_TASK_NAME)
 
     # ------------------------------------------------------------------ JobBackend
     def submit(
@@ -247,19 +283,27 @@ class HueyBackend:
         (``JobLimitError``) a job beyond ``FLIPSCOPE_MAX_JOBS_PER_USER`` queued or running ones of
         its ``owner`` or of its ``session`` (the dashboard session, so the cap holds without
         sign-in too), or beyond ``FLIPSCOPE_MAX_JOBS_TOTAL`` on the whole instance (which alone
-        binds the command line: it passes neither)."""
+        binds the command line: it passes neither). A job whose ``device`` is ``cuda`` goes to
+        the GPU queue, which only workers with a GPU read."""
         from app.jobs.tasks import validate
 
         dataset_spec, model_spec, clean = validate(kind, dataset, model, params)
         Gate(owner, self.store).check_job(dataset_spec, model_spec, clean)
+        pinned = needs_gpu(clean)
+        waiting = (
+            f"waiting for a worker with a GPU (device={clean['device']})"
+            if pinned
+            else "waiting for a worker"
+        )
         with self.store.admission():
             admit(self.store.active(), owner, session, settings())
             run = self.store.create(
                 kind, dataset=dataset_spec, model=model_spec, params=clean, retry_of=retry_of,
-                owner=owner, session=session,
+                owner=owner, session=session, waiting=waiting,
             )  # fmt: skip
+        task_class = self._gpu_task_class if pinned else self._task_class
         try:
-            self.huey.enqueue(self._task_class(args=(run.id,)))
+            self.huey.enqueue(task_class(args=(run.id,)))
         except Exception as exc:
             reason = f"could not reach the job queue ({type(exc).__name__}: {exc})"
 
@@ -411,6 +455,9 @@ class ReapingConsumer(Consumer):
 
     def start(self) -> None:
         self.reap()  # runs left "running" by a worker that died show as failed at once
+        gpu_storage = getattr(self.huey, "gpu_storage", None)
+        if gpu_storage is not None and self.environment.forks:
+            gpu_storage.close()  # as Huey closes ``storage``: forked workers open their own
         super().start()
 
     def loop(self, health_check_ts: float | None = None) -> float | None:

@@ -281,11 +281,13 @@ class RunStore:
         retry_of: str | None = None,
         owner: str | None = None,
         session: str | None = None,
+        waiting: str = "waiting for a worker",
     ) -> Run:
         """A new queued run with a fresh id (its folder, record and active marker); ``owner`` is
         the signed-in user who asked for it (None when the app runs without sign-in), ``session``
-        the dashboard session (None from the command line). A record that cannot be written (a
-        disk error, a value JSON cannot hold) leaves no folder behind."""
+        the dashboard session (None from the command line), ``waiting`` its progress message
+        until a worker takes it. A record that cannot be written (a disk error, a value JSON
+        cannot hold) leaves no folder behind."""
         run_id = new_run_id()
         folder = self.root / run_id
         record = Run(
@@ -299,7 +301,7 @@ class RunStore:
             retry_of=retry_of,
             owner=owner,
             session=session,
-            progress=Progress(0.0, "queued", "waiting for a worker"),
+            progress=Progress(0.0, "queued", waiting),
         )
         (folder / ARTIFACTS).mkdir(parents=True)
         try:

@@ -37,7 +37,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: flo
 class WorkerProcess:
     """``python -m app.cli worker`` in its own process group (so SIGKILL can take it whole).
     ``entry``: the module run instead of ``app.cli`` (``tests.jobs.hostile_kinds`` adds the
-    hard-limit tests' job kinds first)."""
+    hard-limit tests' job kinds first); ``args``: more options of ``flipscope worker``."""
 
     def __init__(
         self,
@@ -45,15 +45,16 @@ class WorkerProcess:
         workers: int = 1,
         log: Path | None = None,
         entry: str = "app.cli",
+        args: tuple[str, ...] = (),
     ) -> None:
-        self.env, self.workers, self.entry = env, workers, entry
+        self.env, self.workers, self.entry, self.args = env, workers, entry, args
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.entry, "worker", "--workers", str(self.workers)],
+            [sys.executable, "-m", self.entry, "worker", "--workers", str(self.workers), *self.args],
             env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         return self
@@ -100,12 +101,15 @@ def jobs_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start workers with ``workers(env, n)`` (``entry=``: see ``WorkerProcess``); every one is
-    stopped at the end of the test."""
+    """Start workers with ``workers(env, n)`` (``entry=``, ``args=``: see ``WorkerProcess``);
+    every one is stopped at the end of the test."""
     started: list[WorkerProcess] = []
 
-    def start(env: dict[str, str], n: int = 1, entry: str = "app.cli") -> WorkerProcess:
-        w = WorkerProcess(env, n, log=tmp_path / f"worker-{len(started)}.log", entry=entry).start()
+    def start(
+        env: dict[str, str], n: int = 1, entry: str = "app.cli", args: tuple[str, ...] = ()
+    ) -> WorkerProcess:
+        log = tmp_path / f"worker-{len(started)}.log"
+        w = WorkerProcess(env, n, log=log, entry=entry, args=args).start()
         started.append(w)
         return w
 

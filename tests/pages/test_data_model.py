@@ -87,3 +87,33 @@ def test_an_uploaded_model_that_hangs_gives_a_message_not_a_hung_page(env, monke
     assert time.monotonic() - started < 30
     assert not at.exception
     assert any("took longer than 2 s" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_an_upload_accepted_under_larger_limits_opens_with_smaller_ones(env, monkeypatch):
+    """Limits are checked once, at upload: a dashboard started with smaller FLIPSCOPE_MAX_*
+    values still opens an upload that passed larger ones (it once showed "cannot be opened")."""
+    import numpy as np
+    import pandas as pd
+
+    from app.config import settings
+    from app.uploads import UploadStore
+    from datasets.upload import UploadLimits
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20_000, 5))
+    frame = pd.DataFrame({f"x{j}": x[:, j] for j in range(5)})
+    frame["label"] = np.where(x[:, 0] > x[:, 1], "yes", "no")
+    data = frame.to_csv(index=False).encode()
+    assert len(data) > 1024 * 1024
+    limits = UploadLimits(max_bytes=8 * 1024 * 1024, max_rows=50_000, max_columns=10)
+    data_id, _ = UploadStore(settings().uploads_dir, limits).add_dataset(data, "big.csv", "label")
+    monkeypatch.setenv("FLIPSCOPE_MAX_UPLOAD_MB", "1")
+    monkeypatch.setenv("FLIPSCOPE_MAX_ROWS", "100")
+    monkeypatch.setenv("FLIPSCOPE_MAX_COLUMNS", "3")
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params.update(data=data_id)
+    at.run()
+    assert not at.exception
+    assert not at.error, [e.value for e in at.error]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Training rows"] == "15,000" and metrics["Test rows"] == "5,000"
