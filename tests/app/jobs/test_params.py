@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import pytest
 
-from app.jobs import tasks
+from app.jobs import kinds, runtime, training
 from app.jobs.huey_backend import HueyBackend, make_huey
 from app.jobs.store import RunStore
 from explainers.base import ParamsError, param_specs, params_from_dict
 
 # Every Params dataclass a job can take: the registered methods and the training kinds.
-PARAMS = {name: kind.params() for name, kind in tasks.KINDS.items() if kind.params() is not None}
+PARAMS = {name: kind.params() for name, kind in kinds.KINDS.items() if kind.params() is not None}
 FLOATS = [
     (name, spec.name)
     for name, cls in PARAMS.items()
@@ -167,16 +167,16 @@ def test_batch_sizes_of_image_models_are_capped(kind, name, value):
 
 
 def test_a_forest_that_could_outgrow_memory_is_refused():
-    tasks.check_forest_size(200, 17_133, 2)  # the Adult demo
-    tasks.check_forest_size(200, 60_000, 10)  # an MNIST-sized forest
+    training.check_forest_size(200, 17_133, 2)  # the Adult demo
+    training.check_forest_size(200, 60_000, 10)  # an MNIST-sized forest
     with pytest.raises(ParamsError, match="Ask for 48 trees or fewer") as info:
-        tasks.check_forest_size(5000, 150_000, 50)
+        training.check_forest_size(5000, 150_000, 50)
     assert "n_trees x training rows = 5,000 x 150,000" in str(info.value)
 
 
 def test_a_blackbox_run_over_the_forest_cap_fails_with_the_reason(data_dir, monkeypatch):
-    monkeypatch.setattr(tasks, "MAX_FOREST_BYTES", 2**20)
+    monkeypatch.setattr(training, "MAX_FOREST_BYTES", 2**20)
     store = RunStore(data_dir / "runs")
     run = store.create("blackbox", dataset={"name": "moons"}, params={"n_trees": 200})
-    assert tasks.execute(run.id, store) == "failed"
+    assert runtime.execute(run.id, store) == "failed"
     assert "trees or fewer" in store.get(run.id).error

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from app.jobs.store import CANCELLED, FAILED, RUNNING, SUCCEEDED
-from tests.jobs.conftest import backend_for, wait_for
+from tests.app.jobs.conftest import backend_for, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 

@@ -16,7 +16,7 @@ from huey.registry import Message
 
 from app.jobs.huey_backend import TASK_NAME, JsonMessages, QueueMessageError
 from app.jobs.store import FAILED, SUCCEEDED, new_run_id
-from tests.jobs.conftest import backend_for, wait_for
+from tests.app.jobs.conftest import backend_for, wait_for
 
 
 class _Canary:

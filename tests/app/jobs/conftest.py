@@ -19,7 +19,7 @@ import pytest
 from app.jobs.huey_backend import HueyBackend, make_huey
 from app.jobs.store import RunStore
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
@@ -36,7 +36,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: flo
 
 class WorkerProcess:
     """``python -m app.cli worker`` in its own process group (so SIGKILL can take it whole).
-    ``entry``: the module run instead of ``app.cli`` (``tests.jobs.hostile_kinds`` adds the
+    ``entry``: the module run instead of ``app.cli`` (``tests.app.jobs.hostile_kinds`` adds the
     hard-limit tests' job kinds first)."""
 
     def __init__(

@@ -16,7 +16,7 @@ import pytest
 
 from app.jobs.store import CANCELLED, FAILED, RUNNING, RunStore, process_start, this_worker
 from app.jobs.watchdog import LOCK_WAIT_S, Watchdog, descendants
-from tests.jobs.conftest import wait_for
+from tests.app.jobs.conftest import wait_for
 
 HOLD_LOCK = """
 import fcntl, os, subprocess, sys, time

@@ -8,11 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from app.jobs import resolve, tasks
+from app.jobs import kinds, resolve, runtime
 from app.jobs.huey_backend import HueyBackend, make_huey
 from app.jobs.store import CANCELLED, FAILED, QUEUED, SUCCEEDED, RunStateError, RunStore
 from explainers.base import ParamsError
-from tests.jobs.conftest import wait_for
+from tests.app.jobs.conftest import wait_for
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def test_blackbox_trains_saves_and_evaluates(store):
     from explainers.models import load_model
 
     run = store.create("blackbox", dataset={"name": "moons"}, params={"n_trees": 25, "seed": 3})
-    assert tasks.execute(run.id, store) == SUCCEEDED
+    assert runtime.execute(run.id, store) == SUCCEEDED
     done = store.get(run.id)
     assert done.artifacts == ["model.skops"] and done.device == "cpu"
     assert done.metrics["accuracy"] > 0.9 and done.metrics["n_trees"] == 25
@@ -50,10 +50,10 @@ def test_a_failure_shows_one_line_and_keeps_the_traceback(store, monkeypatch):
         raise RuntimeError("the disk is on fire\nsecond line")
 
     monkeypatch.setitem(
-        tasks.KINDS, "blackbox", tasks.JobKind("blackbox", "t", boom, lambda: None, False)
+        kinds.KINDS, "blackbox", kinds.JobKind("blackbox", "t", boom, lambda: None, False)
     )
     run = store.create("blackbox", dataset={"name": "moons"})
-    assert tasks.execute(run.id, store) == FAILED
+    assert runtime.execute(run.id, store) == FAILED
     failed = store.get(run.id)
     assert failed.error == "RuntimeError: the disk is on fire"
     log = store.read_log(run.id)
@@ -62,7 +62,7 @@ def test_a_failure_shows_one_line_and_keeps_the_traceback(store, monkeypatch):
 
 def test_a_user_error_shows_its_message_alone(store):
     run = store.create("blackbox", dataset={"upload": "no-such-upload-id"})
-    assert tasks.execute(run.id, store) == FAILED
+    assert runtime.execute(run.id, store) == FAILED
     error = store.get(run.id).error
     assert "no-such-upload-id" in error and not error.startswith("SpecError")
 
@@ -82,7 +82,7 @@ def test_cancel_stops_training_within_a_batch(store):
 
     t = threading.Thread(target=cancel_once_training)
     t.start()
-    assert tasks.execute(run.id, store) == CANCELLED
+    assert runtime.execute(run.id, store) == CANCELLED
     t.join()
     got = store.get(run.id)
     assert got.status == CANCELLED and got.metrics == {} and got.artifacts == []
@@ -94,51 +94,68 @@ def test_cancel_stops_training_within_a_batch(store):
 def test_a_run_cancelled_in_the_queue_is_not_run(store):
     run = store.create("blackbox", dataset={"name": "moons"})
     store.request_cancel(run.id)
-    assert tasks.execute(run.id, store) == CANCELLED
+    assert runtime.execute(run.id, store) == CANCELLED
     assert store.read_log(run.id) == ""
 
 
 def test_validation_at_submit(store):
-    assert tasks.validate("blackbox", "moons", None, {"n_trees": "30"}) == (
+    assert kinds.validate("blackbox", "moons", None, {"n_trees": "30"}) == (
         {"name": "moons"}, None, {"n_trees": 30},
     )  # fmt: skip
-    with pytest.raises(tasks.JobError, match="unknown job kind 'train'"):
-        tasks.validate("train", "moons", None, {})
+    with pytest.raises(kinds.JobError, match="unknown job kind 'train'"):
+        kinds.validate("train", "moons", None, {})
     with pytest.raises(ParamsError, match="unknown parameter"):
-        tasks.validate("blackbox", "moons", None, {"trees": 3})
+        kinds.validate("blackbox", "moons", None, {"trees": 3})
     with pytest.raises(ParamsError, match="n_trees"):
-        tasks.validate("blackbox", "moons", None, {"n_trees": 0})
+        kinds.validate("blackbox", "moons", None, {"n_trees": 0})
     with pytest.raises(resolve.SpecError, match="trains its own model"):
-        tasks.validate("blackbox", "moons", "demo:moons", {})
+        kinds.validate("blackbox", "moons", "demo:moons", {})
     with pytest.raises(resolve.SpecError, match="unknown data set 'mars'"):
-        tasks.validate("blackbox", "mars", None, {})
+        kinds.validate("blackbox", "mars", None, {})
 
 
 def test_specs():
-    assert resolve.normalize_dataset_spec("upload:abc") == {"upload": "abc"}
-    assert resolve.normalize_dataset_spec('{"name": "blob"}') == {"name": "blob"}
-    assert resolve.normalize_model_spec(None, {"name": "moons"}) == {"demo": "moons"}
-    assert resolve.normalize_model_spec(None, {"name": "mnist"}) == {"demo": "mnist"}  # SN-ResNet
-    assert resolve.normalize_model_spec(None, {"upload": "abc"}) is None  # no demo for uploads
-    assert resolve.normalize_model_spec("emap_run:XYZ", {"name": "moons"}) == {"emap_run": "XYZ"}
+    Dataset, Model = resolve.DatasetSpec, resolve.ModelSpec
+    moons = Dataset(name="moons")
+    assert Dataset.from_json("upload:abc") == Dataset(upload="abc")
+    assert Dataset.from_json('{"name": "blob"}').to_json() == {"name": "blob"}
+    assert Model.from_json(None, moons) == Model("demo", "moons")
+    assert Model.from_json(None, Dataset(name="mnist")).to_json() == {"demo": "mnist"}  # SN-ResNet
+    assert Model.from_json(None, Dataset(upload="abc")) is None  # no demo for uploads
+    assert Model.from_json("emap_run:XYZ", moons) == Model("run", "XYZ", "emap")
+    assert Model.from_json("emap_run:XYZ", moons).to_json() == {"emap_run": "XYZ"}
+    assert Model.from_json({"run": "XYZ"}, moons).to_json() == {"run": "XYZ"}
     with pytest.raises(resolve.SpecError):
-        resolve.normalize_model_spec("pickle:x", {"name": "moons"})
+        Model.from_json("pickle:x", moons)
     with pytest.raises(resolve.SpecError, match="no demo model for 'mars'"):
-        resolve.normalize_model_spec("demo:mars", {"name": "moons"})
+        Model.from_json("demo:mars", moons)
+    with pytest.raises(resolve.SpecError, match="does not fit data set"):
+        Model.from_json("demo:blob", moons)
+    with pytest.raises(resolve.SpecError, match="built-in data set or an upload"):
+        Dataset()
+    with pytest.raises(resolve.SpecError, match="non-empty string"):
+        Dataset.from_json({"upload": ""})
+
+
+def _resolver(store):
+    from app.access import Gate
+
+    return resolve.Resolver(store, Gate(None, store))
 
 
 def test_a_blackbox_run_is_a_model_for_later_jobs(store):
     from datasets import load_dataset
 
     run = store.create("blackbox", dataset={"name": "moons"}, params={"n_trees": 10})
-    tasks.execute(run.id, store)
+    runtime.execute(run.id, store)
     moons = load_dataset("moons")
-    model = resolve.resolve_model({"run": run.id}, moons, {"name": "moons"}, store)
+    model = _resolver(store).model({"run": run.id}, {"name": "moons"}, moons)
+    assert model.description == f"random forest (run {run.id})"
     assert model.predict(moons.X_test[:50]).shape == (50,)
     with pytest.raises(resolve.SpecError, match="trained on data set"):
-        resolve.resolve_model({"run": run.id}, load_dataset("blob"), {"name": "blob"}, store)
+        _resolver(store).model({"run": run.id}, {"name": "blob"}, load_dataset("blob"))
     with pytest.raises(resolve.SpecError, match="not emap"):
-        resolve.resolve_model({"emap_run": run.id}, moons, {"name": "moons"}, store)
+        _resolver(store).model({"emap_run": run.id}, {"name": "moons"}, moons)
 
 
 def test_retry_links_both_runs(data_dir):
@@ -155,9 +172,9 @@ def test_retry_links_both_runs(data_dir):
 
 
 def test_a_job_over_the_time_limit_is_stopped_and_failed(store, monkeypatch):
-    monkeypatch.setattr(tasks, "time_limit_seconds", lambda: 1.0)
+    monkeypatch.setattr(runtime, "time_limit_seconds", lambda: 1.0)
     run = store.create("blackbox", dataset={"name": "moons"}, params={"n_trees": 5000})
-    assert tasks.execute(run.id, store) == FAILED
+    assert runtime.execute(run.id, store) == FAILED
     failed = store.get(run.id)
     assert "time limit of 1 s" in failed.error and failed.seconds < 30
 
@@ -190,7 +207,7 @@ def test_resnet_training_stops_within_a_batch_of_a_cancel(store):
     t = threading.Thread(target=cancel_once_training)
     t.start()
     t0 = time.monotonic()
-    assert tasks.execute(run.id, store) == CANCELLED
+    assert runtime.execute(run.id, store) == CANCELLED
     t.join()
     assert time.monotonic() - t0 < 60
     got = store.get(run.id)
@@ -213,7 +230,7 @@ def test_a_resnet_run_is_a_model_with_its_density(store):
     density = fit_density(net, data.X_train[:300], data.y_train[:300], 2)
     write_asset(store.artifacts_dir(run.id) / "resnet", net, config, density, {"test": True})
     store.update(run.id, lambda r: r.update(status=SUCCEEDED))
-    model = resolve.resolve_model({"resnet_run": run.id}, data, {"name": "mnist38"}, store)
+    model = _resolver(store).model({"resnet_run": run.id}, {"name": "mnist38"}, data)
     assert "gradients" in model.capabilities and model.density is not None
     with torch.no_grad():
         expected = net(torch.as_tensor(data.X_test[:4]).reshape(-1, 1, 28, 28)).exp().numpy()
@@ -227,9 +244,9 @@ def test_emap_then_ig_on_its_surrogate(model_cache, tmp_path, monkeypatch):
     store = RunStore(tmp_path / "runs")
 
     def run(kind, model, params):
-        d, m, p = tasks.validate(kind, "moons", model, params)
+        d, m, p = kinds.validate(kind, "moons", model, params)
         r = store.create(kind, dataset=d, model=m, params=p)
-        assert tasks.execute(r.id, store) == SUCCEEDED, store.read_log(r.id)
+        assert runtime.execute(r.id, store) == SUCCEEDED, store.read_log(r.id)
         return r.id
 
     emap = run("emap", None, {"epochs": 2, "perturber_epochs": 2, "rows": 40})
@@ -240,7 +257,7 @@ def test_emap_then_ig_on_its_surrogate(model_cache, tmp_path, monkeypatch):
     exp = store.load_explanation(ig)
     assert exp.params["on_surrogate"] and exp.attributions.shape == (5, 2)
     assert exp.method == "ig" and exp.rows == {"split": "test", "start": 0, "stop": 5}
-    assert store.get(ig).params["surrogate"] == {"emap_run": emap}
+    assert store.get(ig).params["surrogate"] == {"run": emap}  # any run that learns a surrogate
     # Every method's fitted state is saved the same way; IG's holds the surrogate it used.
     from explainers.integrated_gradients import IntegratedGradients
 
@@ -248,9 +265,12 @@ def test_emap_then_ig_on_its_surrogate(model_cache, tmp_path, monkeypatch):
     saved = IntegratedGradients.load(store.artifacts_dir(ig) / "ig")
     assert saved.gradient_surrogate_ is not None and saved.baseline_.shape == (2,)
     # An EMAP run of another black box is refused as a surrogate.
-    blob_spec = {"demo": "blob"}
+    other = {"run": "a-forest-of-another-run"}
     with pytest.raises(resolve.SpecError, match="surrogate of model"):
-        resolve.resolve_surrogate({"emap_run": emap}, blob_spec, {"name": "moons"}, None, store)
+        _resolver(store).surrogate({"emap_run": emap}, other, {"name": "moons"}, None)
+    # A run of a method that learns no surrogate is refused as one, naming the kinds that do.
+    with pytest.raises(resolve.SpecError, match="learns no surrogate; use a run of emap"):
+        _resolver(store).surrogate({"run": ig}, None, {"name": "moons"}, None)
 
 
 def test_one_job_per_gpu(store):
@@ -262,7 +282,7 @@ def test_one_job_per_gpu(store):
     def context():
         run = store.create("deduce", dataset={"name": "mnist"})
         store.start(run.id, this_worker())
-        ctx = tasks.JobContext(store, store.get(run.id), this_worker())
+        ctx = runtime.JobContext(store, store.get(run.id), this_worker())
         ctx.device = "cuda"
         return ctx
 
@@ -289,3 +309,36 @@ def test_one_job_per_gpu(store):
     cpu.device = "cpu"
     with first.gpu_slot(), cpu.gpu_slot():  # CPU jobs never wait for a GPU
         pass
+
+
+def test_a_model_without_gradients_fails_with_the_reason_alone(model_cache, tmp_path, monkeypatch):
+    """IG on the moons forest without a surrogate: the run's error is NoGradientsError's message
+    alone (what to do), not an exception type and a first line."""
+    monkeypatch.setenv("FLIPSCOPE_DATA_DIR", str(model_cache))  # the demo forest trains once
+    store = RunStore(tmp_path / "runs")
+    d, m, p = kinds.validate("ig", "moons", None, {"rows": 3})
+    run = store.create("ig", dataset=d, model=m, params=p)
+    assert runtime.execute(run.id, store) == FAILED
+    error = store.get(run.id).error
+    assert error.startswith("Integrated Gradients needs the gradient of the model's output")
+    assert "NoGradientsError" not in error
+
+
+def test_the_kinds_that_produce_a_model_follow_the_registry(monkeypatch):
+    """One table of the runs that are models: the forest, the SN-ResNet and the surrogate of every
+    method that provides one, so a method registered with a surrogate is a model source too."""
+    from dataclasses import replace
+
+    from explainers.registry import METHODS
+
+    table = resolve.run_models()
+    assert table["blackbox"].artifact == "model.skops" and table["resnet"].artifact == "resnet"
+    assert table["emap"].artifact == "emap"  # the fitted EMAP folder: its surrogate
+    assert "lime" not in table and "lime_run" not in resolve.model_run_keys()
+    monkeypatch.setitem(METHODS, "mimic", replace(METHODS["emap"], kind="mimic"))
+    assert "mimic_run" in resolve.model_run_keys()
+    moons = resolve.DatasetSpec(name="moons")
+    assert resolve.ModelSpec.from_json("mimic_run:abc", moons) == resolve.ModelSpec(
+        "run", "abc", "mimic"
+    )
+    assert resolve.surrogate_spec({"mimic_run": "abc"}).kind == "mimic"

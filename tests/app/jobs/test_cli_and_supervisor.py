@@ -13,7 +13,7 @@ import pytest
 
 from app.cli import main
 from app.jobs.supervisor import Supervised, run_with_worker
-from tests.jobs.conftest import wait_for
+from tests.app.jobs.conftest import wait_for
 
 
 def _run(capsys, *argv):

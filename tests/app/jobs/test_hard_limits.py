@@ -2,7 +2,7 @@
 killed by its worker's parent when it passes its time limit, is cancelled, or uses more memory
 than allowed; its run says why, whatever it started dies with it, and the job queued behind it
 runs on the replacement worker. The stuck jobs are the test-only kinds of
-``tests.jobs.hostile_kinds``.
+``tests.app.jobs.hostile_kinds``.
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from app.jobs import tasks
+from app.jobs import kinds
 from app.jobs.store import CANCELLED, FAILED, RUNNING, SUCCEEDED
 from app.jobs.watchdog import STOP_GRACE_S
-from tests.jobs.conftest import backend_for, wait_for
-from tests.jobs.hostile_kinds import HOSTILE
+from tests.app.jobs.conftest import backend_for, wait_for
+from tests.app.jobs.hostile_kinds import HOSTILE
 
 pytestmark = pytest.mark.slow
 
-ENTRY = "tests.jobs.hostile_kinds"  # a worker with the hostile kinds registered
+ENTRY = "tests.app.jobs.hostile_kinds"  # a worker with the hostile kinds registered
 SHORT = {"n_trees": 10}
 
 
@@ -31,7 +31,7 @@ SHORT = {"n_trees": 10}
 def hostile(monkeypatch):
     """The hostile kinds in this process's KINDS too, so ``submit`` validates them."""
     for name, kind in HOSTILE.items():
-        monkeypatch.setitem(tasks.KINDS, name, kind)
+        monkeypatch.setitem(kinds.KINDS, name, kind)
 
 
 def _status(store, run_id, *statuses):

@@ -1,8 +1,8 @@
 """Job kinds that never reach a cooperative check, for the hard-limit tests only.
 
-The product does not ship them: a test registers them in ``app.jobs.tasks.KINDS`` of its own
+The product does not ship them: a test registers them in ``app.jobs.kinds.KINDS`` of its own
 process (``register``, so ``submit`` validates them) and starts its worker through this module
-instead of ``app.cli`` (``python -m tests.jobs.hostile_kinds worker --workers 1``), which
+instead of ``app.cli`` (``python -m tests.app.jobs.hostile_kinds worker --workers 1``), which
 registers them in the worker before it forks.
 
 - ``stuck_sleep``: stuck in one C call with the GIL released, so its heartbeat stays fresh (the
@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.jobs import tasks
+from app.jobs import kinds
+from app.jobs.runtime import JobContext
 
 MB = 1024 * 1024
 
@@ -41,20 +42,20 @@ def _resident_mb() -> float:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MB
 
 
-def stuck_sleep(ctx: tasks.JobContext) -> dict[str, Any]:
+def stuck_sleep(ctx: JobContext) -> dict[str, Any]:
     child = subprocess.Popen(["sleep", "3600"], start_new_session=True)
     ctx.report(0.1, "stuck", f"child {child.pid}; sleeping", force=True)
     time.sleep(3600)
     return {}
 
 
-def stuck_regex(ctx: tasks.JobContext) -> dict[str, Any]:
+def stuck_regex(ctx: JobContext) -> dict[str, Any]:
     ctx.report(0.1, "stuck", "backtracking", force=True)
     re.match(r"(a+)+$", "a" * 64 + "b")
     return {}
 
 
-def memory_hog(ctx: tasks.JobContext) -> dict[str, Any]:
+def memory_hog(ctx: JobContext) -> dict[str, Any]:
     import numpy as np
 
     target = _cap_mb() + 200
@@ -68,7 +69,7 @@ def memory_hog(ctx: tasks.JobContext) -> dict[str, Any]:
     return {}
 
 
-def memory_grab(ctx: tasks.JobContext) -> dict[str, Any]:
+def memory_grab(ctx: JobContext) -> dict[str, Any]:
     import numpy as np
 
     ctx.report(0.1, "allocating", "all at once", force=True)
@@ -77,7 +78,7 @@ def memory_grab(ctx: tasks.JobContext) -> dict[str, Any]:
 
 
 HOSTILE = {
-    name: tasks.JobKind(name, name, run, lambda: None, needs_model=False)
+    name: kinds.JobKind(name, name, run, lambda: None, needs_model=False)
     for name, run in (
         ("stuck_sleep", stuck_sleep),
         ("stuck_regex", stuck_regex),
@@ -87,12 +88,12 @@ HOSTILE = {
 }
 
 
-def register(kinds: dict[str, tasks.JobKind]) -> None:
+def register(kinds: dict[str, kinds.JobKind]) -> None:
     kinds.update(HOSTILE)
 
 
 if __name__ == "__main__":
     from app.cli import main
 
-    register(tasks.KINDS)
+    register(kinds.KINDS)
     sys.exit(main(sys.argv[1:]))
