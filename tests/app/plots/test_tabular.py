@@ -9,11 +9,10 @@ import pytest
 
 from app.plots.tabular import (
     change_frequency_figure,
-    change_mask,
     counterfactual_frame,
     counterfactual_table,
 )
-from tests.plots.factories import attribution_explanation, tabular_explanation
+from tests.factories import attribution_explanation, tabular_explanation
 
 
 def _highlighted_cells(styler) -> set[tuple[int, int]]:
@@ -21,19 +20,6 @@ def _highlighted_cells(styler) -> set[tuple[int, int]]:
     html = styler.to_html()
     style_block = html.split("</style>")[0]
     return {(int(r), int(c)) for r, c in re.findall(r"_row(\d+)_col(\d+)", style_block)}
-
-
-def test_change_mask_follows_original_units():
-    mask = change_mask(tabular_explanation())
-    assert list(mask.columns) == ["age", "capital", "workclass", "sex"]
-    np.testing.assert_array_equal(
-        mask.to_numpy(),
-        [
-            [True, False, True, False],  # age 39 -> 41, workclass changed
-            [False, False, False, False],  # float noise and +0.3 years round away
-            [False, True, False, True],  # capital +5000, sex F -> M
-        ],
-    )
 
 
 def test_table_values_in_original_units_and_exact_highlights():

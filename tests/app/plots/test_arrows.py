@@ -6,16 +6,15 @@ import numpy as np
 import plotly.io as pio
 import pytest
 
+from app.analysis import decision_regions, project_2d
 from app.plots.arrows import (
     NEUTRAL,
     SVG_MAX_ARROWS,
     UNCERTAIN,
     arrow_field_figure,
     arrow_segments,
-    decision_regions,
-    project_2d,
 )
-from tests.plots.factories import attribution_explanation, points_explanation
+from tests.factories import attribution_explanation, points_explanation
 
 
 def _arrow_traces(fig):
@@ -157,40 +156,6 @@ def test_attribution_only_explanation_does_not_claim_boundary_distance():
     assert "‖attribution‖" in red.name and "boundary" not in red.name
 
 
-def test_pca_projection_labels_and_linear_maps():
-    rng = np.random.default_rng(2)
-    X = rng.normal(size=(80, 5)) * [3, 2, 1, 0.5, 0.1]
-    proj = project_2d(X, "pca")
-    assert proj.labels == ("PCA component 1 (projection)", "PCA component 2 (projection)")
-    np.testing.assert_allclose(proj.coords, (X - X.mean(0)) @ proj.components.T)
-    np.testing.assert_allclose(proj.components @ proj.components.T, np.eye(2), atol=1e-10)
-    U = rng.normal(size=(5, 2))
-    np.testing.assert_allclose(proj.points(proj.lift(U)), U, atol=1e-10)
-    assert abs(proj.components[0, 0]) > 0.9, "first component follows the widest feature"
-    e = attribution_explanation(X, rng.normal(size=X.shape), method="emap")
-    fig = arrow_field_figure(e, projection=proj)
-    assert fig.layout.xaxis.title.text == "PCA component 1 (projection)"
-    neutral, red = _arrow_traces(fig)
-    starts, tips = map(np.concatenate, zip(_arrows(neutral), _arrows(red), strict=True))
-    order = np.argsort(starts[:, 0])
-    ref = np.argsort(proj.coords[:, 0])
-    np.testing.assert_allclose(
-        (tips - starts)[order], (e.attributions @ proj.components.T)[ref], atol=1e-4
-    )
-
-
-def test_feature_pair_projection_is_labelled_and_identity_for_2d():
-    X = np.arange(12.0).reshape(4, 3)
-    proj = project_2d(X, "features", (2, 0), ["a", "b", "c"])
-    np.testing.assert_array_equal(proj.coords, X[:, [2, 0]])
-    assert "(projection" in proj.labels[0] and proj.labels[0].startswith("c")
-    np.testing.assert_allclose(proj.points(proj.lift([[7.0, 9.0]])), [[7.0, 9.0]])
-    ident = project_2d(X[:, :2], "features", (0, 1), ["a", "b"])
-    assert ident.labels == ("a", "b") and not ident.is_slice
-    with pytest.raises(ValueError, match="two different columns"):
-        project_2d(X, "features", (1, 1))
-
-
 class _HalfPlane:
     class_names = ["left", "right"]
 
@@ -228,3 +193,25 @@ def test_auto_renderer_is_svg_up_to_the_limit_then_webgl():
     assert {t.type for t in arrow_field_figure(e).data} == {"scattergl"}
     subset = arrow_field_figure(e, max_arrows=SVG_MAX_ARROWS).data
     assert {t.type for t in subset} == {"scatter"}, "decided by the arrows drawn, not the rows"
+
+
+def test_pca_projection_labels_and_linear_maps():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(80, 5)) * [3, 2, 1, 0.5, 0.1]
+    proj = project_2d(X, "pca")
+    assert proj.labels == ("PCA component 1 (projection)", "PCA component 2 (projection)")
+    np.testing.assert_allclose(proj.coords, (X - X.mean(0)) @ proj.components.T)
+    np.testing.assert_allclose(proj.components @ proj.components.T, np.eye(2), atol=1e-10)
+    U = rng.normal(size=(5, 2))
+    np.testing.assert_allclose(proj.points(proj.lift(U)), U, atol=1e-10)
+    assert abs(proj.components[0, 0]) > 0.9, "first component follows the widest feature"
+    e = attribution_explanation(X, rng.normal(size=X.shape), method="emap")
+    fig = arrow_field_figure(e, projection=proj)
+    assert fig.layout.xaxis.title.text == "PCA component 1 (projection)"
+    neutral, red = _arrow_traces(fig)
+    starts, tips = map(np.concatenate, zip(_arrows(neutral), _arrows(red), strict=True))
+    order = np.argsort(starts[:, 0])
+    ref = np.argsort(proj.coords[:, 0])
+    np.testing.assert_allclose(
+        (tips - starts)[order], (e.attributions @ proj.components.T)[ref], atol=1e-4
+    )

@@ -10,7 +10,7 @@ import pytest
 
 from app.plots.arrows import arrow_field_figure
 from app.plots.export import ExportUnavailable, chromium_path, figure_png, run_report_html
-from tests.plots.factories import points_explanation
+from tests.factories import points_explanation
 
 
 @pytest.mark.skipif(

@@ -14,7 +14,7 @@ from app.plots.images import (
     symmetric_range,
     thresholded,
 )
-from tests.plots.factories import image_explanation, points_explanation
+from tests.factories import image_explanation, points_explanation
 
 
 def _pair():
