@@ -16,11 +16,12 @@ from streamlit.testing.v1 import AppTest
 from app.jobs import FAILED, QUEUED
 from app.jobs.store import this_worker
 from app.uploads import UploadStore
+from tests.app.test_auth import AUTH
+from tests.app.views.prepared import finished_run, upload_with_model
+from tests.factories import emap_like_moons, emap_like_upload
 from tests.markdown import as_text
-from tests.pages.prepared import emap_like_moons, emap_like_upload, finished_run, upload_with_model
-from tests.test_auth import AUTH
 
-VIEWS = Path(__file__).resolve().parents[2] / "app" / "views"
+VIEWS = Path(__file__).resolve().parents[3] / "app" / "views"
 ADA, BOB = "ada@example.org", "bob@example.org"
 
 

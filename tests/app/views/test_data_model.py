@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-PAGE = str(Path(__file__).resolve().parents[2] / "app" / "views" / "data_model.py")
+PAGE = str(Path(__file__).resolve().parents[3] / "app" / "views" / "data_model.py")
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_an_uploaded_model_that_hangs_gives_a_message_not_a_hung_page(env, monke
     import numpy as np
 
     from app.uploads import upload_store
-    from tests.test_sandbox import _rows_dependent_onnx
+    from tests.explainers.test_sandbox import _rows_dependent_onnx
 
     monkeypatch.setenv("FLIPSCOPE_MODEL_CALL_TIMEOUT_S", "2")
     X = np.random.default_rng(0).normal(size=(120, 2))

@@ -5,9 +5,10 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from tests.pages.prepared import emap_like_moons, finished_run
+from tests.app.views.prepared import finished_run
+from tests.factories import emap_like_moons
 
-PAGE = str(Path(__file__).resolve().parents[2] / "app" / "views" / "arrows.py")
+PAGE = str(Path(__file__).resolve().parents[3] / "app" / "views" / "arrows.py")
 
 
 def _traces(at):
@@ -40,7 +41,7 @@ def test_no_runs_says_what_to_do(env):
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.run()
     assert not at.exception
-    assert "No finished EMAP run" in at.info[0].value
+    assert "No finished run with counterfactuals or attributions" in at.info[0].value
 
 
 def test_lime_agreement_and_its_arrows_on_request(env):
@@ -56,7 +57,7 @@ def test_lime_agreement_and_its_arrows_on_request(env):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Mean cosine, EMAP vs LIME"] == "1.000"  # the same vectors on 100 common rows
     assert len(at.get("plotly_chart")) == 1, "LIME's arrows only when asked for"
-    at.toggle(key="lime_arrows").set_value(True).run()
+    at.toggle(key="other_arrows").set_value(True).run()
     assert not at.exception, at.exception
     charts = at.get("plotly_chart")
     assert len(charts) == 2

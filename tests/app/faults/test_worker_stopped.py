@@ -3,7 +3,7 @@
 else is lost: finished runs keep every byte of their files, and a job queued behind the stopped one
 runs once a worker is back.
 
-tests/jobs/test_queue_sqlite.py covers the reaper's verdict itself; this adds the "nothing else".
+tests/app/jobs/test_queue_sqlite.py covers the reaper's verdict itself; this adds the "nothing else".
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from app.jobs.store import FAILED, QUEUED, RUNNING, SUCCEEDED
-from tests.faults.conftest import same_explanation, stored_emap_run, tree_bytes
-from tests.jobs.conftest import backend_for, wait_for
+from tests.app.faults.conftest import same_explanation, stored_emap_run, tree_bytes
+from tests.app.jobs.conftest import backend_for, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,9 @@ import os
 import numpy as np
 import pytest
 
-from app.jobs import FAILED, SUCCEEDED, RunStateError, tasks
+from app.jobs import FAILED, SUCCEEDED, RunStateError, kinds, runtime
 from app.jobs.store import RunStore
-from tests.faults.conftest import same_explanation, stored_emap_run, tree_bytes
+from tests.app.faults.conftest import same_explanation, stored_emap_run, tree_bytes
 
 NO_SPACE = "could not write artifacts: No space left on device"
 LIME = {"rows": 3, "num_samples": 100}
@@ -23,7 +23,7 @@ def _enospc() -> OSError:
 
 
 def _submit(store: RunStore, kind: str, params: dict) -> str:
-    dataset, model, clean = tasks.validate(kind, "moons", None, params)
+    dataset, model, clean = kinds.validate(kind, "moons", None, params)
     return store.create(kind, dataset=dataset, model=model, params=clean).id
 
 
@@ -50,13 +50,13 @@ def test_disk_full_while_the_explanation_is_written(env, monkeypatch):
 
     monkeypatch.setattr(np, "savez_compressed", fill_the_disk)
     run_id = _submit(env, "lime", LIME)
-    assert tasks.execute(run_id, env) == FAILED
+    assert runtime.execute(run_id, env) == FAILED
     _check_failed_cleanly(env, run_id)
     assert tree_bytes(env.run_dir(kept)) == kept_files
     # Once there is space again the same job runs to the end.
     monkeypatch.setattr(np, "savez_compressed", savez)
     again = _submit(env, "lime", LIME)
-    assert tasks.execute(again, env) == SUCCEEDED
+    assert runtime.execute(again, env) == SUCCEEDED
     assert env.load_explanation(again).n == 3
 
 
@@ -73,7 +73,7 @@ def test_disk_full_between_the_two_files_of_an_explanation(env, monkeypatch):
 
     monkeypatch.setattr(os, "replace", refuse_the_record)
     run_id = _submit(env, "lime", LIME)
-    assert tasks.execute(run_id, env) == FAILED
+    assert runtime.execute(run_id, env) == FAILED
     _check_failed_cleanly(env, run_id)
     assert same_explanation(env.load_explanation(kept), before)
 
@@ -91,7 +91,7 @@ def test_disk_full_while_a_model_is_written(env, monkeypatch):
 
     monkeypatch.setattr(sio, "dump", dump)
     run_id = _submit(env, "blackbox", {"n_trees": 10})
-    assert tasks.execute(run_id, env) == FAILED
+    assert runtime.execute(run_id, env) == FAILED
     _check_failed_cleanly(env, run_id)
     assert tree_bytes(env.run_dir(kept)) == kept_files
 
@@ -106,7 +106,7 @@ def test_the_end_of_a_run_is_recorded_when_the_disk_refuses_the_log_and_once_the
         raise _enospc()
 
     monkeypatch.setattr(np, "savez_compressed", fill_the_disk)
-    monkeypatch.setattr(tasks.time, "sleep", lambda s: None)
+    monkeypatch.setattr(runtime.time, "sleep", lambda s: None)
     run_id = _submit(env, "lime", LIME)
     append_log, finish = env.append_log, env.finish
     refusals = {"finish": 1}
@@ -124,6 +124,6 @@ def test_the_end_of_a_run_is_recorded_when_the_disk_refuses_the_log_and_once_the
 
     monkeypatch.setattr(env, "append_log", log_unless_traceback)
     monkeypatch.setattr(env, "finish", finish_after_a_refusal)
-    assert tasks.execute(run_id, env) == FAILED
+    assert runtime.execute(run_id, env) == FAILED
     run = env.get(run_id)
     assert run.error == NO_SPACE and run.artifacts == [] and refusals["finish"] == 0

@@ -7,14 +7,10 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from tests.pages.prepared import (
-    adult_like_emap,
-    emap_like_moons,
-    finished_run,
-    image_run_like_deduce,
-)
+from tests.app.views.prepared import finished_run
+from tests.factories import adult_like_emap, emap_like_moons, image_run_like_deduce
 
-VIEWS = Path(__file__).resolve().parents[2] / "app" / "views"
+VIEWS = Path(__file__).resolve().parents[3] / "app" / "views"
 
 
 def _open(view: str, **query) -> AppTest:
@@ -33,7 +29,7 @@ def test_image_view_shows_original_difference_and_counterfactual(env):
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert sum(t["type"] == "heatmap" for t in fig["data"]) >= 6  # two methods x three panels
     table = at.dataframe[0].value
-    assert set(table["method"]) == {"DEDUCE", "JSMA"} and (table["L0"] > 0).all()
+    assert set(table["method"]) == {"DeDUCE", "JSMA (DeDUCE baseline)"} and (table["L0"] > 0).all()
 
 
 def test_tabular_view_shows_the_paper_table(env):

@@ -15,10 +15,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.config import settings
-from app.jobs import tasks
+from app.jobs import runtime
 from app.jobs.store import RUN_JSON, RunNotFound, RunStore, hide_paths
 from explainers.explanation import ARRAYS, ExplanationFormatError
-from tests.faults.conftest import VIEWS, stored_emap_run
+from tests.app.faults.conftest import VIEWS, stored_emap_run
 from tests.markdown import as_text
 
 
@@ -83,12 +83,12 @@ def test_an_unreadable_run_record_on_the_explain_page_shows_no_path(env):
 def test_a_job_error_about_a_server_file_names_it_inside_the_data_folder(env):
     cfg = settings()
     missing = cfg.data_dir / "uploads" / "abc" / "data.bin"
-    line = tasks.one_line(
+    line = runtime.one_line(
         FileNotFoundError(errno.ENOENT, "No such file or directory", str(missing))
     )
     assert line == "FileNotFoundError: [Errno 2] No such file or directory: 'uploads/abc/data.bin'"
     in_run = env.root / ("R" * 22) / "artifacts"
-    assert str(env.root) not in tasks.one_line(OSError(errno.ENOSPC, "No space", str(in_run)))
+    assert str(env.root) not in runtime.one_line(OSError(errno.ENOSPC, "No space", str(in_run)))
 
 
 def test_hide_paths_takes_out_whole_folder_names_only():

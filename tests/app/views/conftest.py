@@ -7,7 +7,7 @@ from app.jobs import RunStore
 
 
 @pytest.fixture
-def env(model_cache, monkeypatch, tmp_path):
+def env(model_cache, demo_forests, monkeypatch, tmp_path):
     """A fresh run store and queue per test; cached resources (the backend) are dropped between tests."""
     monkeypatch.setenv("FLIPSCOPE_DATA_DIR", str(model_cache))
     monkeypatch.setenv("FLIPSCOPE_RUNS_DIR", str(tmp_path / "runs"))

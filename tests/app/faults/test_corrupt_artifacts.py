@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from app.jobs import SUCCEEDED
 from explainers.explanation import ARRAYS, META, ExplanationFormatError
-from tests.faults.conftest import VIEWS, same_explanation, stored_emap_run
+from tests.app.faults.conftest import VIEWS, same_explanation, stored_emap_run
 from tests.markdown import as_text
 
 

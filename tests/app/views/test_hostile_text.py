@@ -34,7 +34,7 @@ from tests.hostile import (
 )
 from tests.markdown import as_text
 
-VIEWS = Path(__file__).resolve().parents[2] / "app" / "views"
+VIEWS = Path(__file__).resolve().parents[3] / "app" / "views"
 
 
 @pytest.fixture

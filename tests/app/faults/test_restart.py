@@ -9,10 +9,10 @@ import json
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from app.jobs import CANCELLED, FAILED, QUEUED, SUCCEEDED, get_backend, tasks
+from app.jobs import CANCELLED, FAILED, QUEUED, SUCCEEDED, get_backend, runtime
 from app.jobs.huey_backend import HueyBackend
 from app.jobs.store import RunStore
-from tests.faults.conftest import VIEWS, same_explanation, stored_emap_run, tree_bytes
+from tests.app.faults.conftest import VIEWS, same_explanation, stored_emap_run, tree_bytes
 
 
 def _snapshot(store: RunStore) -> dict[str, tuple[str, str | None, list[str]]]:
@@ -30,8 +30,8 @@ def test_a_restart_loses_no_run_and_the_dashboard_shows_them(env):
     cancelled_id = backend.submit("blackbox", dataset="moons", params={"n_trees": 10})
     backend.cancel(cancelled_id)
     env.update(failed_id, lambda rec: rec["dataset"].update(name="moons-gone"))
-    assert tasks.execute(forest_id, env) == SUCCEEDED
-    assert tasks.execute(failed_id, env) == FAILED
+    assert runtime.execute(forest_id, env) == SUCCEEDED
+    assert runtime.execute(failed_id, env) == FAILED
     queued_id = backend.submit("blackbox", dataset="moons", params={"n_trees": 10})
     before = _snapshot(env)
     files = tree_bytes(env.root)
@@ -97,12 +97,12 @@ def test_a_stopping_worker_hands_its_next_task_back_to_the_queue(env, monkeypatc
 
     backend = get_backend()
     run_id = backend.submit("blackbox", dataset="moons", params={"n_trees": 10})
-    monkeypatch.setattr(tasks, "_interrupted", True)  # what an interrupted job leaves behind
+    monkeypatch.setattr(runtime, "_interrupted", True)  # what an interrupted job leaves behind
     monkeypatch.setattr(huey_backend.time, "sleep", lambda seconds: None)
     backend.huey.execute(backend.huey.dequeue())
     assert env.get(run_id).status == QUEUED and env.read_log(run_id) == ""
     assert backend.pending() == 1
     # The next worker process runs it.
-    monkeypatch.setattr(tasks, "_interrupted", False)
+    monkeypatch.setattr(runtime, "_interrupted", False)
     backend.huey.execute(backend.huey.dequeue())
     assert env.get(run_id).status == SUCCEEDED

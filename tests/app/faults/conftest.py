@@ -11,14 +11,17 @@ import streamlit as st
 
 from app.jobs import RunStore
 from explainers.explanation import Explanation
-from tests.pages.prepared import emap_like_moons, finished_run
+from tests.app.views.prepared import finished_run
+from tests.factories import emap_like_moons
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 VIEWS = ROOT / "app" / "views"
 
 
 @pytest.fixture
-def env(model_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[RunStore]:
+def env(
+    model_cache: Path, demo_forests: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[RunStore]:
     """``FLIPSCOPE_RUNS_DIR`` and the SQLite queue in this test's folder; the demo forests come
     from the session's cache. Cached resources (backend, explanations) are dropped around each
     test, as a restarted app would start without them."""
@@ -53,4 +56,4 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
 
 
 # Real worker processes, as the jobs tests start them (their fixtures, reused here).
-from tests.jobs.conftest import jobs_env, workers  # noqa: E402, F401
+from tests.app.jobs.conftest import jobs_env, workers  # noqa: E402, F401

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from app.jobs import RunStore
 
-PAGE = str(Path(__file__).resolve().parents[2] / "app" / "views" / "explain.py")
+PAGE = str(Path(__file__).resolve().parents[3] / "app" / "views" / "explain.py")
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def test_methods_fit_the_data_and_a_job_is_queued(app, tmp_path):
     assert not any("DeDUCE" in m for m in methods)
     app.selectbox(key="method").set_value("lime")
     app.run()
-    app.number_input(key="rows").set_value(5)
+    app.number_input(key="rows.lime").set_value(5)
     app.button[0].click()  # the form's Start button
     app.run()
     assert not app.exception, app.exception
