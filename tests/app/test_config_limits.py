@@ -10,7 +10,7 @@ import pytest
 from app.config import MIB, ConfigError, Settings, settings, upload_limits
 from datasets.upload import UploadLimits, read_table
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LIMIT_VARS = (
     "FLIPSCOPE_MAX_UPLOAD_MB",
     "FLIPSCOPE_MAX_ROWS",
@@ -60,10 +60,10 @@ def test_environment_overrides_reach_the_upload_limits(clean_env):
 
 
 def test_the_apps_upload_store_uses_the_configured_limits(clean_env, data_dir):
-    from app import resources
+    from app.uploads import upload_store  # the one factory: pages, jobs and the reaper use it
 
     clean_env.setenv("FLIPSCOPE_MAX_ROWS", "25")
-    store = resources.uploads()
+    store = upload_store()
     assert store.limits.max_rows == 25 and store.root == data_dir / "uploads"
 
 

@@ -131,7 +131,7 @@ def test_half_configured_sign_in_fails_closed(monkeypatch, tmp_path, allowed, se
 def _page_scripts() -> list[str]:
     from pathlib import Path
 
-    app = Path(__file__).resolve().parent.parent / "app"
+    app = Path(__file__).resolve().parents[2] / "app"
     return sorted(
         str(p.relative_to(app))
         for folder in ("pages", "views")
@@ -145,9 +145,9 @@ def test_no_page_is_reachable_signed_out(monkeypatch):
     Streamlit run a page's script directly (its v1 fallback) until some run calls st.navigation."""
     from pathlib import Path
 
-    assert not (Path(__file__).resolve().parent.parent / "app" / "pages").exists()
+    assert not (Path(__file__).resolve().parents[2] / "app" / "pages").exists()
     monkeypatch.setenv("FLIPSCOPE_ALLOWED_EMAILS", "ada@example.org")
-    at = AppTest.from_file("../app/main.py", default_timeout=30)
+    at = AppTest.from_file("../../app/main.py", default_timeout=30)
     at.secrets.update(AUTH)
     at.user = {"is_logged_in": False}
     for page in [None, *_page_scripts()]:

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.jobs import tasks
+from app.jobs import runtime
 from app.jobs.store import FAILED, SUCCEEDED, RunStore
 from app.uploads import upload_store
 from explainers.models import ModelCompatibilityError, ModelRuntimeError, load_upload
 from explainers.sandbox import SandboxedModel, SandboxLimits
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = """
 import json, os, socket, subprocess, sys
@@ -199,11 +199,11 @@ def test_a_slow_upload_fails_its_job_and_the_next_job_runs(data_dir, monkeypatch
     slow = store.create("emap", dataset={"upload": data_id}, model={"upload": slow_id},
                         params=params)  # fmt: skip
     started = time.monotonic()
-    assert tasks.execute(slow.id, store) == FAILED
+    assert runtime.execute(slow.id, store) == FAILED
     assert time.monotonic() - started < 30
     assert "took longer than 2 s" in store.get(slow.id).error
     after = store.create("blackbox", dataset={"upload": data_id}, params={"n_trees": 5})
-    assert tasks.execute(after.id, store) == SUCCEEDED
+    assert runtime.execute(after.id, store) == SUCCEEDED
 
 
 def test_an_upload_whose_probe_loops_is_refused_quickly(tmp_path, monkeypatch):

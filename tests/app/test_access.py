@@ -18,9 +18,9 @@ from app.access import (
     NotYours,
     allowed,
 )
-from app.jobs import tasks
+from app.jobs import runtime
 from app.jobs.huey_backend import HueyBackend, JobLimitError, make_huey
-from app.jobs.resolve import SpecError, resolve_dataset, resolve_model, resolve_surrogate
+from app.jobs.resolve import Resolver, SpecError
 from app.jobs.store import CANCELLED, FAILED, QUEUED, SUCCEEDED, RunStore, this_worker
 from app.uploads import UploadStore
 from datasets import load_dataset
@@ -67,7 +67,7 @@ def _finished(store: RunStore, owner: str | None, kind: str = "emap", status=SUC
 def site(data_dir, monkeypatch):
     """A run store and an upload store under the data directory, with runs of Ada's, Bob's and
     nobody's, and Ada's uploaded data set and model."""
-    from tests.pages.prepared import upload_with_model
+    from tests.app.views.prepared import upload_with_model
 
     monkeypatch.delenv("FLIPSCOPE_RUNS_DIR", raising=False)
     monkeypatch.delenv("FLIPSCOPE_QUEUE", raising=False)
@@ -241,31 +241,28 @@ def test_the_worker_reads_nothing_the_jobs_owner_may_not_use(site):
     # A job that reached the queue without submit's check (an old record, a queue written to
     # directly): Bob's job on Ada's data set fails with the refusal, having read nothing.
     run = store.create("blackbox", dataset={"upload": site["data_a"]}, owner=BOB)
-    assert tasks.execute(run.id, store) == FAILED
+    assert runtime.execute(run.id, store) == FAILED
     assert store.get(run.id).error == f"no upload '{site['data_a']}', or it is not yours"
+    bob, ada = Resolver(store, Gate(BOB, store)), Resolver(store, Gate(ADA, store))
     with pytest.raises(SpecError, match="or it is not yours"):
-        resolve_dataset({"upload": site["data_a"]}, user=BOB)
-    assert resolve_dataset({"upload": site["data_a"]}, user=ADA).n_classes == 2
+        bob.dataset({"upload": site["data_a"]})
+    assert ada.dataset({"upload": site["data_a"]}).n_classes == 2
     moons = load_dataset("moons")
     for spec in ({"run": site["ada"]}, {"emap_run": site["ada"]}):
         with pytest.raises(SpecError, match="or it is not yours"):
-            resolve_model(spec, moons, {"name": "moons"}, store, user=BOB)
+            bob.model(spec, {"name": "moons"}, moons)
     with pytest.raises(SpecError, match="or it is not yours"):
-        resolve_model(
-            {"upload": site["model_a"]}, None, {"upload": site["data_a"]}, store, user=BOB
-        )
+        bob.model({"upload": site["model_a"]}, {"upload": site["data_a"]}, None)
     with pytest.raises(SpecError, match="or it is not yours"):
-        resolve_surrogate(
-            {"emap_run": site["ada"]}, {"demo": "moons"}, {"name": "moons"}, moons, store,
-            user=BOB,
-        )  # fmt: skip
+        bob.surrogate({"emap_run": site["ada"]}, {"demo": "moons"}, {"name": "moons"}, moons)
 
 
 def test_the_html_report_does_not_carry_the_share_token(site):
     """A report names the run and its uploads (ids are not secrets any more) but never the token
     that opens the run to whoever holds it."""
     from app.plots.export import run_report_html
-    from tests.pages.prepared import emap_like_moons, finished_run
+    from tests.app.views.prepared import finished_run
+    from tests.factories import emap_like_moons
 
     store = site["store"]
     run_id = finished_run(store, "emap", "moons", emap_like_moons(20), owner=ADA)
