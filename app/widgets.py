@@ -220,6 +220,41 @@ def newest_per_method(runs: list[Any], key: str) -> dict[str, tuple[Any, Any]]:
     return {title(m): (newest[m], open_explanation(newest[m])) for m in chosen}
 
 
+def side_by_side(runs: list[Any], key: str) -> tuple[dict[str, tuple[Any, Any]], int]:
+    """One data set's runs side by side: a data set picker (the URL's run's preselected), the
+    newest run of each method (``newest_per_method``), and how many leading rows they all
+    explain; an error and ``st.stop()`` when they explain different rows."""
+    from app import analysis, state
+
+    labels = sorted({data_label(r) for r in runs})
+    wanted = next((r for r in runs if r.id == state.run_id()), runs[0])
+    label = st.selectbox(
+        "Data set", labels, index=labels.index(data_label(wanted)), key=f"{key}_data"
+    )
+    picked = newest_per_method([r for r in runs if data_label(r) == label], f"{key}_methods")
+    shared = analysis.shared_rows({m: e for m, (_, e) in picked.items()})
+    if shared is None:
+        st.error(
+            f"{md(', '.join(picked))} do not explain the same rows; pick runs made on the same "
+            "test rows."
+        )
+        st.stop()
+    return picked, shared
+
+
+def black_box(run: Any) -> Any:
+    """The black box a run was made with, for drawing it (regions, probabilities), or None; while
+    a demo black box is being built, that build's progress instead (``demo_model_progress``)."""
+    from app import resources
+    from explainers.blackbox import DemoModelMissing
+
+    try:
+        return resources.run_model(run)
+    except DemoModelMissing:
+        demo_model_progress(str(run.dataset.get("name")))
+        return None
+
+
 def run_picker(runs: list[Any], key: str, label: str = "Run") -> Any:
     """Pick one of ``runs``; the URL's run is preselected, and choosing one puts it in the URL."""
     from app import state

@@ -10,7 +10,6 @@ import streamlit as st
 from app import analysis, catalog, resources, state, widgets
 from app.jobs.kinds import title
 from app.text import md, plot_text
-from explainers.blackbox import DemoModelMissing
 from explainers.explanation import Explanation
 from explainers.registry import METHODS
 
@@ -52,12 +51,7 @@ normalise = c2.toggle(
 show_regions = c3.toggle("Black box's regions", value=True, key="regions")
 state.set_query({"k": k_pct})
 
-model = None
-if show_regions and run.model:
-    try:
-        model = resources.run_model(run)
-    except DemoModelMissing:
-        widgets.demo_model_progress(str(run.dataset.get("name")))
+model = widgets.black_box(run) if show_regions and run.model else None
 
 axes: tuple = ("identity",)
 if exp.inputs.shape[1] > 2:

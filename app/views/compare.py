@@ -29,20 +29,9 @@ if not runs:
         "counterfactuals on the Explain page."
     )
     st.stop()
-datasets = sorted({widgets.data_label(r) for r in runs})
-current = next((r for r in runs if r.id == state.run_id()), runs[0])
-data_label = st.selectbox(
-    "Data set", datasets, index=datasets.index(widgets.data_label(current)), key="cmp_data"
-)
-runs = [r for r in runs if widgets.data_label(r) == data_label]
-exps = {m: e for m, (_, e) in widgets.newest_per_method(runs, "cmp_methods").items()}
-n_common = analysis.shared_rows(exps)
-if n_common is None:
-    st.error(
-        f"{', '.join(exps)} do not explain the same rows; compare runs made on the same test rows."
-    )
-    st.stop()
-base = next(iter(exps.values()))
+picked, n_common = widgets.side_by_side(runs, "cmp")
+exps = {m: e for m, (_, e) in picked.items()}
+current, base = next(iter(picked.values()))
 
 index = st.number_input(
     f"Row (0 to {n_common - 1})",

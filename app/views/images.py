@@ -15,7 +15,6 @@ from app.plots.images import (
     probability_change_figure,
 )
 from app.text import md
-from explainers.blackbox import DemoModelMissing
 
 PAGE = "images"
 st.title("Image counterfactuals")
@@ -33,22 +32,11 @@ if not runs:
     )
     st.stop()
 
-datasets = sorted({widgets.data_label(r) for r in runs})
-wanted = next((r for r in runs if r.id == state.run_id()), runs[0])
-data_name = st.selectbox(
-    "Data set", datasets, index=datasets.index(widgets.data_label(wanted)), key="img_data"
-)
-runs = [r for r in runs if widgets.data_label(r) == data_name]
-picked = widgets.newest_per_method(runs, "img_methods")
+# The rows every chosen run explains (runs may explain different numbers of test rows).
+picked, n_common = widgets.side_by_side(runs, "img")
 exps = {m: e for m, (_, e) in picked.items()}
 first_run, first = next(iter(picked.values()))
-
 dataset = resources.run_dataset(first_run)
-# Rows every chosen run explains (runs may explain different numbers of test rows).
-n_common = analysis.shared_rows(exps)
-if n_common is None:
-    st.error(f"{', '.join(exps)} do not explain the same images; pick runs made on the same rows.")
-    st.stop()
 labels = analysis.true_labels(first.subset(slice(0, n_common)), dataset)
 wrong = (
     first.predictions[:n_common] != labels if labels is not None else np.zeros(n_common, dtype=bool)
@@ -85,11 +73,7 @@ st.caption("Target class: " + ", ".join(f"{m}: {md(t)}" for m, t in targets.item
 fig = image_counterfactual_figure(exps, index, threshold=thr)
 st.plotly_chart(fig, key="img_fig")
 
-try:
-    model = resources.run_model(first_run)
-except DemoModelMissing:
-    widgets.demo_model_progress(str(first_run.dataset.get("name")))
-    model = None
+model = widgets.black_box(first_run)
 if model is not None:
     before, after = analysis.class_probabilities(model, exps, index)
     st.plotly_chart(

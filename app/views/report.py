@@ -9,7 +9,6 @@ from app.access import EXPORT
 from app.jobs.kinds import title
 from app.plots.export import chromium_path, figures_png, run_report_html
 from app.plots.report import report_figures
-from explainers.blackbox import DemoModelMissing
 
 PAGE = "report"
 st.title("Share & export")
@@ -33,11 +32,7 @@ if not resources.gate().may(run, EXPORT):
 y_true = resources.true_labels(run, exp)
 regions = None
 if exp.modality != "image" and exp.inputs.shape[1] == 2:
-    try:
-        model = resources.run_model(run)
-    except DemoModelMissing:
-        widgets.demo_model_progress(str(run.dataset.get("name")))
-        model = None
+    model = widgets.black_box(run)
     if model is not None:
         regions = analysis.regions_around(model, exp, resolution=100)
 figures = report_figures(exp, regions, y_true, label=title(run.kind))

@@ -3,7 +3,10 @@ runs through the store's API, and an upload with its model."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+from streamlit.testing.v1 import AppTest
 
 from app.jobs import SUCCEEDED, RunStore
 from app.jobs.store import this_worker
@@ -52,3 +55,16 @@ def upload_with_model(uploads, owner: str | None, seed: int = 0) -> tuple[str, s
     forest.fit(dataset.X_train, np.asarray(dataset.class_names)[dataset.y_train])
     model_id, _ = uploads.add_model(sio.dumps(forest), "forest.skops", data_id, owner=owner)
     return data_id, model_id
+
+
+VIEWS = Path(__file__).resolve().parents[3] / "app" / "views"
+
+
+def open_view(view: str, **query) -> AppTest:
+    """Run a page (``app/views/<view>.py``) with these URL parameters; it must not raise."""
+    at = AppTest.from_file(str(VIEWS / f"{view}.py"), default_timeout=120)
+    for key, value in query.items():
+        at.query_params[key] = str(value)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at

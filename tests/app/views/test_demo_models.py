@@ -4,16 +4,12 @@ with the model once the job has filled the demo cache."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import streamlit as st
-from streamlit.testing.v1 import AppTest
 
 import explainers.blackbox
 from app.jobs import FAILED, QUEUED, SUCCEEDED, runtime
-
-VIEWS = Path(__file__).resolve().parents[3] / "app" / "views"
+from tests.app.views.prepared import open_view as _page
 
 
 @pytest.fixture
@@ -24,14 +20,7 @@ def fresh(env, tmp_path, monkeypatch):
     return env
 
 
-def _page(view: str) -> AppTest:
-    at = AppTest.from_file(str(VIEWS / f"{view}.py"), default_timeout=120)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def _progress_text(at: AppTest) -> str:
+def _progress_text(at) -> str:
     return " ".join(str(p.proto.text) for p in at.get("progress"))
 
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from app import catalog
 from app.jobs import SUCCEEDED, runtime
 from explainers.base import Explainer, Query, Result, param
 from explainers.registry import METHODS, MethodInfo, UpTo
 from tests.app.views.prepared import finished_run
+from tests.app.views.prepared import open_view as _page
 from tests.factories import emap_like_moons
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -70,15 +70,6 @@ def slope(env, monkeypatch):
     """The method registered, as its entry in explainers/registry.py would register it."""
     monkeypatch.setitem(METHODS, "slope", SLOPE)
     return env
-
-
-def _page(view: str, **query) -> AppTest:
-    at = AppTest.from_file(str(VIEWS / f"{view}.py"), default_timeout=120)
-    for key, value in query.items():
-        at.query_params[key] = str(value)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def test_a_registered_method_runs_from_the_explain_page_and_shows_in_every_view_that_fits(slope):

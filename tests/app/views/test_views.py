@@ -3,23 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
-from streamlit.testing.v1 import AppTest
 
 from tests.app.views.prepared import finished_run
+from tests.app.views.prepared import open_view as _open
 from tests.factories import adult_like_emap, emap_like_moons, image_run_like_deduce
-
-VIEWS = Path(__file__).resolve().parents[3] / "app" / "views"
-
-
-def _open(view: str, **query) -> AppTest:
-    at = AppTest.from_file(str(VIEWS / f"{view}.py"), default_timeout=120)
-    for k, v in query.items():
-        at.query_params[k] = str(v)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def test_image_view_shows_original_difference_and_counterfactual(env):
