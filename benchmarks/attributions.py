@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from app.console import ProgressLine, device_description
+from explainers.explanation import jsonable
 
 DATASETS = ("moons", "adult", "mnist38")
 TOPK = {"moons": 1, "adult": 5, "mnist38": 20}
@@ -180,14 +181,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"result": result, "extra": extra}
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def speedups(seconds: dict[str, float]) -> dict[str, dict[str, float]]:
     """How many times faster EMAP (full explain, and forward pass only) is than each slow method."""
     return {
@@ -323,7 +316,7 @@ def main(args: argparse.Namespace) -> int:
     print_table(result, extra)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(_finite(result), indent=1, allow_nan=False) + "\n")
+        args.json.write_text(json.dumps(jsonable(result), indent=1, allow_nan=False) + "\n")
         print(f"\nwrote {args.json}")
     if args.markdown:
         write_markdown(args.markdown, markdown_section(result, extra), result["dataset"])

@@ -51,8 +51,12 @@ class MethodInfo:
         gradients, ``"gradients" in model.capabilities``), ``"images"`` (an image data set, pixels
         in [0, 1]). ``fit`` refuses what does not meet them, with the reason.
     accepts_surrogate : a black box without gradients can be explained through a differentiable
-        surrogate passed as ``fit(..., surrogate=...)`` (a fitted EMAP's ``surrogate_model()``);
-        a job takes it as its ``surrogate`` parameter.
+        surrogate passed as ``fit(..., surrogate=...)`` (the ``surrogate_model()`` of a fitted
+        method that ``provides_surrogate``); a job takes it as its ``surrogate`` parameter.
+    provides_surrogate : fitting the method learns a differentiable stand-in of the black box, which
+        its class returns as ``surrogate_model()`` (a ``TorchModel`` with input gradients). A
+        finished run of the method is then a model for later jobs (``{"<kind>_run": id}``) and a
+        surrogate for methods that ``accepts_surrogate``.
     default_rows : test rows a job explains by default, as a function of the test split's size.
     holds : what every ``Explanation`` of the method holds, so a view can choose itself without
         naming methods: ``"counterfactuals"``: ``counterfactuals`` (n, d),
@@ -72,6 +76,7 @@ class MethodInfo:
     modalities: tuple[str, ...]
     needs: frozenset[Need] = frozenset()
     accepts_surrogate: bool = False
+    provides_surrogate: bool = False
     default_rows: Callable[[int], int] = everything
     holds: frozenset[Holding] = frozenset()
     fit_share: float = 0.1
@@ -100,6 +105,7 @@ METHODS: dict[str, MethodInfo] = _entries(
         cls="EMAP",
         params_cls="EMAPParams",
         modalities=("points2d", "tabular", "image"),
+        provides_surrogate=True,
         holds=frozenset({"counterfactuals", "attributions", "uncertainty"}),
         fit_share=0.85,  # two networks are trained in fit; explaining is a forward pass
         summary="a surrogate and a perturbation network trained once; each explanation is one "
@@ -187,6 +193,11 @@ def get_method(kind: str) -> MethodInfo:
         return METHODS[kind]
     except KeyError:
         raise ValueError(f"unknown method {kind!r}; known: {', '.join(METHODS)}") from None
+
+
+def surrogate_providers() -> tuple[str, ...]:
+    """The kinds whose finished runs hold a differentiable surrogate (``provides_surrogate``)."""
+    return tuple(kind for kind, info in METHODS.items() if info.provides_surrogate)
 
 
 def canonical_kind(name: str) -> str:

@@ -12,11 +12,9 @@ import re
 import numpy as np
 import pandas as pd
 
-from app.jobs import SUCCEEDED, RunStore
-from app.jobs.store import this_worker
+from app.jobs import RunStore
 from app.uploads import UploadStore
 from datasets import Dataset
-from explainers.explanation import Explanation, Provenance
 
 HOST = "198.51.100.7"
 
@@ -105,32 +103,20 @@ def hostile_upload(store: UploadStore) -> tuple[str, Dataset]:
 
 def stored_run(store: RunStore, upload_id: str, dataset: Dataset) -> str:
     """An EMAP-like finished run over the upload: every row flips the categorical feature."""
+    from tests.app.views.prepared import finished_run
+    from tests.factories import counterfactual_explanation
+
     X = dataset.X_test[:12].copy()
     cf = X.copy()
     block = dataset.schema.categorical[0].block
     cf[:, block] = 1.0 - cf[:, block]
     cf[:, 0] += 0.5
-    pred = dataset.y_test[:12]
-    explanation = Explanation(
-        method="emap",
-        params={"pinned": [FEATURE]},
-        modality="tabular",
-        inputs=X,
-        predictions=pred,
-        targets=1 - pred,
-        feature_names=dataset.feature_names,
-        class_names=dataset.class_names,
-        provenance=Provenance(dataset=dataset.name, model="none"),
-        attributions=X - cf,
-        counterfactuals=cf,
-        counterfactual_predictions=1 - pred,
-        success=np.ones(len(X), dtype=bool),
+    explanation = counterfactual_explanation(
+        X, cf, dataset.y_test[:12], feature_names=dataset.feature_names,
+        class_names=dataset.class_names, modality="tabular", schema=dataset.schema,
         diagnostics={"perturbation_norm": np.linalg.norm(cf - X, axis=1)},
-        schema=dataset.schema,
+        params={"pinned": [FEATURE]}, source=(dataset.name, "none"),
+    )  # fmt: skip
+    return finished_run(
+        store, "emap", {"upload": upload_id}, explanation, params={"pinned": [FEATURE]}
     )
-    run = store.create("emap", dataset={"upload": upload_id}, params={"pinned": [FEATURE]})
-    worker = this_worker()
-    assert store.start(run.id, worker, device="cpu")
-    explanation.save(store.artifacts_dir(run.id) / "explanation")
-    store.finish(run.id, worker, SUCCEEDED, metrics={})
-    return run.id

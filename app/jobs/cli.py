@@ -62,9 +62,9 @@ def jobs_main(args: argparse.Namespace) -> int:
     from app.access import NotYours
     from app.jobs.backend import get_backend
     from app.jobs.huey_backend import JobLimitError, QueueConfigError, QueueUnavailable
+    from app.jobs.kinds import JobError
     from app.jobs.resolve import SpecError
     from app.jobs.store import RunNotFound, RunStateError
-    from app.jobs.tasks import JobError
     from explainers.base import ParamsError
 
     backend = None
@@ -132,7 +132,7 @@ def _jobs(args: argparse.Namespace, backend: Any) -> int:
 
 
 def _print_kinds() -> int:
-    from app.jobs.tasks import KINDS
+    from app.jobs.kinds import KINDS
     from explainers.base import param_specs
 
     for kind in KINDS.values():
@@ -144,9 +144,7 @@ def _print_kinds() -> int:
         if "rows" in kind.job_params:
             print("    rows=all  test rows to explain (the first N of the test split)")
         if "surrogate" in kind.job_params:
-            print(
-                "    surrogate=none  emap_run:ID, an EMAP run whose surrogate gives the gradients"
-            )
+            print("    surrogate=none  run:ID, a run whose surrogate gives the gradients (EMAP's)")
     return 0
 
 

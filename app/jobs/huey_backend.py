@@ -80,15 +80,15 @@ class QueueMessageError(ValueError):
 
 def run_job(run_id: str) -> None:
     """The one Huey task: run a queued run by id (its spec is in the run store)."""
-    from app.jobs import tasks
+    from app.jobs import runtime
 
-    if tasks.stopping():
+    if runtime.stopping():
         # This process's job was just interrupted because the worker is stopping, and it took the
         # next task before seeing its stop flag: give the task back untouched, so its run stays
         # queued for the next worker instead of failing "interrupted" without having run.
         time.sleep(0.2)  # let the stop flag arrive rather than take the task straight back
         raise RetryTask("this worker is stopping; the task goes back to the queue")
-    tasks.execute(run_id, RunStore(settings().runs_dir))
+    runtime.execute(run_id, RunStore(settings().runs_dir))
 
 
 TASK_NAME = f"{__name__}.run_job"  # how Huey names the task make_huey registers
@@ -285,7 +285,7 @@ class HueyBackend:
         sign-in too), or beyond ``FLIPSCOPE_MAX_JOBS_TOTAL`` on the whole instance (which alone
         binds the command line: it passes neither). A job whose ``device`` is ``cuda`` goes to
         the GPU queue, which only workers with a GPU read."""
-        from app.jobs.tasks import validate
+        from app.jobs.kinds import validate
 
         dataset_spec, model_spec, clean = validate(kind, dataset, model, params)
         Gate(owner, self.store).check_job(dataset_spec, model_spec, clean)
@@ -431,7 +431,7 @@ class ReapingConsumer(Consumer):
     forking while another thread holds a run's file lock would leave that lock held."""
 
     def __init__(self, huey: Huey, store: RunStore, **options: Any) -> None:
-        from app.jobs.tasks import time_limit_seconds
+        from app.jobs.runtime import time_limit_seconds
 
         super().__init__(huey, **options)
         self.store = store

@@ -430,6 +430,27 @@ class RunStore:
         except (ExplanationFormatError, OSError) as exc:  # named inside the run, not the server
             raise ExplanationFormatError(hide_paths(str(exc), self.run_dir(run_id))) from None
 
+    def explanation_meta(self, run_id: str) -> dict[str, Any]:
+        """What the run's saved Explanation holds, from its ``explanation.json`` alone (method,
+        modality, names, ``image_shape``, ``rows``, ``arrays``: the arrays saved), without reading
+        its arrays; errors as ``load_explanation``."""
+        from explainers.explanation import META, ExplanationFormatError
+
+        run = self.get(run_id)
+        if not run.has_explanation:
+            raise RunStateError(f"run {run_id} ({run.kind}, {run.status}) has no explanation")
+        path = self.artifacts_dir(run_id) / EXPLANATION / META
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ExplanationFormatError(
+                hide_paths(f"{path} cannot be read: {why}", self.run_dir(run_id))
+            ) from None
+        if not isinstance(meta, dict):
+            raise ExplanationFormatError(f"{ARTIFACTS}/{EXPLANATION}/{META} is not a record")
+        return meta
+
     # ------------------------------------------------------------------ updates
     @contextlib.contextmanager
     def locked(self, run_id: str, timeout: float | None = None) -> Iterator[Path]:

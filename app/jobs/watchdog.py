@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.jobs.runtime import memory_error, time_limit_error
 from app.jobs.store import CANCELLED, FAILED, RUNNING, LockTimeout, Run, RunStore, process_start
-from app.jobs.tasks import memory_error, time_limit_error
 
 log = logging.getLogger("flipscope.jobs")
 

@@ -21,7 +21,9 @@ from app.config import settings
 
 # Imported into the worker's parent before it forks, so each forked worker starts warm. None of
 # them imports torch (a test checks): CUDA must not be initialised before the fork.
-PRELOAD = ("app.jobs.tasks", "datasets", "sklearn.ensemble")  # not skops.io: it imports torch
+PRELOAD = (
+    "app.jobs.runtime", "app.jobs.training", "app.jobs.method", "datasets", "sklearn.ensemble",
+)  # fmt: skip  # not skops.io: it imports torch
 
 
 def add_worker_arguments(p: argparse.ArgumentParser) -> None:

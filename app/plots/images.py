@@ -227,25 +227,6 @@ def difference_heatmaps_figure(
     return fig
 
 
-def class_probabilities(
-    model, explanations: Mapping[str, Explanation], index: int | Mapping[str, int]
-) -> tuple[NDArray[np.float64], dict[str, NDArray[np.float64]]]:
-    """The black box's probabilities for the original image (of the first explanation) and for
-    each method's counterfactual. One ``predict_proba`` call per method; nothing is trained."""
-    labels = list(explanations)
-    if not labels:
-        raise ValueError("no explanations given")
-    first = explanations[labels[0]]
-    before = np.asarray(model.predict_proba(first.inputs[[_pick(index, labels[0])]]))[0]
-    after = {}
-    for m in labels:
-        e = explanations[m]
-        if e.counterfactuals is None:
-            continue
-        after[m] = np.asarray(model.predict_proba(e.counterfactuals[[_pick(index, m)]]))[0]
-    return before, after
-
-
 def probability_change_figure(
     before: NDArray,
     after: Mapping[str, NDArray],

@@ -5,12 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import resources, state, widgets
+from app import catalog, resources, state, widgets
 from app.access import CANCEL, RETRY, USE, NotYours
 from app.jobs import FAILED, RUNNING, SUCCEEDED
-from app.jobs.tasks import KINDS
+from app.jobs.kinds import title
+from app.jobs.resolve import ModelSpec
 from app.text import md
-from explainers.registry import METHODS
+from explainers.blackbox import DemoModelMissing
+from explainers.registry import METHODS, surrogate_providers
 
 st.title("Explain")
 widgets.refuse_foreign_run()
@@ -21,6 +23,9 @@ gate = resources.gate()
 try:
     dataset = resources.selected_dataset(sel)
     model_caps = resources.selected_capabilities(sel)
+except DemoModelMissing:
+    widgets.demo_model_progress(str(sel.dataset.name))
+    st.stop()
 except (ValueError, LookupError) as exc:
     st.error(
         f"The selected data set or model cannot be opened: {md(exc)}. Pick another on the Data & "
@@ -76,21 +81,29 @@ info = METHODS[kind_name]
 if info.summary:
     st.caption(info.summary)
 
-model_spec = dict(sel.model)
+opens_in = catalog.views_for(kind_name, dataset.modality)
+if opens_in:
+    st.caption("Its results show in: " + ", ".join(v.title for v in opens_in) + ".")
+
+model_spec = sel.model
 if info.accepts_surrogate and "gradients" in info.needs and "gradients" not in model_caps:
-    emap_runs = [
-        r for r in gate.runs(status=SUCCEEDED, kind="emap", action=USE) if r.dataset == sel.dataset
+    providers = surrogate_providers()
+    named = " or ".join(METHODS[k].title for k in providers) or "a method that learns one"
+    surrogates = [
+        r
+        for r in gate.runs(status=SUCCEEDED, action=USE)
+        if r.kind in providers and r.dataset == sel.dataset.to_json()
     ]
-    if not emap_runs:
+    if not surrogates:
         st.info(
-            f"This black box gives no gradients, so {info.title} runs on EMAP's surrogate network. "
-            "Train EMAP on this data set first."
+            f"This black box gives no gradients, so {info.title} runs on the surrogate network "
+            f"of {named}. Train {named} on this data set first."
         )
         st.stop()
     chosen = widgets.run_picker(
-        emap_runs, key="ig_emap_run", label="EMAP run whose surrogate to explain"
-    ).id
-    model_spec = {"emap_run": chosen}
+        surrogates, key="surrogate_run", label="Run whose surrogate to explain"
+    )
+    model_spec = ModelSpec("run", chosen.id, chosen.kind)
 
 with st.form("job_form"):
     n_test = len(dataset.X_test)
@@ -99,8 +112,9 @@ with st.form("job_form"):
         min_value=1,
         max_value=n_test,
         value=info.default_rows(n_test),
-        help="Slow methods (LIME, SHAP's permutation explainer, DeDUCE on a CPU) take seconds per row.",
-        key="rows",
+        help="The method's default. Methods that search or sample per row can take seconds "
+        "per row on a CPU.",
+        key=f"rows.{kind_name}",
     )
     values = widgets.params_form(info.load_params(), key=f"params.{kind_name}")
     submitted = st.form_submit_button("Start", type="primary")
@@ -109,8 +123,8 @@ if submitted:
     try:
         run_id = backend.submit(
             kind_name,
-            dataset=sel.dataset,
-            model=model_spec,
+            dataset=sel.dataset.to_json(),
+            model=None if model_spec is None else model_spec.to_json(),
             params={**values, "rows": int(rows)},
             owner=gate.user,
             session=state.session_id(),
@@ -126,7 +140,7 @@ if submitted:
 def live_progress(run_id: str) -> None:
     run = gate.run(run_id)
     p = run.progress
-    label = f"{info_title(run.kind)} {run_id[:8]}: {md(p.stage or run.status)}"
+    label = f"{title(run.kind)} {run_id[:8]}: {md(p.stage or run.status)}"
     if p.message:
         label += f": {md(p.message)}"
     if run.status == RUNNING:
@@ -144,10 +158,6 @@ def live_progress(run_id: str) -> None:
         st.rerun()
 
 
-def info_title(kind: str) -> str:
-    return KINDS[kind].title if kind in KINDS else kind
-
-
 active = state.run_id()  # refuse_foreign_run above dropped one this user may not view
 try:
     run = gate.run(active) if active else None
@@ -158,11 +168,11 @@ if active and run is not None:
         live_progress(active)
     elif run.status == SUCCEEDED:
         st.success(
-            f"{info_title(run.kind)} {active[:8]} finished in {run.seconds or 0:.1f} s on {run.device}. "
+            f"{title(run.kind)} {active[:8]} finished in {run.seconds or 0:.1f} s on {run.device}. "
             "Open a view from the sidebar to see it."
         )
     elif run.status == FAILED:
-        st.error(f"{info_title(run.kind)} {active[:8]} failed: {md(run.error)}")
+        st.error(f"{title(run.kind)} {active[:8]} failed: {md(run.error)}")
         if gate.may(run, RETRY) and st.button("Retry", key="retry"):
             try:
                 state.set_run(backend.retry(active, user=gate.user, session=state.session_id()))
@@ -171,7 +181,7 @@ if active and run is not None:
             else:
                 st.rerun()
     else:
-        st.warning(f"{info_title(run.kind)} {active[:8]} was {run.status}.")
+        st.warning(f"{title(run.kind)} {active[:8]} was {run.status}.")
 
 st.subheader("Runs")
 runs = gate.runs()
@@ -181,7 +191,7 @@ else:
     table = pd.DataFrame(
         {
             "run": [r.id[:8] for r in runs],
-            "method": [info_title(r.kind) for r in runs],
+            "method": [title(r.kind) for r in runs],
             "data": [r.dataset.get("name") or "upload" for r in runs],
             "status": [r.status for r in runs],
             "progress": [r.progress.fraction for r in runs],

@@ -1,5 +1,5 @@
 """benchmarks.attributions: the speed-ups and the report sections it writes (no method runs here;
-the bench itself runs in tests/test_benchmarks.py)."""
+the bench itself runs in tests/benchmarks/test_benchmarks.py)."""
 
 from __future__ import annotations
 

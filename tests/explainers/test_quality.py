@@ -12,7 +12,7 @@ from datasets.base import ContinuousFeature, Dataset, FeatureSchema
 from datasets.synthetic import load_moons
 from explainers import quality as q
 from explainers.explanation import Explanation, Provenance
-from tests.plots.factories import ADULT_LIKE, tabular_explanation
+from tests.factories import ADULT_LIKE, tabular_explanation
 
 W = np.array([0.2, -0.12, 0.08, 0.05, 0.02, 0.01])
 
