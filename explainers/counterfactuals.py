@@ -66,6 +66,7 @@ GUIDED_SWITCHES = 6  # categorical switches per failed row asked about when a gu
 GUIDE_STEPS = (1, 2, 3, 4, 6, 8, 12, 16)  # surrogate steps after which a candidate is asked about
 GUIDE_STEP_SIZE = 0.25  # of the proposal's continuous change (at least GUIDE_MIN_STEP) per step
 GUIDE_MIN_STEP = 0.1
+GUIDE_STEP_GROWTH = 1.25  # each step 25% longer: 16 steps reach 34x the first step's total
 SINGLE_SIZES = (0.25, 0.5, 1.0, 2.0, 3.0)  # model-space moves of one continuous feature
 SINGLE_CANDIDATES = 4  # single-feature counterfactuals per row asked about
 
@@ -485,8 +486,10 @@ def _repair_categories(st: _State, delta: NDArray) -> None:
 
 def _repair_by_steps(st: _State) -> None:
     """Normalised gradient ascent on the surrogate's log-probability of the target from the
-    proposal (continuous features only: free, inside their bounds); the black box is asked about
-    the iterate after each of ``GUIDE_STEPS`` steps, in one call, and the earliest that flips wins.
+    proposal (continuous features only: free, inside their bounds), in steps that grow
+    geometrically, so that one call covers changes from a fraction of the proposal's to many times
+    it; the black box is asked about the iterate after each of ``GUIDE_STEPS`` steps, in one call,
+    and the earliest that flips wins.
     Rows without free continuous features are left as they are."""
     assert st.guide is not None
     layout, X, nc = st.layout, st.X, st.layout.nc
@@ -502,7 +505,9 @@ def _repair_by_steps(st: _State) -> None:
     for i in range(1, GUIDE_STEPS[-1] + 1):
         g = st.guide.gradient(z.astype(np.float32), t)[:, :nc] * free
         norm = np.linalg.norm(g, axis=1, keepdims=True)
-        z[:, :nc] += step[:, None] * g / np.where(norm > 0, norm, 1.0)
+        z[:, :nc] += (
+            (step * GUIDE_STEP_GROWTH ** (i - 1))[:, None] * g / np.where(norm > 0, norm, 1)
+        )
         z = layout.snap(X[rows], z).astype(np.float64)
         if i in GUIDE_STEPS:
             cands.append(z.astype(np.float32))
