@@ -22,48 +22,29 @@ from numpy.typing import NDArray
 from app.console import ProgressLine
 from datasets.base import Dataset
 from explainers.models import Model
+from explainers.quality import mad_scales, proximity_mad_l1, sparsity
 
 METHODS = ("random", "genetic")
-
-
-def mad_scale(dataset: Dataset) -> NDArray[np.float64]:
-    """Median absolute deviation of each continuous feature on the training split, in original
-    units (1.0 where it is 0, so a feature that hardly varies still counts its changes)."""
-    frame = dataset.schema.decode(dataset.X_train)
-    mads = []
-    for f in dataset.schema.continuous:
-        v = frame[f.name].to_numpy(dtype=np.float64)
-        mad = float(np.median(np.abs(v - np.median(v))))
-        mads.append(mad if mad > 0 else 1.0)
-    return np.asarray(mads)
 
 
 def score(
     dataset: Dataset, model: Model, X: NDArray, counterfactuals: NDArray, found: NDArray,
     targets: NDArray,
 ) -> dict[str, float]:  # fmt: skip
-    """validity, sparsity_mean (original features changed, over valid rows) and
-    l1_mad_mean (continuous |change| / MAD plus 1 per changed categorical, over valid rows)."""
+    """validity (share of rows whose counterfactual was found and gets ``targets`` on the black
+    box), and over the valid rows: sparsity_mean (original features changed,
+    ``explainers.quality.sparsity``) and l1_mad_mean (``explainers.quality.proximity_mad_l1``:
+    continuous |change| / MAD plus 1 per changed categorical)."""
     schema = dataset.schema
     valid = np.asarray(found, dtype=bool).copy()
     if valid.any():
         valid[valid] = model.predict(counterfactuals[valid]) == np.asarray(targets)[valid]
-    before, after = schema.decode(X), schema.decode(counterfactuals)
-    mad = mad_scale(dataset)
-    changed = np.zeros((len(X), len(schema.original_names)), dtype=bool)
-    l1 = np.zeros(len(X))
-    for j, f in enumerate(schema.continuous):
-        diff = np.abs(after[f.name].to_numpy(float) - before[f.name].to_numpy(float))
-        changed[:, j] = diff > 1e-6 * max(1.0, mad[j])
-        l1 += diff / mad[j]
-    for k, f in enumerate(schema.categorical):
-        moved = after[f.name].to_numpy() != before[f.name].to_numpy()
-        changed[:, schema.n_continuous + k] = moved
-        l1 += moved
+    changed = sparsity(X, counterfactuals, schema)
+    l1 = proximity_mad_l1(X, counterfactuals, schema, mad_scales(dataset.X_train, schema))
     n_valid = int(valid.sum())
     return {
         "validity": float(valid.mean()) if len(X) else float("nan"),
-        "sparsity_mean": float(changed[valid].sum(axis=1).mean()) if n_valid else float("nan"),
+        "sparsity_mean": float(changed[valid].mean()) if n_valid else float("nan"),
         "l1_mad_mean": float(l1[valid].mean()) if n_valid else float("nan"),
     }
 
