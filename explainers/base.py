@@ -289,7 +289,9 @@ class Query:
 class Result:
     """What ``_explain`` returns; ``Explainer.explain`` builds the one ``Explanation`` from it.
 
-    targets : (n,) the classes explained or aimed at; the rest as in ``Explanation``. ``params``
+    targets : (n,) the classes explained or aimed at; the rest as in ``Explanation``. A method that
+    verifies its counterfactuals on the black box sets the counterfactual fields from
+    ``explainers.counterfactuals.refine``'s result (``Refined.result_fields``). ``params``
     holds what fitting chose beyond the declared parameters (SHAP's ``algorithm_used``); it is
     merged into ``Explanation.params``. ``metrics`` are added to the base's timing metrics.
     """
@@ -299,6 +301,9 @@ class Result:
     counterfactuals: NDArray[np.floating] | None = None
     counterfactual_predictions: NDArray[np.int64] | None = None
     success: NDArray[np.bool_] | None = None
+    raw_counterfactuals: NDArray[np.floating] | None = None
+    raw_counterfactual_predictions: NDArray[np.int64] | None = None
+    counterfactual_status: NDArray[np.int8] | None = None
     diagnostics: dict[str, NDArray] = field(default_factory=dict)
     metrics: dict[str, float | None] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
@@ -507,6 +512,9 @@ class Explainer(Generic[P]):
             counterfactuals=result.counterfactuals,
             counterfactual_predictions=result.counterfactual_predictions,
             success=result.success,
+            raw_counterfactuals=result.raw_counterfactuals,
+            raw_counterfactual_predictions=result.raw_counterfactual_predictions,
+            counterfactual_status=result.counterfactual_status,
             diagnostics=result.diagnostics,
             metrics=metrics,
             image_shape=self.schema_.image_shape,

@@ -18,13 +18,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from datasets.base import FeatureSchema
+from explainers.counterfactuals import FAILED, STATUS_NAMES
 from explainers.registry import canonical_kind
 
 SCHEMA_VERSION = 1
 Modality = Literal["points2d", "tabular", "image"]
 ARRAYS = "arrays.npz"
 META = "explanation.json"
-_OPTIONAL = ("attributions", "counterfactuals", "counterfactual_predictions", "success")
+_OPTIONAL = (
+    "attributions", "counterfactuals", "counterfactual_predictions", "success",
+    "raw_counterfactuals", "raw_counterfactual_predictions", "counterfactual_status",
+)  # fmt: skip
 
 
 class ExplanationFormatError(ValueError):
@@ -56,9 +60,19 @@ class Explanation:
     predictions : (n,) int, the black box's class for each input.
     targets : (n,) int, the class explained (attributions) or aimed at (counterfactuals).
     attributions : (n, d) float or None; signed feature weights towards ``targets``.
-    counterfactuals : (n, d) float or None; the changed inputs, in model space.
+    counterfactuals : (n, d) float or None; the changed inputs, in model space. For a method
+        whose counterfactuals are verified on the black box (``counterfactual_status`` set), the
+        verified ones; a row whose verification failed holds the method's own proposal.
     counterfactual_predictions : (n,) int or None; the black box's class for each counterfactual.
     success : (n,) bool or None; whether each counterfactual reached its target.
+    raw_counterfactuals : (n, d) float or None; the method's own output before verification
+        (EMAP's one pass), kept beside the verified ones; None for methods that do not verify and
+        for results saved before verification existed.
+    raw_counterfactual_predictions : (n,) int or None; the black box's class for each raw one.
+    counterfactual_status : (n,) int8 or None; how each verified counterfactual was obtained,
+        an index into ``STATUS_NAMES``: 0 "as is" (the raw one flipped; then shrunk and made
+        sparse), 1 "repaired" (the raw one did not flip; the black box confirmed a repair), 2
+        "failed" (no repair found: ``counterfactuals`` keeps the raw one, ``success`` is False).
     diagnostics : per-instance method extras, each an array with axis 0 of length n
         (perturbation norms, iterations, IG convergence deltas, ...). No object arrays.
     metrics : summary scalars over the run (surrogate fidelity, flip rates, seconds per explanation).
@@ -85,6 +99,9 @@ class Explanation:
     counterfactuals: NDArray[np.floating] | None = None
     counterfactual_predictions: NDArray[np.int64] | None = None
     success: NDArray[np.bool_] | None = None
+    raw_counterfactuals: NDArray[np.floating] | None = None
+    raw_counterfactual_predictions: NDArray[np.int64] | None = None
+    counterfactual_status: NDArray[np.int8] | None = None
     diagnostics: dict[str, NDArray] = field(default_factory=dict)
     metrics: dict[str, float | None] = field(default_factory=dict)
     image_shape: tuple[int, int] | None = None
@@ -110,11 +127,28 @@ class Explanation:
             setattr(self, name, value)
             if value.shape[0] != n:
                 raise ExplanationFormatError(f"{name} has {value.shape[0]} rows, inputs have {n}")
-        for name in ("attributions", "counterfactuals"):
+        for name in ("attributions", "counterfactuals", "raw_counterfactuals"):
             value = getattr(self, name)
             if value is not None and value.shape != self.inputs.shape:
                 raise ExplanationFormatError(
                     f"{name} has shape {value.shape}, inputs {self.inputs.shape}"
+                )
+        if self.counterfactual_status is not None:
+            status = np.asarray(self.counterfactual_status)
+            if status.size and (
+                not np.issubdtype(status.dtype, np.integer)
+                or status.min() < 0
+                or status.max() >= len(STATUS_NAMES)
+            ):
+                raise ExplanationFormatError(
+                    f"counterfactual_status must hold 0..{len(STATUS_NAMES) - 1} "
+                    f"({', '.join(STATUS_NAMES)}), got {np.unique(status)[:10].tolist()}"
+                )
+            self.counterfactual_status = status.astype(np.int8)
+            if self.raw_counterfactuals is None or self.counterfactuals is None:
+                raise ExplanationFormatError(
+                    "counterfactual_status describes verified counterfactuals: it needs both "
+                    "counterfactuals and raw_counterfactuals"
                 )
         for key, value in list(self.diagnostics.items()):
             value = np.asarray(value)
@@ -142,6 +176,39 @@ class Explanation:
     def perturbations(self) -> NDArray[np.floating] | None:
         """Counterfactual minus input, in model space (None without counterfactuals)."""
         return None if self.counterfactuals is None else self.counterfactuals - self.inputs
+
+    @property
+    def raw_perturbations(self) -> NDArray[np.floating] | None:
+        """The method's own counterfactual minus input, before verification (None when the
+        method does not verify)."""
+        return None if self.raw_counterfactuals is None else self.raw_counterfactuals - self.inputs
+
+    @property
+    def raw_success(self) -> NDArray[np.bool_] | None:
+        """Whether each raw counterfactual reached its target on the black box (None when the
+        method does not verify)."""
+        if self.raw_counterfactual_predictions is None:
+            return None
+        return np.asarray(self.raw_counterfactual_predictions == self.targets)
+
+    @property
+    def verified(self) -> bool:
+        """True when ``counterfactuals`` were checked on the black box (raw ones kept beside)."""
+        return self.counterfactual_status is not None
+
+    def status_names(self) -> list[str] | None:
+        """Per row, how its counterfactual was obtained: "as is", "repaired" or "failed"
+        (None when the method does not verify)."""
+        if self.counterfactual_status is None:
+            return None
+        return [STATUS_NAMES[int(s)] for s in self.counterfactual_status]
+
+    @property
+    def failed(self) -> NDArray[np.bool_] | None:
+        """Rows whose verification found no counterfactual (None when not verified)."""
+        if self.counterfactual_status is None:
+            return None
+        return np.asarray(self.counterfactual_status == FAILED)
 
     def subset(self, index: NDArray | slice | list[int]) -> Explanation:
         """The same Explanation restricted to some instances (metrics are kept as they are).
@@ -173,6 +240,9 @@ class Explanation:
             counterfactuals=pick(self.counterfactuals),
             counterfactual_predictions=pick(self.counterfactual_predictions),
             success=pick(self.success),
+            raw_counterfactuals=pick(self.raw_counterfactuals),
+            raw_counterfactual_predictions=pick(self.raw_counterfactual_predictions),
+            counterfactual_status=pick(self.counterfactual_status),
             diagnostics={k: v[index] for k, v in self.diagnostics.items()},
             metrics=dict(self.metrics),
             image_shape=self.image_shape,
@@ -282,6 +352,9 @@ class Explanation:
                 counterfactuals=arrays.get("counterfactuals"),
                 counterfactual_predictions=arrays.get("counterfactual_predictions"),
                 success=arrays.get("success"),
+                raw_counterfactuals=arrays.get("raw_counterfactuals"),
+                raw_counterfactual_predictions=arrays.get("raw_counterfactual_predictions"),
+                counterfactual_status=arrays.get("counterfactual_status"),
                 diagnostics={
                     k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("diagnostics/")
                 },

@@ -16,6 +16,12 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def bench(tmp_path: Path, *args: str) -> dict:
     out = tmp_path / "result.json"
     done = subprocess.run(
@@ -32,19 +38,37 @@ def bench(tmp_path: Path, *args: str) -> dict:
 
 def test_bench_emap_quick_writes_the_paper_table(tmp_path):
     result = bench(
-        tmp_path,
-        "emap",
-        "--dataset",
-        "moons",
-        "--quick",
-        "--lime-points",
-        "10",
-        "--timing-runs",
-        "1",
-    )
+        tmp_path, "emap", "--dataset", "moons", "--quick", "--lime-points", "10",
+        "--timing-runs", "1", "--verify-runs", "1", "--peer", "dice", "--peer-rows", "3",
+        "--peer-methods", "random",
+    )  # fmt: skip
     assert set(KEYS) <= set(result)
     assert result["n_test"] == 2000 and 0.5 < result["surrogate_fidelity"] <= 1.0
     assert -1.0 <= result["cosine_vs_lime"] <= 1.0 and result["lime_settings"]["points"] == 10
+    # verified counterfactuals beside the raw ones
+    assert 0.9 <= result["validity"] <= 1.0 and 0.0 <= result["flip_rate_blackbox"] <= 1.0
+    assert 0 < result["sparsity_mean"] <= result["sparsity_mean_raw"] <= 2
+    assert 0 < result["l2_median"] <= result["l2_median_raw"]
+    assert result["verify_seconds_per_2000"] > 0 and 0 < result["verify_blackbox_calls"] <= 64
+    assert result["device_parity"] is None  # only with --compare-devices
+    assert 0 < result["minimality_ratio_median"] <= result["extra"]["minimality_ratio_median_raw"]
+    peer = result["peer"]
+    assert peer["rows"] == 3 and peer["immutable"] == []
+    for method in ("emap", "dice_random"):
+        figures = peer[method]
+        assert 0.0 <= figures["validity"] <= 1.0 and figures["seconds_per_counterfactual"] > 0
+    assert peer["dice_random"]["emap_throughput_ratio_2000"] > 0
+
+
+@pytest.mark.skipif(_cuda(), reason="a CUDA GPU is visible: the comparison would run")
+def test_bench_emap_compare_devices_without_a_gpu_says_so(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "bench", "emap", "--dataset", "moons", "--quick",
+         "--compare-devices"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "no CUDA GPU is visible" in done.stderr
 
 
 def test_bench_deduce_quick_compares_with_jsma(tmp_path):
