@@ -1,9 +1,16 @@
-"""Training of the SN-ResNet as DeDUCE trains it (spec 1.2), and the asset folder the demo loads.
+"""Training of the SN-ResNet (spec 1.2), and the asset folder the demo loads.
 
-SGD, learning rate 0.1, momentum 0.9, no weight decay, no Nesterov, batch 128, NLL on log-softmax,
-MultiStepLR with gamma 0.1 at 50% and 80% of the epochs (the paper's [25, 40] of 50), no augmentation,
-no input normalisation. The number of epochs is a parameter; the paper trains 50 on 50,000 images, the
-small CPU model 15 on the offline split's 10,000.
+The defaults are DeDUCE's recipe: SGD, learning rate 0.1, momentum 0.9, no weight decay, no Nesterov,
+batch 128, NLL on log-softmax, the rate x0.1 at 50% and 80% of the epochs (the paper's [25, 40] of 50),
+no augmentation, no input normalisation. The paper trains on 50,000 images; the offline split has
+10,000, on which that recipe overfits (train accuracy 1.0, test 0.977 for the small model). Two options
+close most of that gap:
+
+* ``augment``: every batch is shifted and rotated at random (up to ``max_shift`` pixels and
+  ``max_rotation`` degrees, bilinear, zero fill), in torch on the batch, from a generator seeded with
+  ``seed``, so a run is reproducible;
+* ``schedule="cosine"``: a linear warm-up over ``warmup_epochs`` from 0 to ``lr``, then a cosine decay
+  to 0, stepped per batch (a step-wise jump from 0.1 at the first batch destabilised wide models).
 
 An asset folder holds ``model.safetensors`` (weights with ``flipscope_arch``/``flipscope_config`` in the
 header, so it loads through ``explainers.models.load_model`` like an upload), the fitted feature density
@@ -13,6 +20,7 @@ header, so it loads through ``explainers.models.load_model`` like an upload), th
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,18 +40,43 @@ MODEL_FILE = "model.safetensors"
 META_FILE = "meta.json"
 
 
+SCHEDULES = ("multistep", "cosine")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimiser settings (spec 1.2 defaults except ``epochs``)."""
+    """Optimiser and augmentation settings (spec 1.2 defaults except ``epochs``)."""
 
     epochs: int = 15
     batch_size: int = 128
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 0.0
-    milestones: tuple[float, ...] = (0.5, 0.8)  # fractions of the epochs where the rate drops 10x
+    schedule: str = "multistep"  # or "cosine" (per-step, after the warm-up)
+    milestones: tuple[float, ...] = (
+        0.5,
+        0.8,
+    )  # multistep: fractions of the epochs where the rate drops
     lr_gamma: float = 0.1
+    warmup_epochs: float = 0.0  # linear warm-up from 0 to lr (both schedules)
+    augment: bool = False
+    max_shift: float = 2.0  # pixels
+    max_rotation: float = 10.0  # degrees
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
+            )
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs and batch_size must be at least 1 and lr positive")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ValueError(
+                f"warmup_epochs must lie in 0..epochs ({self.epochs}), got {self.warmup_epochs}"
+            )
+        if self.max_shift < 0 or self.max_rotation < 0:
+            raise ValueError("max_shift and max_rotation must not be negative")
 
 
 @dataclass
@@ -58,6 +91,38 @@ class TrainResult:
 
 def milestone_epochs(config: TrainConfig) -> list[int]:
     return sorted({max(1, round(f * config.epochs)) for f in config.milestones})
+
+
+def lr_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The learning rate at optimiser step ``step`` (0-based) as a fraction of ``config.lr``."""
+    total = config.epochs * steps_per_epoch
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return (step + 1) / warmup
+    if config.schedule == "cosine":
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    epoch = step // steps_per_epoch
+    return config.lr_gamma ** sum(epoch >= m for m in milestone_epochs(config))
+
+
+def augment_batch(
+    x: torch.Tensor, generator: torch.Generator, max_shift: float, max_rotation: float
+) -> torch.Tensor:
+    """Shift each (n, C, H, W) image by up to ``max_shift`` pixels per axis and rotate it by up to
+    ``max_rotation`` degrees about its centre (uniform draws from ``generator``, a CPU generator, so
+    the draws do not depend on the device); bilinear, pixels outside the image are 0 (background)."""
+    n, _, h, w = x.shape
+    draws = torch.rand(n, 3, generator=generator) * 2.0 - 1.0  # uniform in [-1, 1)
+    angle = draws[:, 0] * math.radians(max_rotation)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # affine_grid works in [-1, 1] coordinates: a shift of s pixels is 2 s / size there.
+    tx, ty = draws[:, 1] * (2.0 * max_shift / w), draws[:, 2] * (2.0 * max_shift / h)
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1).to(
+        x.device, x.dtype
+    )
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def train_sn_resnet(
@@ -81,6 +146,8 @@ def train_sn_resnet(
     device = resolve_device(device)
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
+    # a generator of its own, so switching augmentation on leaves the batch order unchanged
+    aug_gen = torch.Generator().manual_seed(config.seed + 1)
     shape = model.input_shape
     X = torch.as_tensor(np.asarray(X_train, dtype=np.float32)).reshape(-1, *shape).to(device)
     y = torch.as_tensor(np.asarray(y_train, dtype=np.int64)).to(device)
@@ -88,11 +155,9 @@ def train_sn_resnet(
     opt = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
-    sched = torch.optim.lr_scheduler.MultiStepLR(
-        opt, milestones=milestone_epochs(config), gamma=config.lr_gamma
-    )
     n = len(X)
     steps_per_epoch = (n + config.batch_size - 1) // config.batch_size
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(config, s, steps_per_epoch))
     total = config.epochs * steps_per_epoch
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
@@ -104,11 +169,15 @@ def train_sn_resnet(
         for start in range(0, n, config.batch_size):
             check_cancel(should_stop)
             idx = order[start : start + config.batch_size]
-            log_probs = model(X[idx])
+            xb = X[idx]
+            if config.augment:
+                xb = augment_batch(xb, aug_gen, config.max_shift, config.max_rotation)
+            log_probs = model(xb)
             loss = F.nll_loss(log_probs, y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            sched.step()
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((log_probs.argmax(1) == y[idx]).sum())
             step += 1
@@ -118,11 +187,11 @@ def train_sn_resnet(
                     step / total,
                     f"epoch {epoch + 1}/{config.epochs}, step {step}/{total}, loss {float(loss.detach()):.4f}",
                 )
-        sched.step()
         entry = {
             "epoch": epoch + 1,
             "loss": loss_sum / n,
-            "train_accuracy": correct / n,
+            "train_accuracy": correct / n,  # on the (augmented) batches as trained
+            "lr_end": opt.param_groups[0]["lr"],
             "seconds": time.perf_counter() - t0,
         }
         history.append(entry)
