@@ -57,13 +57,6 @@ LogDensityFn = Callable[[NDArray, NDArray], NDArray]
 AttributionKind = Literal["slope", "contribution"]
 Better = Literal["higher", "lower"]
 
-# Per method: what its attribution array holds (see the module docstring).
-ATTRIBUTION_KINDS: dict[str, AttributionKind] = {
-    "emap": "slope",
-    "lime": "slope",
-    "shap": "contribution",
-    "ig": "contribution",
-}
 CHANGE_REL_TOL = 0.01  # a continuous feature changed: |x' - x| > 1% of its standard deviation
 PIXEL_TOL = 0.5 / 255  # a pixel changed: by more than half an 8-bit grey level (visible on screen)
 BOUND_TOL = 1e-5  # model-space slack for "out of range" (float32 rounding of a clipped value)
@@ -542,22 +535,33 @@ def removal_baseline(X_train: NDArray) -> NDArray[np.float64]:
 def explained_classes(explanation: Explanation) -> NDArray[np.int64]:
     """The class whose probability an Explanation's attributions are about.
 
-    EMAP's negative perturbation ``-(x' - x)`` points towards the black box's own class (away from
-    the counterfactual's target), so its class is ``predictions``; LIME, SHAP and IG explain
-    ``targets``.
+    The registry says it (``attributions_toward``): EMAP's negative perturbation ``-(x' - x)``
+    points towards the black box's own class (away from the counterfactual's target), so its
+    class is ``predictions``; LIME, SHAP and IG explain ``targets``. Unknown methods: ``targets``.
     """
-    return explanation.predictions if explanation.method == "emap" else explanation.targets
+    info = _method_info(explanation.method)
+    toward = info.attributions_toward if info is not None else "target"
+    return explanation.predictions if toward == "prediction" else explanation.targets
+
+
+def _method_info(method: str) -> Any:
+    from explainers.registry import METHODS, canonical_kind
+
+    return METHODS.get(canonical_kind(method))
 
 
 def attribution_kind(explanation: Explanation) -> AttributionKind:
     """``"slope"`` or ``"contribution"``: what the Explanation's attribution array holds.
 
-    LIME with ``discretize_continuous`` gives the weight of "in the instance's bin", a contribution;
-    without it, slopes per model-space unit. Unknown methods are taken as contributions.
+    The registry says it (``attributions``). LIME with ``discretize_continuous`` gives the weight of
+    "in the instance's bin", a contribution, whatever its entry says. Unknown methods are taken as
+    contributions.
     """
-    if explanation.method == "lime" and explanation.params.get("discretize_continuous"):
+    if explanation.params.get("discretize_continuous"):
         return "contribution"
-    return ATTRIBUTION_KINDS.get(explanation.method, "contribution")
+    info = _method_info(explanation.method)
+    kind = info.attributions if info is not None else None
+    return kind or "contribution"
 
 
 def contributions(
@@ -1065,7 +1069,8 @@ def sanity_flags(
     """
     params = params or {}
     flags: list[dict[str, str]] = []
-    ig_on_probability = method == "ig" and params.get("output", "probability") == "probability"
+    # a gradient method run on the probability output (its ``output`` parameter) saturates
+    ig_on_probability = params.get("output") == "probability"
     sat = saturated if saturated is not None and math.isfinite(saturated) else 0.0
     if zero_share is not None and math.isfinite(zero_share) and zero_share > ZERO_SHARE_LIMIT:
         why = (
@@ -1490,7 +1495,9 @@ def quality_card(
         classes = explained_classes(exp)
         attr_kind = attribution_kind(exp)
         context.update(
-            explained_class="the black box's class" if exp.method == "emap" else "the run's target",
+            explained_class=(
+                "the black box's class" if classes is exp.predictions else "the run's target"
+            ),
             attribution_kind=attr_kind,
             removal_baseline="training mean (model space; one-hot blocks move as a unit)",
         )

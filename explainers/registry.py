@@ -63,6 +63,13 @@ class MethodInfo:
         ``counterfactual_predictions`` (n,) and ``success`` (n,) are set; ``"attributions"``:
         ``attributions`` (n, d) is set; ``"uncertainty"``: ``diagnostics[UNCERTAINTY_DIAGNOSTIC]``
         (n,) is set. What is not listed is None (or absent).
+    attributions : what the attribution array holds, for the quality card's faithfulness curves:
+        ``"slope"`` (change of the explained probability per model-space unit: LIME, EMAP's
+        negative perturbation) or ``"contribution"`` (the part of the output each feature accounts
+        for: SHAP, IG). None for methods without attributions.
+    attributions_toward : the class the attributions are about: ``"target"`` (the explained class,
+        ``Explanation.targets``) or ``"prediction"`` (EMAP's negative perturbation points away from
+        its counterfactual's target, towards the black box's own class).
     fit_share : the part of a job's progress bar that fitting takes (the rest is explaining).
     summary : one line on how it works, for the method picker.
     aliases : older names of the kind, accepted only when reading results saved before.
@@ -79,6 +86,8 @@ class MethodInfo:
     provides_surrogate: bool = False
     default_rows: Callable[[int], int] = everything
     holds: frozenset[Holding] = frozenset()
+    attributions: Literal["slope", "contribution"] | None = None
+    attributions_toward: Literal["target", "prediction"] = "target"
     fit_share: float = 0.1
     summary: str = ""
     aliases: tuple[str, ...] = ()
@@ -107,6 +116,8 @@ METHODS: dict[str, MethodInfo] = _entries(
         modalities=("points2d", "tabular", "image"),
         provides_surrogate=True,
         holds=frozenset({"counterfactuals", "attributions", "uncertainty"}),
+        attributions="slope",
+        attributions_toward="prediction",
         fit_share=0.85,  # two networks are trained in fit; explaining is a forward pass
         summary="a surrogate and a perturbation network trained once; each explanation is one "
         "forward pass giving the smallest change that flips the decision (Chapman-Rounds et al. "
@@ -123,6 +134,7 @@ METHODS: dict[str, MethodInfo] = _entries(
         modalities=("points2d", "tabular", "image"),
         default_rows=UpTo(200),
         holds=frozenset({"attributions"}),
+        attributions="slope",
         fit_share=0.05,
         summary="local weighted linear fit on perturbed samples (per feature; per pixel for images)",
     ),
@@ -135,6 +147,7 @@ METHODS: dict[str, MethodInfo] = _entries(
         modalities=("points2d", "tabular", "image"),
         default_rows=UpTo(200),
         holds=frozenset({"attributions"}),
+        attributions="contribution",
         fit_share=0.05,
         summary="Shapley values: exact tree SHAP for forests, gradient SHAP for torch, "
         "permutation otherwise",
@@ -150,6 +163,7 @@ METHODS: dict[str, MethodInfo] = _entries(
         accepts_surrogate=True,
         default_rows=UpTo(500),
         holds=frozenset({"attributions"}),
+        attributions="contribution",
         fit_share=0.05,
         summary="path integral of gradients from a baseline (captum); on EMAP's surrogate for "
         "black boxes without gradients",
