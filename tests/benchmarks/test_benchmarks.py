@@ -95,9 +95,10 @@ def test_bench_quality_quick_scores_every_method_beside_random(tmp_path):
     for name in ("emap", "lime", "shap", "ig", "random"):
         assert 0.0 <= methods[name]["deletion_auc"] <= 1.0
         assert 0.0 <= methods[name]["insertion_auc"] <= 1.0
-    for name in ("validity", "proximity_l1", "sparsity", "ynn", "lof_inlier_rate",
-                 "triage_auroc", "triage_auroc_confidence"):  # fmt: skip
+    for name in ("validity", "proximity_l1", "sparsity", "ynn", "lof_inlier_rate"):
         assert methods["emap"][name] is not None, name
+    # triage needs black-box errors among the rows: 50 moons rows may hold none (then None)
+    assert {"triage_auroc", "triage_auroc_confidence"} <= set(methods["emap"])
     # on moons every attribution method beats chance on both curves
     for name in ("lime", "shap", "ig"):
         assert methods[name]["deletion_auc"] < methods["random"]["deletion_auc"], name
