@@ -398,6 +398,7 @@ class EMAP(Explainer[EMAPParams]):
                     p.boundary_epochs, gen, should_stop, round_=r,
                 )  # fmt: skip
                 self._train_perturber(*trainer, p.boundary_epochs, schedule, g_epochs, best, r)
+            del self._plan  # holds the caller's progress callback
             if p.select_epoch and "state" in best:
                 perturber.load_state_dict(best["state"])
             perturber.eval()
