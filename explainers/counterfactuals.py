@@ -615,20 +615,23 @@ def _group_tests(st: _State, rows: NDArray) -> None:
     """Rounds of group tests, every candidate of a round in one call: revert each group of a row's
     changed features alone (features one by one for tabular data, groups of pixels for images,
     finer when a round reverts nothing), then prefixes of the groups that could go alone (every
-    prefix for tabular data, a few lengths for images), keeping the longest that holds. At single
-    features, a round that reverts nothing means each remaining feature is necessary. Images stop
+    prefix for tabular data, a few lengths for images), keeping the longest that holds (the
+    shortest, one group, is known to hold from its own test and costs no call). A row is tested
+    again only when the last round changed it (or the grain did): at single features, a round
+    that reverts nothing of a row means each of its remaining features is necessary. Images stop
     after ``IMAGE_ROUNDS`` rounds or when a round reverts under ``IMAGE_MIN_GAIN`` of the changed
     pixels: the last rounds cost the most black-box rows for the fewest pixels."""
     layout, X = st.layout, st.X
     finest = min(layout.n_features, MAX_GROUPS)
     groups = IMAGE_GROUPS if layout.image else finest
+    retest = np.ones(len(rows), dtype=bool)
     rounds = 0
     while st.oracle.left > 3 and (not layout.image or rounds < IMAGE_ROUNDS):
         rounds += 1
         sizes = layout.changes(X[rows], st.best[rows])
         budget = np.linalg.norm(st.best[rows] - X[rows], axis=1)
         n_left = (sizes > 0).sum(axis=1)
-        live = np.flatnonzero(n_left > 1)
+        live = np.flatnonzero((n_left > 1) & retest)
         if len(live) == 0:
             break
         use = np.where(sizes > 0, _usefulness(st, rows, sizes), np.inf)
@@ -649,8 +652,15 @@ def _group_tests(st: _State, rows: NDArray) -> None:
         if layout.image:
             cand = _concentrate(layout, X[rows[cand_rows]], cand, budget[cand_rows])
         alone = st.ask(rows[cand_rows], cand)
-        del masks, cand
-        # prefixes of each row's revertible groups, in group order
+        del masks
+        # each row's first group that can go alone (candidates come in row, then group, order)
+        hits = np.flatnonzero(alone)
+        first_alone = (
+            hits[np.r_[True, cand_rows[hits][1:] != cand_rows[hits][:-1]]] if len(hits) else hits
+        )
+        first_cand, first_pred = cand[first_alone], st.last[first_alone]
+        del cand
+        # prefixes of two or more of each row's revertible groups, in group order
         ok_group = np.zeros((len(rows), g), dtype=bool)
         ok_group[cand_rows[alone], cand_group[alone]] = True
         count = ok_group.sum(axis=1)
@@ -659,34 +669,43 @@ def _group_tests(st: _State, rows: NDArray) -> None:
             slot >= 0, np.take_along_axis(group_rank, np.maximum(slot, 0), axis=1), 0
         )
         pr, length = _prefix_lengths(count, layout.image)
+        longer = length >= 2
+        pr, length = pr[longer], length[longer]
         pm = (feature_rank[pr] >= 1) & (feature_rank[pr] <= length[:, None])
         fits = pm.sum(axis=1) < n_left[pr]
         pr, pm = pr[fits], pm[fits]
-        if len(pr) == 0 or st.oracle.left <= 1:
+        if len(first_alone) == 0:
             if groups >= finest or g < groups:
                 break
             groups = min(groups * 2, MAX_GROUPS)  # nothing could go at this grain: finer groups
+            retest[:] = True
             continue
         # next round's grain: about twice as many groups as could not go alone (group testing
         # works best with about one necessary feature per group)
         stuck = np.bincount(cand_rows[~alone], minlength=len(rows))[live]
-        groups = max(groups, min(MAX_GROUPS, 2 * int(np.median(stuck)) + 2))
-        cand = layout.revert(X[rows[pr]], st.best[rows[pr]], pm)
+        grain = max(groups, min(MAX_GROUPS, 2 * int(np.median(stuck)) + 2))
+        retest[:] = grain != groups
+        groups = grain
+        before = st.best[rows].copy()
+        # one group alone holds: take it; then the longest longer prefix that holds, if any
+        st.accept(rows[cand_rows[first_alone]], first_cand, np.ones(len(first_alone), bool),
+                  first_pred)  # fmt: skip
+        if len(pr) and st.oracle.left > 1:
+            cand = layout.revert(X[rows[pr]], before[pr], pm)
+            if layout.image:
+                cand = _concentrate(layout, X[rows[pr]], cand, budget[pr])
+            hit = st.ask(rows[pr], cand)
+            if hit.any():
+                k = np.flatnonzero(hit)
+                last = k[np.r_[pr[k][1:] != pr[k][:-1], True]]
+                st.accept(rows[pr[last]], cand[last], hit[last], st.last[last])
+        changed = np.any(st.best[rows] != before, axis=1)
+        retest |= changed
         if layout.image:
-            cand = _concentrate(layout, X[rows[pr]], cand, budget[pr])
-        hit = st.ask(rows[pr], cand)
-        if not hit.any():
-            if groups >= finest:
-                break
-            groups = min(groups * 2, MAX_GROUPS)
-            continue
-        # the longest prefix that holds, per row (prefixes of a row come in growing order)
-        k = np.flatnonzero(hit)
-        last = k[np.r_[pr[k][1:] != pr[k][:-1], True]]
-        st.accept(rows[pr[last]], cand[last], hit[last], st.last[last])
-        if layout.image:
-            gain = pm[last].sum() / max(1, n_left[live].sum())
-            if gain < IMAGE_MIN_GAIN:
+            gain = (layout.changes(X[rows], before) > 0).sum() - (
+                layout.changes(X[rows], st.best[rows]) > 0
+            ).sum()
+            if gain < IMAGE_MIN_GAIN * max(1, n_left[live].sum()):
                 break
 
 
