@@ -102,16 +102,18 @@ TARGETS: dict[str, dict[str, str]] = {
 # epochs / batch size tuned here (see benchmarks/results/emap.md for what was tried).
 # Beyond the paper every set uses EMAP's defaults: 2 boundary rounds, margin 4, the best held-out
 # epoch kept, verification on. Blob's perturber runs without dropout and with 4 boundary rounds
-# (raw flip rate 0.852 -> 0.923); adult's stages are 10 epochs each (0.866 at 15, 0.870 at 10, a
-# fifth less training).
+# (raw flip rate 0.852 -> 0.923); mnist38 without the margin (flip rate 0.962 with it, 0.964
+# without; seed-to-seed cosine 0.657 -> 0.710, verified median pixels 42 -> 18); adult's stages
+# are 10 epochs each at batch 256 with 2-epoch boundary rounds: training 21.4 s -> 13.0 s (the
+# DiCE comparison counts it), raw flip rate 0.875 -> 0.872, verified mean features 1.45 -> 1.46.
 EMAP_SETTINGS: dict[str, dict[str, Any]] = {
     "moons": {"epochs": 15, "perturber_epochs": 15, "batch_size": 256, "lam": 1.0},
     "blob": {
         "epochs": 15, "perturber_epochs": 15, "batch_size": 256, "dropout": 0.0,
         "boundary_rounds": 4,
     },
-    "mnist38": {"epochs": 15, "perturber_epochs": 15, "batch_size": 128},
-    "adult": {"epochs": 10, "perturber_epochs": 10, "batch_size": 128},
+    "mnist38": {"epochs": 15, "perturber_epochs": 15, "batch_size": 128, "margin": 0.0},
+    "adult": {"epochs": 10, "perturber_epochs": 10, "batch_size": 256, "boundary_epochs": 2},
 }  # fmt: skip
 QUICK_EPOCHS = {"moons": 8, "blob": 8, "mnist38": 8, "adult": 6}
 
@@ -235,12 +237,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "blackbox_accuracy": bb["accuracy"],
     }
 
+    # Wall seconds are what the targets are about; process CPU seconds beside them, because on a
+    # shared machine the wall time of the same work varies several-fold with the load.
+    cpu0 = time.process_time()
     emap = EMAP(params).fit(dataset, model, progress=line)
-    train_runs = [emap.fit_seconds_]
+    train_runs, train_cpu = [emap.fit_seconds_], [time.process_time() - cpu0]
     for _ in range(max(1, args.train_runs) - 1):  # same seed: a timing repeat, same networks
+        cpu0 = time.process_time()
         train_runs.append(EMAP(params).fit(dataset, model, progress=line).fit_seconds_)
+        train_cpu.append(time.process_time() - cpu0)
     train_seconds = float(np.median(train_runs))
     extra["emap_train_seconds_runs"] = train_runs
+    extra["emap_train_cpu_seconds_runs"] = train_cpu
     extra["selected_perturber_epoch"] = emap.selected_epoch_
     line.done(f"trained in {train_seconds:.2f} s")
     X = dataset.X_test
@@ -269,12 +277,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # Verification alone on the same 2000 rows: EMAP's raw counterfactuals checked, repaired,
     # shrunk and made sparse on the black box.
     raw2000, t2000 = emap.perturb(X2000, orig2000)
-    verify_runs, calls = [], []
+    verify_runs, verify_cpu, calls = [], [], []
     for _ in range(max(1, args.verify_runs)):
+        cpu0 = time.process_time()
         refined = emap.verify(X2000, raw2000, t2000)
+        verify_cpu.append(time.process_time() - cpu0)
         verify_runs.append(refined.seconds)
         calls.append(refined.calls)
     extra["verify_seconds_per_2000_runs"] = verify_runs
+    extra["verify_cpu_seconds_per_2000_runs"] = verify_cpu
     extra["verify_rows_asked_per_2000"] = refined.rows_asked
     extra["validity_2000"] = float(refined.valid.mean())
     line.done(f"verified 2000 rows in {np.median(verify_runs):.2f} s, {max(calls)} calls")

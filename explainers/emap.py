@@ -38,7 +38,7 @@ SURROGATE_FILE = "surrogate.safetensors"
 PERTURBER_FILE = "perturber.safetensors"
 L2_EPS = 1e-8  # sqrt(sum delta^2 + eps): the L2 norm is not differentiable at 0
 VALIDATION_FRACTION = 0.1
-NORM_REFERENCE_ROWS = 2000  # training rows whose verified sizes are the percentile's reference
+NORM_REFERENCE_ROWS = 1000  # training rows whose verified sizes are the percentile's reference
 EXPLAIN_BATCH = 4096
 VERIFY_ROWS = 8192  # rows per refinement (its candidate batches grow with rows x width)
 VERIFY_ROWS_IMAGES = 2048
@@ -278,7 +278,7 @@ class EMAP(Explainer[EMAPParams]):
       is False). The paper's figures (``flip_rate_blackbox``, ``flip_rate_surrogate``,
       ``surrogate_fidelity``) and the ``attributions`` stay those of the raw output.
     * **Uncertainty score.** ``norm_percentile``: the percentile (0-100) of the verified
-      ||x' - x|| among the verified sizes of 2,000 training rows (measured at fit time the same
+      ||x' - x|| among the verified sizes of 1,000 training rows (measured at fit time the same
       way); small means close to the decision boundary, where the black box is least certain. A
       row without a verified counterfactual ranks above every size.
 
@@ -398,6 +398,7 @@ class EMAP(Explainer[EMAPParams]):
                     p.boundary_epochs, gen, should_stop, round_=r,
                 )  # fmt: skip
                 self._train_perturber(*trainer, p.boundary_epochs, schedule, g_epochs, best, r)
+            del self._plan  # holds the caller's progress callback
             if p.select_epoch and "state" in best:
                 perturber.load_state_dict(best["state"])
             perturber.eval()

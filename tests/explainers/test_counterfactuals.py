@@ -265,3 +265,33 @@ def test_whole_number_features_are_snapped_towards_the_input():
     out = refine(by_x2, SCHEMA, X, P, np.ones(30, dtype=np.int64), sparsify=False)
     assert np.all(out.status == AS_IS)
     np.testing.assert_allclose(out.counterfactuals[:, 2] * 2 + 10, 12.0, atol=1e-4)
+
+
+def test_low_dimensional_points_turn_towards_the_nearest_boundary_point():
+    """Class 1 iff x + y > 1; the method proposes moves along x alone, which reach the boundary at
+    distance 1 - x - y, while the nearest point lies along the diagonal, at (1 - x - y) / sqrt 2."""
+    schema = FeatureSchema(
+        continuous=(ContinuousFeature("x", lo=-3, hi=3), ContinuousFeature("y", lo=-3, hi=3))
+    )
+
+    def diagonal(Z):
+        return (np.asarray(Z)[:, 0] + np.asarray(Z)[:, 1] > 1.0).astype(np.int64)
+
+    net = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[0.0, 0.0], [4.0, 4.0]]))
+        net.bias.copy_(torch.tensor([0.0, -4.0]))
+    guide = TorchGuide(TorchModel(net.eval(), 2))
+    rng = np.random.default_rng(16)
+    X = rng.uniform(-1.0, 0.5, size=(300, 2)).astype(np.float32)
+    X = X[X.sum(axis=1) < 0.8]
+    P = X.copy()
+    P[:, 0] += 1.5 * (1.0 - X.sum(axis=1))
+    targets = np.ones(len(X), dtype=np.int64)
+    nearest = (1.0 - X.sum(axis=1)) / np.sqrt(2)
+    for use_guide, most, least in ((None, None, 1.35), (guide, 1.1, None)):
+        out = refine(diagonal, schema, X, P, targets, guide=use_guide)
+        assert np.all(out.status == AS_IS) and np.all(diagonal(out.counterfactuals) == 1)
+        ratio = np.median(np.linalg.norm(out.counterfactuals - X, axis=1) / nearest)
+        assert (most is None or ratio <= most) and (least is None or ratio >= least), ratio
+        assert out.calls <= MAX_CALLS
