@@ -416,7 +416,11 @@ def refine(
     reasons = np.where(
         st.status == FAILED,
         "no change the black box accepted"
-        + (" within the constraints" if recourse is not None or frozen is not None else ""),
+        + (
+            " within the constraints"
+            if recourse is not None or frozen is not None or pinned
+            else ""
+        ),
         "",
     ).astype(np.str_)
     if recourse is not None:
