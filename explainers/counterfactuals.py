@@ -45,6 +45,7 @@ cannot be repaired keeps the method's own proposal and is marked ``FAILED``; not
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,6 +80,9 @@ TURN_DIRECTIONS = 24  # directions around a low-dimensional point (48 for three 
 TURN_FRACTIONS = (0.45, 0.65, 0.85)  # of the current size
 TURN_CANDIDATES = 4  # per row and round, ranked by the guide
 TURN_ROUNDS = 3
+LIMIT_POOL = 5  # max_changed: the most useful changes a kept subset is chosen from
+LIMIT_SCALES = (1.5, 2.0, 3.0)  # ... and the scales of its continuous part
+LIMIT_CANDIDATES = 8  # per row asked in one call
 
 
 class BlackBoxCallError(RuntimeError):
@@ -443,20 +447,51 @@ def refine(
 
 
 def _limit_changes(st: _State, ok: NDArray, most: int) -> None:
-    """Rows that still change more than ``most`` features: keep the ``most`` most useful changes
-    (by the guide's estimate, else the largest), revert the rest, one call; a row whose reduced
-    counterfactual does not hold is left for the exact check to fail."""
-    layout, X = st.layout, st.X
+    """Rows that still change more than ``most`` features: candidates that keep ``most`` of their
+    ``LIMIT_POOL`` most useful changes (by the guide's estimate, else the largest) and revert the
+    rest, each with its continuous part as is and scaled up by ``LIMIT_SCALES`` (what the
+    reverted features did must now come from the kept ones); ranked by the guide (its flips,
+    smallest first), the best ``LIMIT_CANDIDATES`` per row asked in one call, the smallest that
+    holds kept. A row none holds for is left for the exact check to fail."""
+    layout, X, nc = st.layout, st.X, st.layout.nc
     sizes = layout.changes(X, st.best)
     rows = np.flatnonzero(ok & ((sizes > 0).sum(axis=1) > most))
     if len(rows) == 0 or st.oracle.left < 1:
         return
     sizes = sizes[rows]
     use = np.where(sizes > 0, _usefulness(st, rows, sizes), -np.inf)
-    rank = np.argsort(np.argsort(-use, axis=1, kind="stable"), axis=1)  # 0: the most useful
-    cand = layout.revert(X[rows], st.best[rows], (rank >= most) & (sizes > 0))
-    hit = st.ask(rows, cand)
-    st.accept(rows, cand, hit, st.last)
+    order = np.argsort(-use, axis=1, kind="stable")[:, :LIMIT_POOL]  # most useful first
+    pool = min(LIMIT_POOL, order.shape[1])
+    cands, owners = [], []
+    for keep in itertools.combinations(range(pool), min(most, pool)):
+        revert = sizes > 0
+        for c in keep:
+            revert[np.arange(len(rows)), order[:, c]] = False
+        base = layout.revert(X[rows], st.best[rows], revert)
+        for scale in (1.0, *LIMIT_SCALES):
+            cand = base.copy()
+            cand[:, :nc] = X[rows, :nc] + scale * (base[:, :nc] - X[rows, :nc])
+            cands.append(layout.snap(X[rows], cand))
+            owners.append(np.arange(len(rows)))
+    cand, own = np.concatenate(cands), np.concatenate(owners)
+    cost = np.linalg.norm(cand - X[rows[own]], axis=1)
+    if st.guide is not None:
+        logp = st.guide.log_target(cand, st.targets[rows[own]])
+        key = np.where(logp > np.log(0.5), cost, 1e6 - logp)
+    else:
+        key = cost
+    pick = _top_per_row(own, key, LIMIT_CANDIDATES)
+    cand, own = cand[pick], own[pick]
+    hit = st.ask(rows[own], cand)
+    if not hit.any():
+        return
+    k = np.flatnonzero(hit)
+    r = rows[own[k]]
+    best = np.lexsort((np.linalg.norm(cand[k] - X[r], axis=1), r))
+    first = k[best][np.r_[True, r[best][1:] != r[best][:-1]]]
+    # the cap of an as-is row does not apply: a counterfactual within the limit beats none
+    st.best[rows[own[first]]] = cand[first]
+    st.pred[rows[own[first]]] = st.last[first]
 
 
 # --------------------------------------------------------------------------- repair

@@ -831,22 +831,38 @@ class EMAP(Explainer[EMAPParams]):
     ) -> Refined:  # fmt: skip
         """Option ``j`` (1-based after the first) for every row: EMAP's perturbation with its
         dropout and Gumbel noise sampled (seed + j), verified with every earlier valid option's
-        largest change frozen, so a valid option never changes the same set of features as an
-        earlier one. A valid option equal to an earlier one is marked failed ("same as option
+        largest change frozen (rows that fail get a second try with its smallest change frozen
+        instead), so a valid option never changes the same set of features as an earlier one. A valid option equal to an earlier one is marked failed ("same as option
         i"); so is one that breaks a constraint (``refine``'s exact check)."""
         import torch
 
         schema = self.schema_
-        frozen = np.zeros((len(X), len(schema.original_names)), dtype=bool)
+        # one feature of every earlier valid option frozen: its largest change, and for a
+        # second try on the rows that fail, its smallest (either keeps the sets apart)
+        large = np.zeros((len(X), len(schema.original_names)), dtype=bool)
+        small = large.copy()
         for r in earlier:
             size = _feature_changes(schema, X, r.counterfactuals)
             ok = np.flatnonzero((r.status != FAILED) & (size.max(axis=1) > 0))
-            frozen[ok, size[ok].argmax(axis=1)] = True
+            large[ok, size[ok].argmax(axis=1)] = True
+            small[ok, np.where(size[ok] > 0, size[ok], np.inf).argmin(axis=1)] = True
         gen = torch.Generator(device="cpu").manual_seed(self.params.seed + 7919 * j)
         raw = self._perturb_sampled(X, targets, gen)
+        mid = (start + end) / 2
         out = self._refine_chunks(
-            model, schema, X, raw, targets, progress, start, should_stop, frozen=frozen, end=end
+            model, schema, X, raw, targets, progress, start, should_stop, frozen=large, end=mid
         )
+        again = np.flatnonzero((out.status == FAILED) & np.any(small != large, axis=1))
+        if len(again):
+            retry = self._refine_chunks(
+                model, schema, X[again], raw[again], targets[again], progress, mid, should_stop,
+                frozen=small[again], end=end,
+            )  # fmt: skip
+            won = retry.status != FAILED
+            for name in ("counterfactuals", "predictions", "status", "changed", "reasons"):
+                getattr(out, name)[again[won]] = getattr(retry, name)[won]
+            out.calls += retry.calls
+            out.rows_asked += retry.rows_asked
         assert out.reasons is not None
         reasons = out.reasons.astype(object)
         for i, r in enumerate(earlier):

@@ -29,7 +29,8 @@ def add_jobs_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     s.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE",
-        help="a parameter of the kind (repeat); rows=N caps the test rows explained",
+        help="a parameter of the kind (repeat); rows=N caps the test rows explained; a VALUE "
+        "starting with { or [ is JSON",
     )  # fmt: skip
     s.add_argument("--wait", action="store_true", help="follow the run until it ends")
     ls = sub.add_parser("list", help="runs, newest first")
@@ -49,11 +50,24 @@ def add_jobs_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; a VALUE that starts with ``{`` or ``[`` is JSON (an EMAP constraint
+    such as ``directions={"age": "increase"}`` or ``immutable=["race", "sex"]``), any other is
+    text the method's parameters convert."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--param {item!r}: write KEY=VALUE")
+        if value.strip()[:1] in ("{", "["):
+            try:
+                out[key.strip()] = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"--param {key.strip()}: {value[:80]!r} is not valid JSON ({exc.msg} at "
+                    f"character {exc.pos}); quote the whole pair in the shell, e.g. "
+                    '--param \'directions={"age": "increase"}\''
+                ) from None
+            continue
         out[key.strip()] = value
     return out
 
