@@ -44,6 +44,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from datasets.base import Dataset, FeatureSchema
+from explainers.constraints import ConstraintError, Constraints, Recourse
 from explainers.explanation import Explanation
 from explainers.metrics import flip_rate
 from explainers.models import Model
@@ -1230,6 +1231,24 @@ METRIC_INFO: dict[str, tuple[str, Better, str]] = {
         "lower",
         "number of broken constraints (pinned features changed, values out of range) over the rows scored",
     ),
+    "recourse_violations": (
+        "counterfactual",
+        "lower",
+        "valid counterfactuals that break one of the run's own constraints (immutable features, "
+        "directions, ranges, allowed categories, most features changed); must be 0",
+    ),
+    "diversity_distinct_feature_sets": (
+        "counterfactual",
+        "higher",
+        "runs with several options per row: mean number of distinct sets of changed features "
+        "among a row's valid options (over the run's rows)",
+    ),
+    "diversity_mean_pairwise_distance": (
+        "counterfactual",
+        "higher",
+        "runs with several options per row: mean L2 distance (model space) between a row's valid "
+        "options (over the run's rows with two or more)",
+    ),
     "seconds_per_counterfactual": (
         "counterfactual",
         "lower",
@@ -1317,6 +1336,21 @@ def _pinned(explanation: Explanation, pinned: Sequence[str] | None) -> list[str]
         return list(pinned)
     value = explanation.params.get("pinned") or ()
     return [value] if isinstance(value, str) else list(value)
+
+
+def _run_constraints(exp: Explanation, schema: FeatureSchema) -> Recourse | None:
+    """The recourse constraints a run was made with (``explainers.constraints``), or None when it
+    states none beyond pinning (scored by ``constraint_violations``) or they no longer fit."""
+    p = exp.params
+    if not any(p.get(k) for k in ("directions", "ranges", "categories", "max_changed")):
+        return None
+    try:
+        return Constraints.from_params(
+            tuple(p.get("pinned") or ()), p.get("directions") or "", p.get("ranges") or "",
+            p.get("categories") or "", int(p.get("max_changed") or 0),
+        ).compile(schema)  # fmt: skip
+    except (ConstraintError, TypeError, ValueError):
+        return None
 
 
 def quality_card(
@@ -1484,6 +1518,14 @@ def quality_card(
         put("constraint_violation_rate", float(np.mean(violations > 0)) if n else None)
         put("constraint_violations", int(violations.sum()))
         context["pinned"] = pins
+        recourse = _run_constraints(exp, schema)
+        if recourse is not None:
+            shown = valid if exp.success is None else valid & np.asarray(exp.success, dtype=bool)
+            broken = recourse.violations(X[shown], C[shown]) != ""
+            put("recourse_violations", int(broken.sum()))
+        for key in ("diversity_distinct_feature_sets", "diversity_mean_pairwise_distance"):
+            if exp.metrics.get(key) is not None:
+                put(key, exp.metrics[key])
         put(
             "seconds_per_counterfactual",
             seconds_per_counterfactual(exp.provenance.seconds, n_total),

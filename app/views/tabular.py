@@ -7,7 +7,8 @@ import numpy as np
 import streamlit as st
 
 from app import state, widgets
-from app.plots.tabular import change_frequency_figure, counterfactual_table
+from app.cf_export import ExportError, counterfactual_csv
+from app.plots.tabular import change_frequency_figure, counterfactual_table, options_table
 from app.text import md
 
 PAGE = "tabular"
@@ -82,6 +83,27 @@ if "norm_percentile" in exp.diagnostics:
         help="Low: a small change flips this row, so it lies near the decision boundary (uncertain).",
     )
 st.dataframe(counterfactual_table(exp, index, pinned=pinned), width="stretch")
+options = options_table(exp, index)
+if options is not None:
+    st.subheader("Options for this row")
+    st.caption(
+        "Other changes that flip the black box, side by side; each is verified on the black box "
+        "and kept off a feature an earlier option relies on most."
+    )
+    st.dataframe(options, width="stretch")
+try:
+    csv_bytes = counterfactual_csv(exp)
+except ExportError as exc:
+    st.caption(str(exc))
+else:
+    st.download_button(
+        "Download the counterfactuals (CSV)",
+        data=csv_bytes,
+        file_name=f"counterfactuals-{run.id}.csv",
+        mime="text/csv",
+        help="One line per option of every row, original units (as `flipscope jobs export`).",
+        key="tab_csv",
+    )
 
 st.subheader("How often each feature changes")
 st.plotly_chart(change_frequency_figure(exp, pinned=pinned), key="tab_freq")
