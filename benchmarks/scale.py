@@ -82,6 +82,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--emap", default="",
         help="EMAP parameters for the job, k=v comma-separated (default: EMAP's defaults)",
     )  # fmt: skip
+    parser.add_argument(
+        "--data-cache", type=Path, default=None,
+        help="folder keeping each size's table and black box between runs (made when missing)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--make-only", action="store_true",
+        help="only make the tables and black boxes into --data-cache (untimed work, so a timed "
+        "run under a lock does not wait for it)",
+    )  # fmt: skip
     parser.add_argument("--stage", default=None, help=argparse.SUPPRESS)  # a child's stage
     parser.add_argument("--args", default=None, help=argparse.SUPPRESS)  # its JSON arguments
 
@@ -255,20 +264,30 @@ def _emap_job(
     }
 
 
-def measure(n: int, folder: Path, timeout: float, params: dict[str, Any]) -> dict[str, Any]:
+def make_data(n: int, folder: Path) -> tuple[Path, Path]:
+    """``folder``'s table.csv and model.skops for ``n`` rows, made unless already there."""
+    csv, model = folder / "table.csv", folder / "model.skops"
+    if csv.exists() and model.exists():
+        return csv, model
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    frame = synthetic_table(n)
+    frame.to_csv(folder / "table.csv.tmp", index=False)
+    (folder / "model.skops.tmp").write_bytes(black_box(frame))
+    (folder / "table.csv.tmp").replace(csv)
+    (folder / "model.skops.tmp").replace(model)
+    print(f"  {n:,} rows: data and black box made in {time.perf_counter() - t0:.1f} s", flush=True)
+    return csv, model
+
+
+def measure(
+    n: int, folder: Path, timeout: float, params: dict[str, Any], cache: Path | None = None
+) -> dict[str, Any]:
     """Every figure for one table size (see the module's docstring)."""
     data = folder / f"rows-{n}"
     (data / "uploads").mkdir(parents=True)
+    csv, model = make_data(n, (cache or data) / f"table-{n}")
     load = os.getloadavg()
-    t0 = time.perf_counter()
-    frame = synthetic_table(n)
-    csv = data / "table.csv"
-    frame.to_csv(csv, index=False)
-    model = data / "model.skops"
-    model.write_bytes(black_box(frame))
-    del frame
-    made = time.perf_counter() - t0
-    print(f"  {n:,} rows: data and black box made in {made:.1f} s", flush=True)
 
     base = dict(os.environ, FLIPSCOPE_DATA_DIR=str(data), PYTHONPATH=str(ROOT))
     for name in ("FLIPSCOPE_RUNS_DIR", "FLIPSCOPE_QUEUE", "FLIPSCOPE_MAX_UPLOAD_MB"):
@@ -342,7 +361,12 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="flipscope-bench-scale-") as tmp:
         for n in sizes:
             print(f"{n:,} rows", flush=True)
-            rows[str(n)] = measure(n, Path(tmp), args.timeout, _params(args.emap))
+            if args.make_only:
+                make_data(n, (args.data_cache or Path(tmp)) / f"table-{n}")
+                continue
+            rows[str(n)] = measure(n, Path(tmp), args.timeout, _params(args.emap), args.data_cache)
+    if args.make_only:
+        return 0
     report = {
         "bench": "scale",
         "rows": rows,
