@@ -67,6 +67,10 @@ BENCHES: dict[str, tuple[str, str]] = {
         "benchmarks.quality",
         "the quality card of every applicable method on one data set, beside a random baseline",
     ),
+    "scale": (
+        "benchmarks.scale",
+        "N-row synthetic table: upload, EMAP job, arrow field (seconds, peak memory, validity)",
+    ),
 }
 
 

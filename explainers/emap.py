@@ -45,6 +45,13 @@ SURROGATE_FILE = "surrogate.safetensors"
 PERTURBER_FILE = "perturber.safetensors"
 L2_EPS = 1e-8  # sqrt(sum delta^2 + eps): the L2 norm is not differentiable at 0
 VALIDATION_FRACTION = 0.1
+VALIDATION_ROWS = 10_000  # held-out rows at most (judged by the black box after every epoch)
+# Training cost bounded by steps, not rows: an epoch takes at most EPOCH_ROWS rows of each part
+# of its pool (a fresh shuffle every epoch), so beyond EPOCH_ROWS training rows the number of
+# optimisation steps is fixed (about 700 per epoch at batch 128) and a million rows train in the
+# time of a hundred thousand; every row can still be drawn. Boundary rounds ask the black box
+# about the counterfactuals of at most EPOCH_ROWS training rows.
+EPOCH_ROWS = 100_000
 NORM_REFERENCE_ROWS = 1000  # training rows whose verified sizes are the percentile's reference
 EXPLAIN_BATCH = 4096
 VERIFY_ROWS = 8192  # rows per refinement (its candidate batches grow with rows x width)
@@ -276,7 +283,12 @@ class EMAP(Explainer[EMAPParams]):
       feature's delta is zeroed, a pinned categorical block is copied from the input. They cannot
       change, by construction.
     * **Training length and which perturber is kept.** Fixed epochs (the paper: "under 15
-      epochs" on simple data); 10% of the training split is held out. After every perturber epoch
+      epochs" on simple data); 10% of the training split is held out (at most 10,000 rows). Beyond
+      100,000 training rows (``EPOCH_ROWS``) an epoch is a fixed budget of steps, not a pass: it
+      draws a fresh random 100,000 rows (of the training rows, and as many of each boundary
+      round's counterfactuals, made for a random 100,000 rows), so training costs the same at a
+      million rows as at a hundred thousand while every row can be drawn; below it nothing
+      changes. After every perturber epoch
       the black box judges the held-out counterfactuals, and the epoch with the best held-out
       black-box flip rate is kept (``select_epoch``; ties go to the later epoch), not the last:
       the flip rate swings from epoch to epoch, and keeping the last one made the result depend
@@ -382,7 +394,11 @@ class EMAP(Explainer[EMAPParams]):
 
         rng = np.random.default_rng(p.seed)
         order = rng.permutation(len(X_all))
-        n_val = max(1, int(round(VALIDATION_FRACTION * len(X_all)))) if len(X_all) >= 20 else 0
+        n_val = (
+            min(VALIDATION_ROWS, max(1, int(round(VALIDATION_FRACTION * len(X_all)))))
+            if len(X_all) >= 20
+            else 0
+        )
         val_idx, tr_idx = order[:n_val], order[n_val:]
         g_epochs = p.perturber_epochs + p.boundary_rounds * p.boundary_epochs
         self._plan = (progress, p.epochs + g_epochs + p.boundary_rounds * p.boundary_epochs, 0)
@@ -436,8 +452,13 @@ class EMAP(Explainer[EMAPParams]):
             pool_x, pool_y = [x_tr], [y_tr]
             for r in range(1, p.boundary_rounds + 1):
                 check_cancel(should_stop)
-                t_round = self._training_targets(self._probs(s_net, x_tr), y_tr, gen)
-                cf = self._counterfactual_tensor(perturber, x_tr, t_round)
+                x_r, y_r = x_tr, y_tr
+                if len(x_tr) > EPOCH_ROWS:
+                    pick = torch.randperm(len(x_tr), generator=gen)[:EPOCH_ROWS].to(dev)
+                    x_r, y_r = x_tr[pick], y_tr[pick]
+                t_round = self._training_targets(self._probs(s_net, x_r), y_r, gen)
+                cf = self._counterfactual_tensor(perturber, x_r, t_round)
+                del x_r, y_r
                 pool_x.append(cf)
                 pool_y.append(
                     torch.as_tensor(model.predict(cf.cpu().numpy()).astype(np.int64), device=dev)
@@ -445,6 +466,7 @@ class EMAP(Explainer[EMAPParams]):
                 self._train_surrogate(
                     s_net, s_opt, torch.cat(pool_x), torch.cat(pool_y), x_val, y_val,
                     p.boundary_epochs, gen, should_stop, round_=r,
+                    parts=[len(v) for v in pool_x],
                 )  # fmt: skip
                 self._train_perturber(*trainer, p.boundary_epochs, schedule, g_epochs, best, r)
             del self._plan  # holds the caller's progress callback
@@ -495,31 +517,35 @@ class EMAP(Explainer[EMAPParams]):
 
     def _train_surrogate(
         self, s_net: Any, opt: Any, x: Any, y: Any, x_val: Any, y_val: Any, epochs: int, gen: Any,
-        should_stop: StopFn | None, round_: int,
+        should_stop: StopFn | None, round_: int, parts: list[int] | None = None,
     ) -> None:  # fmt: skip
+        """``epochs`` epochs of the surrogate on ``x``, the concatenation of ``parts`` (row counts:
+        the training rows, then each boundary round's counterfactuals; default one part)."""
         import torch
 
         for q in s_net.parameters():
             q.requires_grad_(True)
         for epoch in range(epochs):
             s_net.train()
-            loss_sum = 0.0
-            for idx in self._batches(len(x), gen):
+            loss_sum, seen = 0.0, 0
+            for idx in self._batches(parts or [len(x)], gen):
                 check_cancel(should_stop)
                 loss = torch.nn.functional.cross_entropy(s_net(x[idx]), y[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 loss_sum += float(loss.detach()) * len(idx)
+                seen += len(idx)
+            loss_sum /= max(1, seen)
             s_net.eval()
             fid = self._agreement(s_net, x_val, y_val)
             self.history_.append(
-                {"stage": 1, "round": round_, "epoch": epoch + 1, "loss": loss_sum / len(x),
+                {"stage": 1, "round": round_, "epoch": epoch + 1, "loss": loss_sum,
                  "fidelity": fid}
             )  # fmt: skip
             where = f"round {round_}, " if round_ else ""
             self._tick(
-                f"surrogate {where}epoch {epoch + 1}/{epochs}: loss {loss_sum / len(x):.4f}, "
+                f"surrogate {where}epoch {epoch + 1}/{epochs}: loss {loss_sum:.4f}, "
                 f"held-out fidelity {fid:.3f}"
             )
         for q in s_net.parameters():
@@ -540,8 +566,8 @@ class EMAP(Explainer[EMAPParams]):
             k = next(schedule)
             tau = p.tau * (p.tau_final / p.tau) ** (k / max(1, g_epochs - 1))
             t_tr = self._training_targets(probs_tr, y_tr, gen)
-            sums = np.zeros(4)
-            for idx in self._batches(len(x_tr), gen):
+            sums, seen = np.zeros(4), 0
+            for idx in self._batches([len(x_tr)], gen):
                 check_cancel(should_stop)
                 x, t = x_tr[idx], t_tr[idx]
                 delta, logits = perturber(x, self._cond(t), self._dropout_masks(len(idx), gen))
@@ -553,7 +579,8 @@ class EMAP(Explainer[EMAPParams]):
                 loss.backward()
                 opt.step()
                 sums += parts * len(idx)
-            sums /= len(x_tr)
+                seen += len(idx)
+            sums /= max(1, seen)
             flip_s = self._surrogate_flip_rate(perturber, s_net, x_val, t_val)
             flip_b = float("nan")
             if len(x_val):
@@ -1048,11 +1075,23 @@ class EMAP(Explainer[EMAPParams]):
         lo, hi = schema.continuous_bounds()
         self.lo_, self.hi_ = lo.astype(np.float32), hi.astype(np.float32)
 
-    def _batches(self, n: int, gen: Any) -> list[Any]:
+    def _batches(self, parts: list[int], gen: Any) -> list[Any]:
+        """One epoch's shuffled mini-batches of row indices into the concatenation of ``parts``
+        (row counts): every row of a part up to ``EPOCH_ROWS`` rows, else a fresh random
+        ``EPOCH_ROWS`` of them, so each part keeps its share of the steps and the step count stays
+        fixed however many rows there are."""
         import torch
 
-        perm = torch.randperm(n, generator=gen).to(self.device_)
-        return list(torch.split(perm, self.params.batch_size))
+        if max(parts) <= EPOCH_ROWS:
+            perm = torch.randperm(sum(parts), generator=gen)
+        else:
+            picks, offset = [], 0
+            for n in parts:
+                picks.append(torch.randperm(n, generator=gen)[:EPOCH_ROWS] + offset)
+                offset += n
+            perm = torch.cat(picks)
+            perm = perm[torch.randperm(len(perm), generator=gen)]
+        return list(torch.split(perm.to(self.device_), self.params.batch_size))
 
     def _cond(self, t: Any) -> Any:
         import torch

@@ -42,7 +42,6 @@ def report_figures(
                 exp,
                 background=None if wide else regions,
                 projection=project_2d(exp.inputs, "pca") if wide else None,
-                max_arrows=5000,
             )
         if (
             has_cf
