@@ -1139,6 +1139,22 @@ def sanity_flags(
     return flags
 
 
+def attribute_fn(explainer: Any, seconds_per_row: float) -> AttributeFn | None:
+    """An ``AttributeFn`` recomputing a fitted method's attributions on perturbed rows (for
+    ``sensitivity_max``), or None for a method too slow to be called on every perturbation
+    (above 0.02 s per row: the card asks for about a hundred rows), which leaves that figure out.
+    """
+    if seconds_per_row > 0.02:
+        return None
+
+    def attribute(Z: NDArray, classes: NDArray) -> NDArray:
+        rows = np.asarray(Z, dtype=np.float32)
+        out = explainer.explain(rows, targets=np.asarray(classes, dtype=np.int64)).attributions
+        return np.asarray(out)
+
+    return attribute
+
+
 # --------------------------------------------------------------------------- the card
 @dataclass(frozen=True)
 class CardBudget:
