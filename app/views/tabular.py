@@ -85,4 +85,5 @@ st.dataframe(counterfactual_table(exp, index, pinned=pinned), width="stretch")
 
 st.subheader("How often each feature changes")
 st.plotly_chart(change_frequency_figure(exp, pinned=pinned), key="tab_freq")
+widgets.quality_panel(run)
 widgets.share_link(PAGE, {"run": run.id, "i": index})
