@@ -223,6 +223,19 @@ def _explanation(run_id: str, root: str) -> Explanation:
     return RunStore(root).load_explanation(run_id)
 
 
+def run_quality(run: Run) -> dict[str, Any] | None:
+    """A finished run's quality card (``app.jobs.quality``) for whoever may view the run; None
+    for a run saved without one."""
+    store = backend().store
+    return _quality(gate().run(run.id, VIEW).id, str(store.root))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _quality(run_id: str, root: str) -> dict[str, Any] | None:
+    # Written once by the job before the run succeeded; immutable afterwards.
+    return RunStore(root).load_quality(run_id)
+
+
 def run_holding(run: Run) -> Holding:
     """What a finished run's Explanation holds (read from its record alone, no arrays loaded);
     its method's declared holdings when the record cannot be read. The caller lists runs it

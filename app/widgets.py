@@ -364,3 +364,74 @@ def point_table(explanation: Any, i: int) -> Any:
 
 def _short(v: Any) -> Any:
     return f"{v:.3g}" if isinstance(v, float) else v
+
+
+def stored_quality(run: Any) -> dict[str, Any] | None:
+    """The run's stored quality card (None for a run saved without one); a card that cannot be
+    read becomes ``{"error": why}``, named inside the run, never by a server path."""
+    from app import resources
+    from app.jobs import RunStateError
+
+    try:
+        return resources.run_quality(run)
+    except (RunStateError, OSError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return {"error": f"the quality card of run {run.id[:8]} cannot be read: {reason}"}
+
+
+def quality_panel(run: Any) -> None:
+    """The run's "Quality" panel: the figures of the card its job stored (``app.jobs.quality``),
+    each with its baseline (a random attribution, the nearest real example, the confidence
+    margin) beside it, a "how to read it" tooltip, and the sanity flags under the figure they
+    concern. Reads the card only; a run without one says so."""
+    from app.plots.quality import GENERAL, baseline_text, flags_by_metric, fmt, how_to_read
+
+    st.subheader("Quality", help="Figures computed by the job on this run, on its own black box.")
+    card = stored_quality(run)
+    if card is None:
+        st.info(
+            "This run was saved without a quality card (it was made before cards were "
+            "computed). Run the method again on the Explain page to get one."
+        )
+        return
+    if card.get("error"):
+        st.warning(md(card["error"]))
+        return
+    flags = flags_by_metric(card)
+    for message in flags.get(GENERAL, []):
+        st.warning(md(message))
+    rows, total = card.get("rows"), card.get("rows_total")
+    scored = f"{fmt(rows)} of {fmt(total)} rows" if rows != total else f"{fmt(rows)} rows"
+    st.caption(
+        f"Scored on {scored} in {fmt(card.get('seconds'))} s "
+        f"({fmt(100 * (card.get('budget_share') or 0))}% of the job's time). Each figure has its "
+        "baseline beside it: a method earns trust by beating it."
+    )
+    metrics = card.get("metrics") or {}
+    cols = st.columns(4)
+    for i, (name, metric) in enumerate(metrics.items()):
+        with cols[i % 4]:
+            st.metric(name, fmt(metric.get("value")), help=md(how_to_read(name, metric)))
+            base = baseline_text(metric)
+            if base:
+                st.caption(md(base))
+            for message in flags.get(name, []):
+                st.warning(md(message), icon="⚠️")
+
+
+def quality_table(runs: dict[str, Any]) -> None:
+    """The stored quality cards of ``{method title: run}`` side by side: methods as columns,
+    metrics as rows, the best in bold, the baseline as a column, with a "how to read it" column;
+    then each run's sanity flags. Reads the cards only."""
+    from app.plots.quality import compare_markdown
+
+    st.subheader(
+        "Quality side by side",
+        help="The figures each job computed on its own run, on the same black box; bold marks the "
+        "best method (not the baseline). A figure is comparable across runs made on the same rows.",
+    )
+    cards = {label: stored_quality(run) for label, run in runs.items()}
+    st.markdown(compare_markdown(cards))
+    for label, card in cards.items():
+        for flag in (card or {}).get("flags") or []:
+            st.warning(f"{md(label)}, {md(flag.get('metric'))}: {md(flag.get('message'))}")

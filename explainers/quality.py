@@ -184,7 +184,7 @@ def mad_scales(X_train: NDArray, schema: FeatureSchema) -> NDArray[np.float64]:
     -------
     (n_continuous,) float, >= 0.
     """
-    Z = np.asarray(X_train, dtype=np.float64)[:, : schema.n_continuous]
+    Z = np.asarray(np.asarray(X_train)[:, : schema.n_continuous], dtype=np.float64)
     if len(Z) == 0:
         raise ValueError("no training rows to measure the median absolute deviation on")
     med = np.median(Z, axis=0)
@@ -527,10 +527,10 @@ def removal_baseline(X_train: NDArray) -> NDArray[np.float64]:
     -------
     (d,) float.
     """
-    X_train = np.asarray(X_train, dtype=np.float64)
+    X_train = np.asarray(X_train)
     if len(X_train) == 0:
         raise ValueError("no training rows to take the removal baseline (their mean) from")
-    return X_train.mean(axis=0)
+    return np.asarray(X_train.mean(axis=0, dtype=np.float64))  # no float64 copy of the rows
 
 
 def explained_classes(explanation: Explanation) -> NDArray[np.int64]:
@@ -1140,6 +1140,22 @@ def sanity_flags(
     return flags
 
 
+def attribute_fn(explainer: Any, seconds_per_row: float) -> AttributeFn | None:
+    """An ``AttributeFn`` recomputing a fitted method's attributions on perturbed rows (for
+    ``sensitivity_max``), or None for a method too slow to be called on every perturbation
+    (above 0.02 s per row: the card asks for about a hundred rows), which leaves that figure out.
+    """
+    if seconds_per_row > 0.02:
+        return None
+
+    def attribute(Z: NDArray, classes: NDArray) -> NDArray:
+        rows = np.asarray(Z, dtype=np.float32)
+        out = explainer.explain(rows, targets=np.asarray(classes, dtype=np.int64)).attributions
+        return np.asarray(out)
+
+    return attribute
+
+
 # --------------------------------------------------------------------------- the card
 @dataclass(frozen=True)
 class CardBudget:
@@ -1426,12 +1442,15 @@ def quality_card(
         }
 
     proba_x = _proba(predict, X, budget.batch_rows)
-    train = np.asarray(dataset.X_train, dtype=np.float64)
+    train = np.asarray(
+        dataset.X_train
+    )  # samples are taken before any float64 copy (MNIST: 60k rows)
     # Disjoint training samples: a reference for yNN/LOF/gap and a pool for the nearest real example.
     perm = np.random.default_rng([seed, 2]).permutation(len(train))
     ref_idx = perm[: budget.reference_rows]
     pool_idx = perm[budget.reference_rows : budget.reference_rows + budget.pool_rows]
-    X_ref = train[ref_idx]
+    X_ref = np.asarray(train[ref_idx], dtype=np.float64)
+    X_pool = np.asarray(train[pool_idx], dtype=np.float64)
     baseline = removal_baseline(train)
 
     if exp.counterfactuals is not None:
@@ -1439,7 +1458,7 @@ def quality_card(
         C = np.asarray(exp.counterfactuals, dtype=np.float64)
         targets = exp.targets
         if not image:
-            both = _proba(predict, np.concatenate([C, X_ref, train[pool_idx]]), budget.batch_rows)
+            both = _proba(predict, np.concatenate([C, X_ref, X_pool]), budget.batch_rows)
             cf_pred = both[:n].argmax(axis=1)
             ref_classes = both[n : n + len(ref_idx)].argmax(axis=1)
             pool_classes = both[n + len(ref_idx) :].argmax(axis=1)
@@ -1451,7 +1470,7 @@ def quality_card(
         flags += sanity_flags(method=exp.method, validity=val)
         nearest = found = None
         if not image and len(pool_idx):
-            nearest, found = nearest_real_examples(X, targets, train[pool_idx], pool_classes)
+            nearest, found = nearest_real_examples(X, targets, X_pool, pool_classes)
         ok_nn = found if found is not None else np.zeros(n, dtype=bool)
 
         def cf_figure(name: str, values: NDArray, base_values: NDArray | None) -> None:

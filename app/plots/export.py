@@ -158,6 +158,7 @@ def run_report_html(
     *,
     title: str | None = None,
     notes: str = "",
+    quality: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> str:
     """One self-contained HTML page describing a run for stakeholders.
 
@@ -167,6 +168,8 @@ def run_report_html(
     explanation : the run's Explanation (method, parameters, metrics, provenance).
     figures : ``{heading: figure}`` or ``[(heading, figure), ...]``, shown in order.
     notes : free text shown under the title (escaped).
+    quality : ``{method title: stored quality card or None}`` (``app.jobs.quality``): a "Quality"
+        section with the side-by-side table of ``app.plots.quality.compare_html``.
 
     plotly.js is embedded inline once; figures follow as ``<div>`` + inline script, so the page
     needs no network.
@@ -223,6 +226,10 @@ def run_report_html(
         parts += ["<h2>Parameters</h2>", _table(params)]
     if metrics:
         parts += ["<h2>Metrics</h2>", _table(metrics)]
+    if quality:
+        from app.plots.quality import compare_html
+
+        parts += ["<h2>Quality</h2>", compare_html(quality)]
     if rec.get("error"):
         parts += ["<h2>Error</h2>", f"<pre>{html.escape(str(rec['error']))}</pre>"]
     for name, fig in items:

@@ -170,4 +170,5 @@ else:
 
 st.subheader(f"Point {selected}")
 st.dataframe(widgets.point_table(exp, selected), hide_index=True, width="stretch")
+widgets.quality_panel(run)
 widgets.share_link(PAGE, {"run": run.id, "k": k_pct, "i": selected})

@@ -93,4 +93,5 @@ st.caption(
     "Log density: the DDU feature density of the counterfactual under the target class; higher means more "
     "like real digits of that class. Only runs on a model with a feature density (the SN-ResNet) have it."
 )
+widgets.quality_table({m: r for m, (r, _) in picked.items()})
 widgets.share_link(PAGE, {"run": first_run.id, "i": index})  # type: ignore[attr-defined]

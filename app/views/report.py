@@ -38,7 +38,8 @@ if exp.modality != "image" and exp.inputs.shape[1] == 2:
 figures = report_figures(exp, regions, y_true, label=title(run.kind))
 st.write(f"The report holds {len(figures)} figure(s): {', '.join(figures)}.")
 notes = st.text_area("Notes for the reader (optional)", key="rep_notes")
-html = run_report_html(run, exp, figures, notes=notes)
+quality = {title(run.kind): widgets.stored_quality(run)}
+html = run_report_html(run, exp, figures, notes=notes, quality=quality)
 st.download_button(
     "Download the HTML report",
     html.encode(),
@@ -60,5 +61,6 @@ elif st.button("Render the figures as PNG", key="rep_png"):
             mime="image/png",
             key=f"png.{name}",
         )
+widgets.quality_panel(run)
 st.subheader("Link to this run")
 widgets.share_link(PAGE, {"run": run.id})

@@ -107,4 +107,5 @@ else:
 
 st.subheader("How often each feature changes")
 st.plotly_chart(change_frequency_figure(exp, pinned=pinned), key="tab_freq")
+widgets.quality_panel(run)
 widgets.share_link(PAGE, {"run": run.id, "i": index})

@@ -68,4 +68,5 @@ right.plotly_chart(
 )
 st.subheader("Most suspicious rows")
 st.dataframe(analysis.ranking_frame(exp, y_true=y_true, rank_by=rank_by, top=50), width="stretch")
+widgets.quality_panel(run)
 widgets.share_link(PAGE, {"run": run.id, "k": k_pct})
