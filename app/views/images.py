@@ -33,7 +33,7 @@ if not runs:
     st.stop()
 
 # The rows every chosen run explains (runs may explain different numbers of test rows).
-picked, n_common = widgets.side_by_side(runs, "img")
+picked, n_common = widgets.side_by_side(runs, "img", PAGE)
 exps = {m: e for m, (_, e) in picked.items()}
 first_run, first = next(iter(picked.values()))
 dataset = resources.run_dataset(first_run)

@@ -18,13 +18,14 @@ st.caption(
 )
 
 runs = widgets.finished_runs(PAGE)
-run = widgets.run_picker(runs, key="tab_run")
+run = widgets.run_picker(runs, key="tab_run", page=PAGE)
 if run is None:
-    st.info(
-        "No finished counterfactual run on tabular data yet. Start a method that gives "
-        "counterfactuals on UCI Adult (Explain page) or on your own upload, or open the "
-        "precomputed Adult demo on the Data & model page."
-    )
+    if not runs:
+        st.info(
+            "No finished counterfactual run on tabular data yet. Start a method that gives "
+            "counterfactuals on UCI Adult (Explain page) or on your own upload, or open the "
+            "precomputed Adult demo on the Data & model page."
+        )
     st.stop()
 exp = widgets.open_explanation(run)
 pinned = tuple(run.params.get("pinned") or ())

@@ -16,11 +16,12 @@ st.caption(
 )
 
 runs = widgets.finished_runs(PAGE)
-run = widgets.run_picker(runs, key="tri_run")
+run = widgets.run_picker(runs, key="tri_run", page=PAGE)
 if run is None:
-    st.info(
-        "No finished run of a method that gives counterfactuals yet. Start one on the Explain page."
-    )
+    if not runs:
+        st.info(
+            "No finished run of a method that gives counterfactuals yet. Start one on the Explain page."
+        )
     st.stop()
 exp = widgets.open_explanation(run)
 y_true = resources.true_labels(run, exp)
