@@ -25,6 +25,7 @@ _SELECTION = "selection"
 _LINKS = "share_links"
 _RUN = "run"
 _RUN_SELECTION = "run_selection"
+_REFUSED = "refused_run"
 
 
 def _demo(name: str) -> Selection:
@@ -77,6 +78,7 @@ def selection() -> Selection:
     session's own; while a run is on view, that run's (``follow_run``)."""
     if _SELECTION not in st.session_state:
         st.session_state[_SELECTION] = _from_query() or Selection()
+        sync_url()  # a fresh session's address names what it shows
     return st.session_state[_SELECTION]
 
 
@@ -147,6 +149,7 @@ def set_run(run: str, sel: Selection | None = None) -> None:
     """Look at ``run``, made on ``sel`` (None: keep the selection). The URL names the run, with
     its share token if this session was given one."""
     st.session_state[_RUN] = run
+    st.session_state.pop(_REFUSED, None)
     follow_run(sel)
     sync_url()
 
@@ -159,13 +162,22 @@ def follow_run(sel: Selection | None) -> None:
         st.session_state[_RUN_SELECTION] = sel
 
 
-def drop_run() -> None:
-    """Forget the run this session was looking at (one it may not view, or one of another data
-    set than the session now works on)."""
+def drop_run(refused: bool = False) -> None:
+    """Forget the run this session was looking at: one of another data set than the session now
+    works on, or (``refused``) one it may not view, which ``refused_run`` then names so that no
+    page opens another run in its place until the user picks one."""
+    if refused:
+        st.session_state[_REFUSED] = run_id()
     st.session_state.pop(_RUN, None)
     st.session_state.pop(_RUN_SELECTION, None)
     st.query_params.pop("run", None)
     st.query_params.pop("share", None)
+
+
+def refused_run() -> str | None:
+    """The run id this session was given but may not view (``drop_run(refused=True)``), until
+    another run is put on view."""
+    return st.session_state.get(_REFUSED)
 
 
 def share_links() -> dict[str, str]:

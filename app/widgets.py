@@ -212,7 +212,7 @@ def refuse_foreign_run() -> Any:
             f"The run in this address cannot be opened: {exc}. Ask whoever sent the link "
             "for a new one (a share link carries share=...), or pick one of your runs."
         )
-        state.drop_run()
+        state.drop_run(refused=True)
         return None
 
 
@@ -315,6 +315,8 @@ def side_by_side(runs: list[Any], key: str, page: str) -> tuple[dict[str, tuple[
     elif wanted_id and (on_view := refuse_foreign_run()) is not None:
         _cannot_show(page, on_view, "a data set below")
         index = None
+    elif not wanted_id and state.refused_run():
+        index = None  # the address named a run that cannot be opened (said above): none instead
     picked_key = st.selectbox(
         "Data set",
         keys,
@@ -375,8 +377,6 @@ def run_picker(runs: list[Any], key: str, label: str = "Run", page: str | None =
     user picks one)."""
     from app import state
 
-    if not runs:
-        return None
     ids = [r.id for r in runs]
     wanted = state.run_id()
     index: int | None = ids.index(wanted) if wanted in ids else 0
@@ -385,6 +385,10 @@ def run_picker(runs: list[Any], key: str, label: str = "Run", page: str | None =
         if on_view is not None:
             _cannot_show(page, on_view, "one of the runs below")
             index = None
+    if page is not None and not wanted and state.refused_run():
+        index = None  # the address named a run that cannot be opened (said above): none instead
+    if not runs:
+        return None
     chosen = st.selectbox(
         label,
         ids,
@@ -480,14 +484,49 @@ def point_table(explanation: Any, i: int) -> Any:
     }
     if row.counterfactual_predictions is not None:
         extra["black box's class after"] = cls[int(row.counterfactual_predictions[0])]
-    for key in ("perturbation_norm", "norm_percentile"):
-        if key in explanation.diagnostics:
-            extra[key.replace("_", " ")] = (
-                f"{float(np.asarray(explanation.diagnostics[key])[i]):.3g}"
-            )
+    if "perturbation_norm" in explanation.diagnostics:
+        extra["perturbation size"] = (
+            f"{float(np.asarray(explanation.diagnostics['perturbation_norm'])[i]):.3g}"
+        )
+    if "norm_percentile" in explanation.diagnostics:
+        extra[PERCENTILE] = percentile_text(
+            np.asarray(explanation.diagnostics["norm_percentile"])[i]
+        )
     facts = pd.DataFrame({"feature": list(extra), "value": list(extra.values())})
     return pd.concat([facts, table], ignore_index=True)
 
 
 def _short(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and v != v):
+        return MISSING
     return f"{v:.3g}" if isinstance(v, float) else v
+
+
+MISSING = "—"
+PERCENTILE = "perturbation size percentile (0–100)"
+
+
+def percentile_text(value: float) -> str:
+    """A perturbation size percentile as every page shows it: on the 0-100 scale, one decimal."""
+    return f"{float(value):.1f}"
+
+
+def table(frame: Any, **kwargs: Any) -> Any:
+    """``st.dataframe`` for a frame whose columns may mix types (a value column holding numbers
+    and category names) or hold missing values: such columns are shown as text, numbers to four
+    digits and a dash for a missing value. Arrow cannot convert a mixed column (Streamlit logs a
+    traceback per render before it falls back), and a missing value would show as "None"."""
+    shown = frame.copy()
+    for name in shown.columns:
+        column = shown[name]
+        if column.dtype == object or (column.dtype.kind == "f" and column.isna().any()):
+            shown[name] = [_cell(v) for v in column]
+    return st.dataframe(shown, **kwargs)
+
+
+def _cell(v: Any) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return MISSING
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)

@@ -54,7 +54,9 @@ def _row_label(i: int) -> str:
 
 start = state.query_int("i", int(order[0]), 0, n_common - 1)
 index = st.selectbox(
-    "Image (misclassified ones first)",
+    "Image (misclassified ones first)"
+    if wrong.any()
+    else "Image (the black box gets all of these right)",
     order.tolist(),
     index=order.tolist().index(start),
     format_func=_row_label,
@@ -88,9 +90,21 @@ if model is not None:
     )
 
 rows = [{"method": name, **image_change_stats(e, index, thr)} for name, e in exps.items()]
-st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-st.caption(
-    "Log density: the DDU feature density of the counterfactual under the target class; higher means more "
-    "like real digits of that class. Only runs on a model with a feature density (the SN-ResNet) have it."
-)
+stats = pd.DataFrame(rows)
+density = [c for c in stats.columns if "density" in c]
+widgets.table(stats, hide_index=True, width="stretch")
+if density:
+    have = [r["method"] for r in rows if any(r.get(c) is not None for c in density)]
+    lack = [r["method"] for r in rows if r["method"] not in have]
+    st.caption(
+        "Log density: the DDU feature density of the counterfactual under the target class; higher "
+        "means more like real digits of that class. "
+        + (f"Reported by {md(', '.join(have))}. " if have else "")
+        + (
+            f"{md(', '.join(lack))} report{'s' if len(lack) == 1 else ''} none (a dash): the "
+            "method does not score its counterfactuals with the model's feature density."
+            if lack
+            else ""
+        )
+    )
 widgets.share_link(PAGE, {"run": first_run.id, "i": index})  # type: ignore[attr-defined]

@@ -78,8 +78,8 @@ c2.metric(
 if "norm_percentile" in exp.diagnostics:
     pct = float(exp.diagnostics["norm_percentile"][index])
     c3.metric(
-        "Perturbation size percentile",
-        f"{pct:.0f}",
+        widgets.PERCENTILE.capitalize(),
+        widgets.percentile_text(pct),
         help="Low: a small change flips this row, so it lies near the decision boundary (uncertain).",
     )
 st.dataframe(counterfactual_table(exp, index, pinned=pinned), width="stretch")

@@ -68,5 +68,8 @@ right.plotly_chart(
     key="tri_scatter",
 )
 st.subheader("Most suspicious rows")
-st.dataframe(analysis.ranking_frame(exp, y_true=y_true, rank_by=rank_by, top=50), width="stretch")
+suspicious = analysis.ranking_frame(exp, y_true=y_true, rank_by=rank_by, top=50)
+if "norm_percentile" in suspicious:
+    suspicious["norm_percentile"] = suspicious["norm_percentile"].round(1)
+widgets.table(suspicious.rename(columns={"norm_percentile": widgets.PERCENTILE}), width="stretch")
 widgets.share_link(PAGE, {"run": run.id, "k": k_pct})
