@@ -206,6 +206,16 @@ def run_model(run: Run) -> Model | None:
         return None
 
 
+def upload_name(upload_id: str) -> str:
+    """An upload's display name (``UploadInfo.name``), for naming the data set or model of a
+    run the caller may view or of this session's selection; "upload" and the id's start when
+    its record cannot be read (deleted, damaged)."""
+    try:
+        return gate().uploads.info(upload_id).name
+    except (LookupError, OSError, ValueError, TypeError):
+        return f"upload {upload_id[:6]}"
+
+
 def run_dataset(run: Run) -> Dataset:
     """The data set a run was made on, for whoever may view the run (as ``run_model``)."""
     return _resolver(None).dataset(gate().run(run.id, VIEW).dataset)

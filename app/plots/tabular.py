@@ -154,12 +154,12 @@ def counterfactual_table(
         "(highlighted); values in original units."
     )
     css = mask.replace({True: HIGHLIGHT, False: ""}).astype(str)
-    return (
-        frame.style.apply(lambda _: css, axis=None)
-        .format(_fmt)
-        .format(_fmt_delta, subset=["change"])
-        .set_caption(caption)
-    )
+    # Text cells: a column holds numbers and category names, which Arrow cannot convert as one
+    # type (Streamlit would log a traceback on every render before falling back).
+    shown = frame.copy()
+    for column in shown.columns:
+        shown[column] = [(_fmt_delta if column == "change" else _fmt)(v) for v in frame[column]]
+    return shown.style.apply(lambda _: css, axis=None).set_caption(caption)
 
 
 def change_frequency_figure(

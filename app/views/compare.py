@@ -29,7 +29,7 @@ if not runs:
         "counterfactuals on the Explain page."
     )
     st.stop()
-picked, n_common = widgets.side_by_side(runs, "cmp")
+picked, n_common = widgets.side_by_side(runs, "cmp", PAGE)
 exps = {m: e for m, (_, e) in picked.items()}
 current, base = next(iter(picked.values()))
 

@@ -18,9 +18,10 @@ st.caption(
 )
 
 runs = widgets.finished_runs(PAGE)
-run = widgets.run_picker(runs, key="rep_run")
+run = widgets.run_picker(runs, key="rep_run", page=PAGE)
 if run is None:
-    st.info("No finished run yet.")
+    if not runs:
+        st.info("No finished run yet.")
     st.stop()
 exp = widgets.open_explanation(run)
 if not resources.gate().may(run, EXPORT):

@@ -19,13 +19,14 @@ st.caption(
 )
 
 runs = widgets.finished_runs(PAGE)
-run = widgets.run_picker(runs, key="tab_run")
+run = widgets.run_picker(runs, key="tab_run", page=PAGE)
 if run is None:
-    st.info(
-        "No finished counterfactual run on tabular data yet. Start a method that gives "
-        "counterfactuals on UCI Adult (Explain page) or on your own upload, or open the "
-        "precomputed Adult demo on the Data & model page."
-    )
+    if not runs:
+        st.info(
+            "No finished counterfactual run on tabular data yet. Start a method that gives "
+            "counterfactuals on UCI Adult (Explain page) or on your own upload, or open the "
+            "precomputed Adult demo on the Data & model page."
+        )
     st.stop()
 exp = widgets.open_explanation(run)
 pinned = tuple(run.params.get("pinned") or ())
@@ -78,8 +79,8 @@ c2.metric(
 if "norm_percentile" in exp.diagnostics:
     pct = float(exp.diagnostics["norm_percentile"][index])
     c3.metric(
-        "Perturbation size percentile",
-        f"{pct:.0f}",
+        widgets.PERCENTILE.capitalize(),
+        widgets.percentile_text(pct),
         help="Low: a small change flips this row, so it lies near the decision boundary (uncertain).",
     )
 st.dataframe(counterfactual_table(exp, index, pinned=pinned), width="stretch")
