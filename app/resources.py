@@ -27,6 +27,7 @@ from app.catalog import Holding
 from app.config import settings
 from app.jobs import CANCELLED, FAILED, JobBackend, Run, RunStore, get_backend
 from app.jobs.resolve import Loaders, Resolver, load_run_model
+from app.jobs.whatif import WhatIf, WhatIfError
 from app.state import Selection
 from app.uploads import upload_store
 from datasets import Dataset, load_dataset
@@ -339,6 +340,28 @@ def _arrow_field(
         ranges=ranges,
         title=title,
     )
+
+
+def what_if(run: Run) -> WhatIf:
+    """The fitted method a finished tabular counterfactual run saved, bound to the run's black
+    box, for the what-if editor: loaded once per run and shared by every session that may view
+    the run (each edit is then one ``WhatIf.ask``, with no loading). ``WhatIfError`` says why a
+    run cannot be asked about new rows; ``DemoModelMissing`` while a demo black box is built."""
+    checked = gate().run(run.id, VIEW)
+    model = run_model(checked)
+    if model is None:
+        raise WhatIfError(
+            "the black box this run was made with cannot be loaded any more (its upload or "
+            "run was deleted)"
+        )
+    return _what_if(checked.id, str(backend().store.root), model)
+
+
+@st.cache_resource(show_spinner="Loading the run's fitted method", max_entries=8)
+def _what_if(run_id: str, root: str, _model: Model) -> WhatIf:
+    # A finished run's fitted method and black box never change; ``ask`` copies what it sets.
+    store = RunStore(root)
+    return WhatIf.of_run(store, store.get(run_id), _model)
 
 
 def agreement(run: Run, other: Run) -> tuple[float, float]:

@@ -17,15 +17,41 @@ from app.text import md
 from explainers.base import ParamSpec, param_specs
 
 
-def _widget(spec: ParamSpec, key: str) -> Any:
-    label = spec.name.replace("_", " ")
+def _tooltip(spec: ParamSpec) -> str:
+    """The help line, and the paper's symbol and the parameter's name, so a reader of the paper
+    (or of a run's parameters) finds it."""
+    cite = f"Paper: {spec.symbol}; parameter `{spec.name}`." if spec.symbol else ""
+    return f"{spec.help[:1].upper()}{spec.help[1:]}. {cite or f'Parameter `{spec.name}`.'}"
+
+
+def _default_class(spec: ParamSpec) -> str:
+    """What ``-1`` means for a class parameter, as its help line declares ("-1: ...")."""
+    meaning = spec.help.split("-1:", 1)[1].strip() if "-1:" in spec.help else "the method's choice"
+    return f"Default: {meaning}"
+
+
+def _widget(
+    spec: ParamSpec, key: str, classes: list[str] | None, features: list[str] | None
+) -> Any:
+    label, tip = spec.title, _tooltip(spec)
+    if spec.role == "class" and classes:
+        options = ([-1] if spec.lo is not None and spec.lo < 0 else []) + list(range(len(classes)))
+        return st.selectbox(
+            label, options, index=options.index(spec.default) if spec.default in options else 0,
+            format_func=lambda c: _default_class(spec) if c < 0 else classes[c],
+            help=tip, key=key,
+        )  # fmt: skip
+    if spec.role == "features" and features is not None:
+        chosen = st.multiselect(
+            label, features, default=[f for f in spec.default if f in features],
+            placeholder="none: every feature may change", help=tip, key=key,
+        )  # fmt: skip
+        return tuple(chosen)
     if spec.choices is not None:
         options = list(spec.choices)
-        return st.selectbox(
-            label, options, index=options.index(spec.default), help=spec.help, key=key
-        )
+        return st.selectbox(label, options, index=options.index(spec.default), help=tip, key=key)
     if spec.type is bool:
-        return st.checkbox(label, value=bool(spec.default), help=spec.help, key=key)
+        return st.checkbox(label, value=bool(spec.default), help=tip, key=key)
     if spec.type is int:
         return st.number_input(
             label,
@@ -33,7 +59,7 @@ def _widget(spec: ParamSpec, key: str) -> Any:
             min_value=None if spec.lo is None else int(spec.lo),
             max_value=None if spec.hi is None else int(spec.hi),
             step=1,
-            help=spec.help,
+            help=tip,
             key=key,
         )
     if spec.type is float:
@@ -43,37 +69,48 @@ def _widget(spec: ParamSpec, key: str) -> Any:
             min_value=None if spec.lo is None else float(spec.lo),
             max_value=None if spec.hi is None else float(spec.hi),
             format="%g",
-            help=spec.help,
+            help=tip,
             key=key,
         )
     if spec.type is tuple:
         text = st.text_input(
-            label, value=", ".join(map(str, spec.default)), help=spec.help, key=key
+            label, value=", ".join(map(str, spec.default)), help=f"{tip} Comma-separated.", key=key
         )
         return tuple(v.strip() for v in text.split(",") if v.strip())
     return st.text_input(
-        label, value="" if spec.default is None else str(spec.default), help=spec.help, key=key
+        label, value="" if spec.default is None else str(spec.default), help=tip, key=key
     )
 
 
 def params_form(
-    params_cls: type, key: str, overrides: dict[str, Any] | None = None
+    params_cls: type,
+    key: str,
+    overrides: dict[str, Any] | None = None,
+    *,
+    classes: list[str] | None = None,
+    features: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Widgets for every declared parameter (advanced ones folded away); returns changed values only."""
+    """Widgets for every declared parameter; returns changed values only.
+
+    What picks from the data set (``ParamSpec.role``: a class from ``classes``, columns from
+    ``features``) comes first and stays in view; the method's other parameters are folded into
+    "Parameters" (the defaults are a good start) and the advanced ones into "Advanced", so the
+    quick start is the method, the rows and Start."""
     specs = [s for s in param_specs(params_cls) if s.name not in (overrides or {})]
     values: dict[str, Any] = {}
-    basic = [s for s in specs if not s.advanced]
-    advanced = [s for s in specs if s.advanced]
-    cols = st.columns(3)
-    for i, spec in enumerate(basic):
-        with cols[i % 3]:
-            values[spec.name] = _widget(spec, f"{key}.{spec.name}")
-    if advanced:
-        with st.expander("Advanced parameters"):
-            cols = st.columns(3)
-            for i, spec in enumerate(advanced):
-                with cols[i % 3]:
-                    values[spec.name] = _widget(spec, f"{key}.{spec.name}")
+    groups = (
+        (None, [s for s in specs if s.role]),
+        ("Parameters (the defaults are a good start)", [s for s in specs if not s.role and not s.advanced]),
+        ("Advanced", [s for s in specs if not s.role and s.advanced]),
+    )  # fmt: skip
+    for title, group in groups:
+        if not group:
+            continue
+        with st.expander(title) if title else contextlib.nullcontext():
+            cols = st.columns(3 if title else 2)
+            for i, spec in enumerate(group):
+                with cols[i % len(cols)]:
+                    values[spec.name] = _widget(spec, f"{key}.{spec.name}", classes, features)
     changed = {
         k: v for k, v in values.items() if v != next(s.default for s in specs if s.name == k)
     }

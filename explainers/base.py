@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -70,9 +70,22 @@ def param(
     hi: float | None = None,
     choices: tuple[Any, ...] | None = None,
     advanced: bool = False,
+    *,
+    label: str = "",
+    symbol: str = "",
+    role: Literal["class", "features"] | None = None,
 ) -> Any:
-    """A dataclass field with a default, a help line and optional bounds or choices."""
-    meta = {"help": help, "lo": lo, "hi": hi, "choices": choices, "advanced": advanced}
+    """A dataclass field with a default, a help line and optional bounds or choices.
+
+    ``label`` names the parameter in words for a form (default: its name, capitalised);
+    ``symbol`` is the paper's symbol for it (a form's tooltip cites it, so a reader of the paper
+    finds it); ``role`` says what the value picks from the data set, so a form offers those
+    instead of a number or free text: ``"class"`` a class index (-1: the method's default),
+    ``"features"`` a tuple of original column names."""
+    meta = {
+        "help": help, "lo": lo, "hi": hi, "choices": choices, "advanced": advanced,
+        "label": label, "symbol": symbol, "role": role,
+    }  # fmt: skip
     if isinstance(default, list | dict):
         raise TypeError("use tuples, not mutable defaults")
     return field(default=default, metadata=meta)
@@ -88,6 +101,14 @@ class ParamSpec:
     hi: float | None
     choices: tuple[Any, ...] | None
     advanced: bool
+    label: str = ""
+    symbol: str = ""
+    role: str | None = None
+
+    @property
+    def title(self) -> str:
+        """How a form names the parameter: its label, else its name in words."""
+        return self.label or self.name.replace("_", " ").capitalize()
 
 
 def param_specs(cls: type) -> list[ParamSpec]:
@@ -100,6 +121,7 @@ def param_specs(cls: type) -> list[ParamSpec]:
             ParamSpec(
                 f.name, typ, f.default, f.metadata.get("help", ""), f.metadata.get("lo"),
                 f.metadata.get("hi"), f.metadata.get("choices"), f.metadata.get("advanced", False),
+                f.metadata.get("label", ""), f.metadata.get("symbol", ""), f.metadata.get("role"),
             )
         )  # fmt: skip
     return out

@@ -70,25 +70,97 @@ class EMAPParams:
 
     ALIASES: ClassVar[dict[str, str]] = {"immutable": "pinned"}
 
-    surrogate_layers: int = param(3, "hidden layers of the surrogate MLP (paper: 3)", 1, 8)
-    surrogate_width: int = param(200, "units per surrogate hidden layer (paper: 200)", 8, 2048)
-    perturber_layers: int = param(4, "hidden layers of the perturbation network (paper: 4)", 1, 8)
-    perturber_width: int = param(100, "units per perturber hidden layer (paper: 100)", 8, 2048)
-    dropout: float = param(0.2, "dropout on every perturber hidden layer (paper: 0.2)", 0.0, 0.9)
+    surrogate_layers: int = param(
+        3,
+        "hidden layers of the surrogate MLP (paper: 3)",
+        1,
+        8,
+        advanced=True,
+        label="Surrogate hidden layers",
+    )
+    surrogate_width: int = param(
+        200,
+        "units per surrogate hidden layer (paper: 200)",
+        8,
+        2048,
+        advanced=True,
+        label="Surrogate layer width",
+    )
+    perturber_layers: int = param(
+        4,
+        "hidden layers of the perturbation network (paper: 4)",
+        1,
+        8,
+        advanced=True,
+        label="Perturber hidden layers",
+    )
+    perturber_width: int = param(
+        100,
+        "units per perturber hidden layer (paper: 100)",
+        8,
+        2048,
+        advanced=True,
+        label="Perturber layer width",
+    )
+    dropout: float = param(
+        0.2,
+        "dropout on every perturber hidden layer (paper: 0.2)",
+        0.0,
+        0.9,
+        advanced=True,
+        label="Perturber dropout",
+    )
     lam: float = param(
-        0.1, "lambda: weight of the L2 norm of the continuous perturbation", 0.0, 100.0
+        0.1,
+        "what a change of the numeric features costs (its L2 norm, in standard deviations): higher gives smaller changes, but fewer rows flip",
+        0.0,
+        100.0,
+        label="Cost of changing numbers",
+        symbol="λ (lam)",
     )
-    eta: float = param(2.0, "eta: weight of the number of changed categorical features", 0.0, 100.0)
-    tau: float = param(1.0, "Gumbel-softmax temperature at the start of training", 0.05, 10.0)
+    eta: float = param(
+        2.0,
+        "what each changed category costs: higher changes fewer categories",
+        0.0,
+        100.0,
+        label="Cost of changing categories",
+        symbol="η (eta)",
+    )
+    tau: float = param(
+        1.0,
+        "Gumbel-softmax temperature at the start of training",
+        0.05,
+        10.0,
+        advanced=True,
+        label="Starting temperature of the category sampler",
+        symbol="τ (tau)",
+    )
     tau_final: float = param(
-        0.5, "Gumbel-softmax temperature at the last epoch", 0.05, 10.0, advanced=True
+        0.5,
+        "Gumbel-softmax temperature at the last epoch",
+        0.05,
+        10.0,
+        advanced=True,
+        label="Final temperature of the category sampler",
+        symbol="τ at the last epoch",
     )
-    epochs: int = param(15, "surrogate training epochs", 1, 1000)
-    perturber_epochs: int = param(15, "perturbation-network training epochs", 1, 1000)
-    batch_size: int = param(128, "mini-batch size for both stages", 8, 65536)
-    learning_rate: float = param(1e-3, "Adam learning rate for both stages", 1e-5, 1.0)
+    epochs: int = param(15, "surrogate training epochs", 1, 1000, label="Surrogate training epochs")
+    perturber_epochs: int = param(
+        15, "perturbation-network training epochs", 1, 1000, label="Perturber training epochs"
+    )
+    batch_size: int = param(
+        128, "mini-batch size for both stages", 8, 65536, advanced=True, label="Batch size"
+    )
+    learning_rate: float = param(
+        1e-3, "Adam learning rate for both stages", 1e-5, 1.0, advanced=True, label="Learning rate"
+    )
     target: int = param(
-        -1, "class to flip towards; -1: the surrogate's runner-up class", -1, 10_000
+        -1,
+        "class to flip towards; -1: the surrogate's runner-up class",
+        -1,
+        10_000,
+        label="Class to flip towards",
+        role="class",
     )
     margin: float = param(
         4.0,
@@ -97,6 +169,7 @@ class EMAPParams:
         0.0,
         20.0,
         advanced=True,
+        label="Safety margin past the boundary",
     )
     boundary_rounds: int = param(
         2,
@@ -104,38 +177,62 @@ class EMAPParams:
         "and retraining both networks on its answers (0: the paper's two stages only)",
         0,
         10,
+        label="Rounds of asking the black box about the boundary",
     )
     boundary_epochs: int = param(
-        3, "epochs of each network per boundary round", 1, 100, advanced=True
+        3,
+        "epochs of each network per boundary round",
+        1,
+        100,
+        advanced=True,
+        label="Epochs per boundary round",
     )
     select_epoch: bool = param(
         True,
         "keep the perturber epoch with the best held-out black-box flip rate (off: the last)",
         advanced=True,
+        label="Keep the best epoch",
     )
     verify: bool = param(
         True,
         "check every counterfactual on the black box, repair the ones that do not flip, then "
         "shrink and sparsify them (off: EMAP's one-pass output only)",
+        label="Check every counterfactual on the black box",
     )
     verify_calls: int = param(
         64, "most batched black-box calls per explanation batch when verifying", 8, 256,
-        advanced=True,
-    )  # fmt: skip
+        advanced=True, label="Black-box calls per batch when checking")  # fmt: skip
     pinned: tuple[str, ...] = param(
-        (), "original features that may not change (Adult: race, sex); also written immutable"
+        (),
+        "original features that may not change (Adult: race, sex); also written immutable",
+        label="Features that may not change",
+        role="features",
     )
-    directions: str = param("", 'JSON: features that may only go one way, e.g. {"age": "increase"}')
+    directions: str = param(
+        "",
+        'JSON: features that may only go one way, e.g. {"age": "increase"}',
+        advanced=True,
+        label="Features that may only go one way",
+    )
     ranges: str = param(
         "",
         'JSON: how far a continuous feature may go: [lo, hi] (absolute), "+-N" (units) or "+-P%", '
         'e.g. {"hours-per-week": "+-10"}',
+        advanced=True,
+        label="How far each number may move",
     )
     categories: str = param(
-        "", 'JSON: the categories a changed feature may take, e.g. {"workclass": ["Private"]}'
+        "",
+        'JSON: the categories a changed feature may take, e.g. {"workclass": ["Private"]}',
+        advanced=True,
+        label="Categories a changed feature may take",
     )
     max_changed: int = param(
-        0, "most features a counterfactual may change (0: no limit)", 0, 10_000
+        0,
+        "most features a counterfactual may change (0: no limit)",
+        0,
+        10_000,
+        label="Most features changed",
     )
     n_counterfactuals: int = param(
         0,
@@ -143,12 +240,22 @@ class EMAPParams:
         "earlier one (0: 3 on tabular data, 1 otherwise)",
         0,
         MAX_OPTIONS,
+        label="Counterfactuals per row",
     )
     seed: int = param(
-        0, "random seed (initialisation, shuffling, dropout, Gumbel noise)", 0, 2**31 - 1
+        0,
+        "random seed (initialisation, shuffling, dropout, Gumbel noise)",
+        0,
+        2**31 - 1,
+        advanced=True,
+        label="Random seed",
     )
     device: str = param(
-        "auto", "where to train: auto = GPU when visible", choices=("auto", "cpu", "cuda")
+        "auto",
+        "where to train: auto = GPU when visible",
+        choices=("auto", "cpu", "cuda"),
+        advanced=True,
+        label="Where to train",
     )
 
     def __post_init__(self) -> None:

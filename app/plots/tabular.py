@@ -136,10 +136,12 @@ def counterfactual_table(
     *,
     pinned: Sequence[str] | None = None,
     rel_tol: float = DEFAULT_REL_TOL,
+    name: str | None = None,
 ) -> Styler:
     """The paper's Table 1 for one instance as a Styler: changed cells highlighted.
 
-    The caption names the target and whether the black box's class flipped.
+    The caption names the instance (``name``, default "Instance <index>"), the target and
+    whether the black box's class flipped.
     """
     frame, mask = counterfactual_frame(explanation, index, pinned=pinned, rel_tol=rel_tol)
     names = explanation.class_names
@@ -150,7 +152,7 @@ def counterfactual_table(
         verdict = "; reached" if explanation.success[index] else "; NOT reached"
     n_changed = int(mask["change"].iloc[:-1].sum())
     caption = (
-        f"Instance {index}: target class {target}{verdict}. {n_changed} feature(s) changed "
+        f"{name or f'Instance {index}'}: target class {target}{verdict}. {n_changed} feature(s) changed "
         "(highlighted); values in original units."
     )
     css = mask.replace({True: HIGHLIGHT, False: ""}).astype(str)
