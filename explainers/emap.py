@@ -389,6 +389,16 @@ class EMAP(Explainer[EMAPParams]):
     * **Pinning.** ``pinned`` names original features that may not change: a pinned continuous
       feature's delta is zeroed, a pinned categorical block is copied from the input. They cannot
       change, by construction.
+    * **Recourse constraints** (``explainers.constraints``; ``immutable`` is ``pinned``).
+      ``directions`` and ``ranges`` clamp each row's continuous output to its own bounds in the
+      output layer, ``categories`` mask the logits of categories a row may not move to (hard);
+      ``max_changed`` adds a hinge on a smooth count of changed features to the loss (soft).
+      Verification then holds every constraint exactly: a counterfactual that would break one is
+      cut down or marked failed with the reason (``diagnostics["counterfactual_reason"]``).
+    * **Several counterfactuals per row** (``n_counterfactuals``; 3 on tabular data). The first
+      is the one above; each further option perturbs with the dropout and Gumbel noise sampled
+      and is verified with one changed feature of every earlier valid option frozen, so valid
+      options change different sets of features (``option_*`` diagnostics, diversity metrics).
     * **Training length and which perturber is kept.** Fixed epochs (the paper: "under 15
       epochs" on simple data); 10% of the training split is held out (at most 10,000 rows). Beyond
       100,000 training rows (``EPOCH_ROWS``) an epoch is a fixed budget of steps, not a pass: it
