@@ -106,9 +106,11 @@ def card_budget(
     )
 
 
-def black_box_row_seconds(model: Any, X: Any, rows: int = 256) -> float:
+def black_box_row_seconds(model: Any, X: Any, rows: int) -> float:
     """Seconds per row of the black box on this machine now: one call on ``rows`` of ``X`` (the
-    run's own rows, repeated if fewer) after one warm-up call of a single row."""
+    run's own rows, repeated if fewer) after a one-row warm-up. The card calls the black box on
+    large batches, so the probe is large too (a forest's per-call overhead of ~10 ms spread over
+    256 rows made the first probe overestimate its per-row cost several times)."""
     import numpy as np
 
     X = np.asarray(X)
@@ -157,7 +159,7 @@ def job_card(
         )
         budget = card_budget(
             job_seconds, explanation.n, image,
-            row_seconds=black_box_row_seconds(model, explanation.inputs),
+            row_seconds=black_box_row_seconds(model, explanation.inputs, 64 if image else 2048),
             explain_seconds=per_row if attribute is not None else 0.0,
             counterfactuals=explanation.counterfactuals is not None,
             attributions=explanation.attributions is not None,
