@@ -29,7 +29,8 @@ distance from a reference); LIME (per model-space unit) and EMAP's negative pert
 ``a_j * (x_j - b_j)`` with ``b`` the removal baseline (the training mean): the first-order change of
 the explained probability when column j is moved to the baseline (:func:`contributions`).
 
-No torch import at module level; captum and torch are imported by the two robustness functions.
+No torch import at module level; captum and torch are imported by ``sensitivity_max`` only
+(``infidelity`` is captum's formula in numpy, since importing captum costs seconds).
 """
 
 from __future__ import annotations
@@ -888,33 +889,27 @@ def infidelity(
     -------
     (n,) float, in squared probability units.
     """
-    import torch
-    from captum.metrics import infidelity as captum_infidelity
-
+    # The formula of captum.metrics.infidelity (normalize=True), in numpy: importing captum pulls
+    # in matplotlib (seconds on a loaded machine), which a card must not add to every job.
     X, A = _pairs(X, contribution, "contributions")
-    n = len(X)
-    base = torch.as_tensor(np.asarray(baseline, dtype=np.float64))
+    n, d = X.shape
+    k = int(n_perturb)
+    base = np.asarray(baseline, dtype=np.float64)
     U = int(owner.max()) + 1 if len(owner) else 0
     rng = np.random.default_rng([seed, 37])
-
-    def perturb(inputs: Any) -> tuple[Any, Any]:
-        units = rng.random((inputs.shape[0], U)) < p_remove
-        mask = torch.as_tensor(units[:, owner].astype(np.float64))
-        return mask, inputs - mask * (inputs - base)
-
-    def forward(inputs: Any) -> Any:
-        return torch.as_tensor(_proba(predict, inputs.detach().cpu().numpy(), batch_rows))
-
-    out = captum_infidelity(
-        forward,
-        perturb,
-        torch.as_tensor(X),
-        torch.as_tensor(A),
-        target=torch.as_tensor(np.asarray(classes, dtype=np.int64)),
-        n_perturb_samples=int(n_perturb),
-        normalize=True,
-    )
-    return np.asarray(out.detach().cpu().numpy(), dtype=np.float64).reshape(n)
+    # Rows repeated k times each (row i's perturbations together), as captum expands them.
+    X_rep = np.repeat(X, k, axis=0)
+    cls_rep = np.repeat(np.asarray(classes, dtype=np.int64), k)
+    mask = (rng.random((n * k, U)) < p_remove)[:, owner].astype(np.float64)
+    perturbed = X_rep - mask * (X_rep - base)
+    p_x = _pick(_proba(predict, X, batch_rows), np.asarray(classes, dtype=np.int64))
+    p_pert = _pick(_proba(predict, perturbed, batch_rows), cls_rep)
+    fwd_diff = (np.repeat(p_x, k) - p_pert).reshape(n, k)
+    attr_sum = (np.repeat(A, k, axis=0) * mask).sum(axis=1).reshape(n, k)
+    num = (attr_sum * fwd_diff).mean(axis=1)
+    den = (attr_sum * attr_sum).mean(axis=1)
+    beta = np.divide(num, den, out=np.zeros(n), where=den != 0)
+    return np.asarray(((beta[:, None] * attr_sum - fwd_diff) ** 2).mean(axis=1), dtype=np.float64)
 
 
 def zero_attribution_share(attributions: NDArray, rel_tol: float = ZERO_REL_TOL) -> float:

@@ -406,3 +406,22 @@ def test_quality_cards_are_strict_json_and_a_damaged_one_says_so(store):
     with pytest.raises(RunStateError, match=r"artifacts/quality.json cannot be read") as info:
         store.load_quality(run.id)
     assert str(store.root) not in str(info.value)
+
+
+def test_demo_cards_score_a_saved_run_without_running_it_again(model_cache, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from app import demo_runs
+    from app.jobs.store import QUALITY
+
+    monkeypatch.setenv("FLIPSCOPE_DATA_DIR", str(model_cache))
+    folder = tmp_path / "demo_runs"
+    shutil.copytree(demo_runs.DEMO_RUNS / "moons-lime", folder / "moons-lime")
+    (folder / "moons-lime" / "artifacts" / QUALITY).unlink(missing_ok=True)
+    before = (folder / "moons-lime" / "run.json").read_text()
+    got = demo_runs.score(folder, ["moons-lime"])
+    card = json.loads((folder / "moons-lime" / "artifacts" / QUALITY).read_text())
+    assert got["moons-lime"]["error"] is None and card["method"] == "lime"
+    assert card["metrics"]["deletion_auc"]["baseline_kind"] == "random"
+    assert (folder / "moons-lime" / "run.json").read_text() == before  # the run is not re-run
