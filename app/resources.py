@@ -27,6 +27,7 @@ from app.catalog import Holding
 from app.config import settings
 from app.jobs import CANCELLED, FAILED, JobBackend, Run, RunStore, get_backend
 from app.jobs.resolve import Loaders, Resolver, load_run_model
+from app.jobs.whatif import WhatIf, WhatIfError
 from app.state import Selection
 from app.uploads import upload_store
 from datasets import Dataset, load_dataset
@@ -233,6 +234,19 @@ def _explanation(run_id: str, root: str) -> Explanation:
     return RunStore(root).load_explanation(run_id)
 
 
+def run_quality(run: Run) -> dict[str, Any] | None:
+    """A finished run's quality card (``app.jobs.quality``) for whoever may view the run; None
+    for a run saved without one."""
+    store = backend().store
+    return _quality(gate().run(run.id, VIEW).id, str(store.root))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _quality(run_id: str, root: str) -> dict[str, Any] | None:
+    # Written once by the job before the run succeeded; immutable afterwards.
+    return RunStore(root).load_quality(run_id)
+
+
 def run_holding(run: Run) -> Holding:
     """What a finished run's Explanation holds (read from its record alone, no arrays loaded);
     its method's declared holdings when the record cannot be read. The caller lists runs it
@@ -326,6 +340,28 @@ def _arrow_field(
         ranges=ranges,
         title=title,
     )
+
+
+def what_if(run: Run) -> WhatIf:
+    """The fitted method a finished tabular counterfactual run saved, bound to the run's black
+    box, for the what-if editor: loaded once per run and shared by every session that may view
+    the run (each edit is then one ``WhatIf.ask``, with no loading). ``WhatIfError`` says why a
+    run cannot be asked about new rows; ``DemoModelMissing`` while a demo black box is built."""
+    checked = gate().run(run.id, VIEW)
+    model = run_model(checked)
+    if model is None:
+        raise WhatIfError(
+            "the black box this run was made with cannot be loaded any more (its upload or "
+            "run was deleted)"
+        )
+    return _what_if(checked.id, str(backend().store.root), model)
+
+
+@st.cache_resource(show_spinner="Loading the run's fitted method", max_entries=8)
+def _what_if(run_id: str, root: str, _model: Model) -> WhatIf:
+    # A finished run's fitted method and black box never change; ``ask`` copies what it sets.
+    store = RunStore(root)
+    return WhatIf.of_run(store, store.get(run_id), _model)
 
 
 def agreement(run: Run, other: Run) -> tuple[float, float]:

@@ -17,15 +17,41 @@ from app.text import md
 from explainers.base import ParamSpec, param_specs
 
 
-def _widget(spec: ParamSpec, key: str) -> Any:
-    label = spec.name.replace("_", " ")
+def _tooltip(spec: ParamSpec) -> str:
+    """The help line, and the paper's symbol and the parameter's name, so a reader of the paper
+    (or of a run's parameters) finds it."""
+    cite = f"Paper: {spec.symbol}; parameter `{spec.name}`." if spec.symbol else ""
+    return f"{spec.help[:1].upper()}{spec.help[1:]}. {cite or f'Parameter `{spec.name}`.'}"
+
+
+def _default_class(spec: ParamSpec) -> str:
+    """What ``-1`` means for a class parameter, as its help line declares ("-1: ...")."""
+    meaning = spec.help.split("-1:", 1)[1].strip() if "-1:" in spec.help else "the method's choice"
+    return f"Default: {meaning}"
+
+
+def _widget(
+    spec: ParamSpec, key: str, classes: list[str] | None, features: list[str] | None
+) -> Any:
+    label, tip = spec.title, _tooltip(spec)
+    if spec.role == "class" and classes:
+        options = ([-1] if spec.lo is not None and spec.lo < 0 else []) + list(range(len(classes)))
+        return st.selectbox(
+            label, options, index=options.index(spec.default) if spec.default in options else 0,
+            format_func=lambda c: _default_class(spec) if c < 0 else classes[c],
+            help=tip, key=key,
+        )  # fmt: skip
+    if spec.role == "features" and features is not None:
+        chosen = st.multiselect(
+            label, features, default=[f for f in spec.default if f in features],
+            placeholder="none: every feature may change", help=tip, key=key,
+        )  # fmt: skip
+        return tuple(chosen)
     if spec.choices is not None:
         options = list(spec.choices)
-        return st.selectbox(
-            label, options, index=options.index(spec.default), help=spec.help, key=key
-        )
+        return st.selectbox(label, options, index=options.index(spec.default), help=tip, key=key)
     if spec.type is bool:
-        return st.checkbox(label, value=bool(spec.default), help=spec.help, key=key)
+        return st.checkbox(label, value=bool(spec.default), help=tip, key=key)
     if spec.type is int:
         return st.number_input(
             label,
@@ -33,7 +59,7 @@ def _widget(spec: ParamSpec, key: str) -> Any:
             min_value=None if spec.lo is None else int(spec.lo),
             max_value=None if spec.hi is None else int(spec.hi),
             step=1,
-            help=spec.help,
+            help=tip,
             key=key,
         )
     if spec.type is float:
@@ -43,37 +69,48 @@ def _widget(spec: ParamSpec, key: str) -> Any:
             min_value=None if spec.lo is None else float(spec.lo),
             max_value=None if spec.hi is None else float(spec.hi),
             format="%g",
-            help=spec.help,
+            help=tip,
             key=key,
         )
     if spec.type is tuple:
         text = st.text_input(
-            label, value=", ".join(map(str, spec.default)), help=spec.help, key=key
+            label, value=", ".join(map(str, spec.default)), help=f"{tip} Comma-separated.", key=key
         )
         return tuple(v.strip() for v in text.split(",") if v.strip())
     return st.text_input(
-        label, value="" if spec.default is None else str(spec.default), help=spec.help, key=key
+        label, value="" if spec.default is None else str(spec.default), help=tip, key=key
     )
 
 
 def params_form(
-    params_cls: type, key: str, overrides: dict[str, Any] | None = None
+    params_cls: type,
+    key: str,
+    overrides: dict[str, Any] | None = None,
+    *,
+    classes: list[str] | None = None,
+    features: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Widgets for every declared parameter (advanced ones folded away); returns changed values only."""
+    """Widgets for every declared parameter; returns changed values only.
+
+    What picks from the data set (``ParamSpec.role``: a class from ``classes``, columns from
+    ``features``) comes first and stays in view; the method's other parameters are folded into
+    "Parameters" (the defaults are a good start) and the advanced ones into "Advanced", so the
+    quick start is the method, the rows and Start."""
     specs = [s for s in param_specs(params_cls) if s.name not in (overrides or {})]
     values: dict[str, Any] = {}
-    basic = [s for s in specs if not s.advanced]
-    advanced = [s for s in specs if s.advanced]
-    cols = st.columns(3)
-    for i, spec in enumerate(basic):
-        with cols[i % 3]:
-            values[spec.name] = _widget(spec, f"{key}.{spec.name}")
-    if advanced:
-        with st.expander("Advanced parameters"):
-            cols = st.columns(3)
-            for i, spec in enumerate(advanced):
-                with cols[i % 3]:
-                    values[spec.name] = _widget(spec, f"{key}.{spec.name}")
+    groups = (
+        (None, [s for s in specs if s.role]),
+        ("Parameters (the defaults are a good start)", [s for s in specs if not s.role and not s.advanced]),
+        ("Advanced", [s for s in specs if not s.role and s.advanced]),
+    )  # fmt: skip
+    for title, group in groups:
+        if not group:
+            continue
+        with st.expander(title) if title else contextlib.nullcontext():
+            cols = st.columns(3 if title else 2)
+            for i, spec in enumerate(group):
+                with cols[i % len(cols)]:
+                    values[spec.name] = _widget(spec, f"{key}.{spec.name}", classes, features)
     changed = {
         k: v for k, v in values.items() if v != next(s.default for s in specs if s.name == k)
     }
@@ -500,6 +537,77 @@ def _short(v: Any) -> Any:
     if v is None or (isinstance(v, float) and v != v):
         return MISSING
     return f"{v:.3g}" if isinstance(v, float) else v
+
+
+def stored_quality(run: Any) -> dict[str, Any] | None:
+    """The run's stored quality card (None for a run saved without one); a card that cannot be
+    read becomes ``{"error": why}``, named inside the run, never by a server path."""
+    from app import resources
+    from app.jobs import RunStateError
+
+    try:
+        return resources.run_quality(run)
+    except (RunStateError, OSError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return {"error": f"the quality card of run {run.id[:8]} cannot be read: {reason}"}
+
+
+def quality_panel(run: Any) -> None:
+    """The run's "Quality" panel: the figures of the card its job stored (``app.jobs.quality``),
+    each with its baseline (a random attribution, the nearest real example, the confidence
+    margin) beside it, a "how to read it" tooltip, and the sanity flags under the figure they
+    concern. Reads the card only; a run without one says so."""
+    from app.plots.quality import GENERAL, baseline_text, flags_by_metric, fmt, how_to_read
+
+    st.subheader("Quality", help="Figures computed by the job on this run, on its own black box.")
+    card = stored_quality(run)
+    if card is None:
+        st.info(
+            "This run was saved without a quality card (it was made before cards were "
+            "computed). Run the method again on the Explain page to get one."
+        )
+        return
+    if card.get("error"):
+        st.warning(md(card["error"]))
+        return
+    flags = flags_by_metric(card)
+    for message in flags.get(GENERAL, []):
+        st.warning(md(message))
+    rows, total = card.get("rows"), card.get("rows_total")
+    scored = f"{fmt(rows)} of {fmt(total)} rows" if rows != total else f"{fmt(rows)} rows"
+    st.caption(
+        f"Scored on {scored} in {fmt(card.get('seconds'))} s "
+        f"({fmt(100 * (card.get('budget_share') or 0))}% of the job's time). Each figure has its "
+        "baseline beside it: a method earns trust by beating it."
+    )
+    metrics = card.get("metrics") or {}
+    cols = st.columns(4)
+    for i, (name, metric) in enumerate(metrics.items()):
+        with cols[i % 4]:
+            st.metric(name, fmt(metric.get("value")), help=md(how_to_read(name, metric)))
+            base = baseline_text(metric)
+            if base:
+                st.caption(md(base))
+            for message in flags.get(name, []):
+                st.warning(md(message), icon="⚠️")
+
+
+def quality_table(runs: dict[str, Any]) -> None:
+    """The stored quality cards of ``{method title: run}`` side by side: methods as columns,
+    metrics as rows, the best in bold, the baseline as a column, with a "how to read it" column;
+    then each run's sanity flags. Reads the cards only."""
+    from app.plots.quality import compare_markdown
+
+    st.subheader(
+        "Quality side by side",
+        help="The figures each job computed on its own run, on the same black box; bold marks the "
+        "best method (not the baseline). A figure is comparable across runs made on the same rows.",
+    )
+    cards = {label: stored_quality(run) for label, run in runs.items()}
+    st.markdown(compare_markdown(cards))
+    for label, card in cards.items():
+        for flag in (card or {}).get("flags") or []:
+            st.warning(f"{md(label)}, {md(flag.get('metric'))}: {md(flag.get('message'))}")
 
 
 MISSING = "—"

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -70,9 +70,22 @@ def param(
     hi: float | None = None,
     choices: tuple[Any, ...] | None = None,
     advanced: bool = False,
+    *,
+    label: str = "",
+    symbol: str = "",
+    role: Literal["class", "features"] | None = None,
 ) -> Any:
-    """A dataclass field with a default, a help line and optional bounds or choices."""
-    meta = {"help": help, "lo": lo, "hi": hi, "choices": choices, "advanced": advanced}
+    """A dataclass field with a default, a help line and optional bounds or choices.
+
+    ``label`` names the parameter in words for a form (default: its name, capitalised);
+    ``symbol`` is the paper's symbol for it (a form's tooltip cites it, so a reader of the paper
+    finds it); ``role`` says what the value picks from the data set, so a form offers those
+    instead of a number or free text: ``"class"`` a class index (-1: the method's default),
+    ``"features"`` a tuple of original column names."""
+    meta = {
+        "help": help, "lo": lo, "hi": hi, "choices": choices, "advanced": advanced,
+        "label": label, "symbol": symbol, "role": role,
+    }  # fmt: skip
     if isinstance(default, list | dict):
         raise TypeError("use tuples, not mutable defaults")
     return field(default=default, metadata=meta)
@@ -88,6 +101,14 @@ class ParamSpec:
     hi: float | None
     choices: tuple[Any, ...] | None
     advanced: bool
+    label: str = ""
+    symbol: str = ""
+    role: str | None = None
+
+    @property
+    def title(self) -> str:
+        """How a form names the parameter: its label, else its name in words."""
+        return self.label or self.name.replace("_", " ").capitalize()
 
 
 def param_specs(cls: type) -> list[ParamSpec]:
@@ -100,6 +121,7 @@ def param_specs(cls: type) -> list[ParamSpec]:
             ParamSpec(
                 f.name, typ, f.default, f.metadata.get("help", ""), f.metadata.get("lo"),
                 f.metadata.get("hi"), f.metadata.get("choices"), f.metadata.get("advanced", False),
+                f.metadata.get("label", ""), f.metadata.get("symbol", ""), f.metadata.get("role"),
             )
         )  # fmt: skip
     return out
@@ -128,6 +150,12 @@ def params_from_dict(cls: type[P], values: dict[str, Any] | None) -> P:
     combinations that are too large together although each field is in range, such as a batch
     size times a network width: one job must not be able to ask for more than a few GB."""
     values = dict(values or {})
+    # A Params class may accept other names for a field (EMAP: immutable for pinned).
+    for alias, name in getattr(cls, "ALIASES", {}).items():
+        if alias in values:
+            if name in values:
+                raise ParamsError(f"give {alias} or {name}, not both: they are the same parameter")
+            values[name] = values.pop(alias)
     specs = {s.name: s for s in param_specs(cls)}
     unknown = sorted(set(values) - set(specs))
     if unknown:
@@ -174,9 +202,15 @@ def _convert(spec: ParamSpec, raw: Any) -> Any:
                 )
             return value
         if spec.type is tuple:
-            if isinstance(raw, str):
+            if isinstance(raw, str) and raw.strip().startswith("["):
+                raw = json.loads(raw)  # a JSON list (--param KEY=JSON)
+            elif isinstance(raw, str):
                 return tuple(v.strip() for v in raw.split(",") if v.strip())
+            if isinstance(raw, dict):
+                raise ValueError(raw)
             return tuple(raw)
+        if spec.type is str and isinstance(raw, dict | list):
+            return json.dumps(raw)  # a JSON parameter given as data (--param KEY=JSON)
         if raw is None:
             return None
         return spec.type(raw)

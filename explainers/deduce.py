@@ -66,19 +66,30 @@ class DeDUCEParams:
         "change of a pixel per step, in pixel units (0.2: five steps span 0..1)",
         lo=0.01,
         hi=1.0,
+        label="Pixel change per step",
+        symbol="δ (delta)",
     )
-    max_changes: int = param(5, "a pixel is changed at most this many times", lo=1, hi=100)
+    max_changes: int = param(
+        5,
+        "a pixel is changed at most this many times",
+        lo=1,
+        hi=100,
+        label="Most changes per pixel",
+    )
     max_iter: int = param(
         700,
         "steps allowed per counterfactual; not reaching the target by then is a failure",
         lo=1,
         hi=20_000,
+        label="Most steps per image",
     )
     gamma: float = param(
         0.5,
         "stop once the target class's probability reaches this (>= 0.5 makes it the top class)",
         lo=0.01,
         hi=0.999,
+        label="Target probability to stop at",
+        symbol="γ (gamma)",
     )
     momentum: float = param(
         0.6,
@@ -86,15 +97,22 @@ class DeDUCEParams:
         lo=0.0,
         hi=0.99,
         advanced=True,
+        label="Momentum",
     )
-    pixels: int = param(1, "pixels changed per step", lo=1, hi=64)
+    pixels: int = param(1, "pixels changed per step", lo=1, hi=64, label="Pixels changed per step")
     kappa: float = param(
-        1.0, "weight of the classification term against the density term", lo=0.0, hi=1e4
+        1.0,
+        "weight of the classification term against the density term",
+        lo=0.0,
+        hi=1e4,
+        label="Weight of the classifier against the density",
+        symbol="κ (kappa)",
     )
     normalise: bool = param(
         True,
         "divide each loss term by its own (detached) size, as in the paper; off: plain sum",
         advanced=True,
+        label="Normalise the loss terms",
     )
     batch_size: int = param(
         1024, "examples searched together (memory vs. speed)", lo=1, hi=4096, advanced=True

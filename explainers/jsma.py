@@ -27,17 +27,30 @@ from explainers.torch_utils import FeatureForward, require_torch_model
 
 @dataclass(frozen=True)
 class JSMAParams:
-    delta: float = param(0.2, "change of a pixel per step, in pixel units", lo=0.01, hi=1.0)
+    delta: float = param(
+        0.2,
+        "change of a pixel per step, in pixel units",
+        lo=0.01,
+        hi=1.0,
+        label="Pixel change per step",
+        symbol="δ (delta)",
+    )
     max_iter: int = param(
         700,
         "steps allowed per counterfactual; not reaching the target by then is a failure",
         lo=1,
         hi=20_000,
+        label="Most steps per image",
     )
     gamma: float = param(
-        0.5, "stop once the target class's probability reaches this", lo=0.01, hi=0.999
+        0.5,
+        "stop once the target class's probability reaches this",
+        lo=0.01,
+        hi=0.999,
+        label="Target probability to stop at",
+        symbol="γ (gamma)",
     )
-    pixels: int = param(1, "pixels changed per step", lo=1, hi=64)
+    pixels: int = param(1, "pixels changed per step", lo=1, hi=64, label="Pixels changed per step")
     batch_size: int = param(
         1024, "examples searched together (memory vs. speed)", lo=1, hi=4096, advanced=True
     )

@@ -21,13 +21,18 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from explainers.base import param_specs
 from explainers.explanation import Explanation
+from explainers.registry import METHODS, canonical_kind
+
+if TYPE_CHECKING:
+    from app.plots.report import ReportFigure
 
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -72,10 +77,19 @@ def _run(coro_factory) -> Any:
         return pool.submit(lambda: asyncio.run(coro_factory())).result()
 
 
+# Presentation size: a 16:9 slide, 1920 x 1080 pixels (1280 x 720 layout pixels at scale 1.5,
+# so the print-size fonts of the report's figures stay readable on a projector).
+PNG_WIDTH, PNG_HEIGHT, PNG_SCALE = 1280, 720, 1.5
+
+
 def figures_png(
-    figures: Sequence[go.Figure], width: int = 900, height: int = 600, scale: float = 2.0
+    figures: Sequence[go.Figure],
+    width: int = PNG_WIDTH,
+    height: int = PNG_HEIGHT,
+    scale: float = PNG_SCALE,
 ) -> list[bytes]:
-    """PNG bytes for each figure, rendered by one Chromium session (starting one costs ~1-3 s)."""
+    """PNG bytes for each figure, rendered by one Chromium session (starting one costs ~1-3 s);
+    by default at presentation size (``PNG_WIDTH`` x ``PNG_HEIGHT`` x ``PNG_SCALE``)."""
     import kaleido
 
     kopts = _kaleido_options()
@@ -99,8 +113,10 @@ def figures_png(
     return [bytes(b) for b in out]
 
 
-def figure_png(fig: go.Figure, width: int = 900, height: int = 600, scale: float = 2.0) -> bytes:
-    """The figure as PNG bytes (``scale`` 2 gives a sharp image on high-density screens)."""
+def figure_png(
+    fig: go.Figure, width: int = PNG_WIDTH, height: int = PNG_HEIGHT, scale: float = PNG_SCALE
+) -> bytes:
+    """The figure as PNG bytes (``scale`` above 1 gives a sharp image on high-density screens)."""
     return figures_png([fig], width=width, height=height, scale=scale)[0]
 
 
@@ -114,7 +130,8 @@ h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { font-size: 1.2rem; margin-
 table { border-collapse: collapse; margin: 0.5rem 0; font-size: 0.92rem; }
 td, th { border: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: left; vertical-align: top; }
 th { background: #f5f5f5; } code { font-size: 0.85rem; }
-.figure { margin: 1rem 0 2rem 0; } footer { color: #888; font-size: 0.8rem; margin-top: 3rem; }
+.figure { margin: 0.5rem 0 2rem 0; } .how { color: #333; max-width: 60rem; }
+h3 { font-size: 1rem; margin-top: 1.2rem; } .notes { background: #f7f9fc; padding: 0.2rem 1rem; } footer { color: #888; font-size: 0.8rem; margin-top: 3rem; }
 """
 
 
@@ -151,30 +168,83 @@ def _when(ts: Any) -> str | None:
     return dt.datetime.fromtimestamp(ts, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _method_title(kind: str) -> str:
+    info = METHODS.get(canonical_kind(kind))
+    return info.title if info else kind
+
+
+def _param_rows(explanation: Explanation) -> list[tuple[str, Any]]:
+    """The run's parameters, each named in words beside its name in the code (``lam``...)."""
+    info = METHODS.get(canonical_kind(explanation.method))
+    titles: dict[str, str] = {}
+    if info is not None:
+        try:
+            titles = {s.name: s.title for s in param_specs(info.load_params())}
+        except (ImportError, AttributeError):  # a method whose module is not installed here
+            titles = {}
+    return [
+        (f"{titles[k]} ({k})" if k in titles else k, v)
+        for k, v in sorted(explanation.params.items())
+    ]
+
+
 def run_report_html(
     run_record: Any,
     explanation: Explanation,
-    figures: Mapping[str, go.Figure] | Sequence[tuple[str, go.Figure]],
+    figures: Sequence[ReportFigure] | Mapping[str, go.Figure],
     *,
     title: str | None = None,
     notes: str = "",
+    data_name: str | None = None,
+    model_name: str | None = None,
+    quality: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> str:
     """One self-contained HTML page describing a run for stakeholders.
+
+    Reading order: the title (method, data set), the analyst's notes, the quality section, a
+    summary in words, each figure with "how to read this", then an appendix with the
+    parameters, the raw metrics and the run record.
 
     Parameters
     ----------
     run_record : the run store's record (``Run`` or its ``to_dict()``), or None.
     explanation : the run's Explanation (method, parameters, metrics, provenance).
-    figures : ``{heading: figure}`` or ``[(heading, figure), ...]``, shown in order.
-    notes : free text shown under the title (escaped).
+    figures : ``app.plots.report.ReportFigure``s in order, or ``{heading: figure}``.
+    notes : the analyst's notes, shown first (escaped; blank lines start paragraphs).
+    data_name, model_name : the data set and model as people name them (an upload's file
+        name); default: the provenance's.
+    quality : ``{method title: stored quality card or None}`` (``app.jobs.quality``): a "Quality"
+        section after the notes with the side-by-side table of ``app.plots.quality.compare_html``.
 
     plotly.js is embedded inline once; figures follow as ``<div>`` + inline script, so the page
     needs no network.
     """
+    from app.plots.report import ReportFigure
+
     rec = _record_dict(run_record)
-    items = list(figures.items()) if isinstance(figures, Mapping) else list(figures)
+    if isinstance(figures, Mapping):
+        items = [ReportFigure(k, k, "", f) for k, f in figures.items()]
+    else:
+        items = list(figures)
     prov = explanation.provenance
-    heading = title or f"Flipscope report: {explanation.method} on {prov.dataset}"
+    method = _method_title(explanation.method)
+    data = data_name or prov.dataset
+    model = model_name or prov.model
+    heading = title or f"{method} on {data}"
+    summary: list[tuple[str, Any]] = [
+        ("Method", method),
+        ("Data set", data),
+        ("Model explained", model),
+        ("Rows explained", f"{explanation.n:,}"),
+        ("Classes", ", ".join(explanation.class_names)),
+    ]
+    if explanation.success is not None and explanation.n:
+        summary.append(("Counterfactuals that flip the model", f"{explanation.success.mean():.1%}"))
+    finished = _when(rec.get("finished_at"))
+    if finished:
+        summary.append(("Finished", finished))
+    if prov.note:
+        summary.append(("Note", prov.note))
     run_rows = [
         ("run id", rec.get("id")),
         ("kind", rec.get("kind")),
@@ -182,25 +252,13 @@ def run_report_html(
         ("device", rec.get("device") or prov.device),
         ("seconds", rec.get("seconds") if rec.get("seconds") is not None else prov.seconds),
         ("created", _when(rec.get("created_at"))),
-        ("finished", _when(rec.get("finished_at"))),
-        ("data set", rec.get("dataset") or prov.dataset),
-        ("model", rec.get("model") or prov.model),
+        ("data set (spec)", rec.get("dataset") or prov.dataset),
+        ("model (spec)", rec.get("model") or prov.model),
+        ("seed", prov.seed),
+        ("version", prov.version),
     ]
     run_rows = [(k, v) for k, v in run_rows if v not in (None, {}, "")]
-    summary = [
-        ("method", explanation.method),
-        ("instances explained", explanation.n),
-        ("features (model space)", explanation.inputs.shape[1]),
-        ("classes", ", ".join(explanation.class_names)),
-    ]
-    if explanation.success is not None and explanation.n:
-        summary.append(
-            ("counterfactuals that flip the black box", f"{explanation.success.mean():.1%}")
-        )
-    summary += [("seed", prov.seed), ("version", prov.version)]
-    if prov.note:
-        summary.append(("note", prov.note))
-    params = sorted(explanation.params.items())
+    params = _param_rows(explanation)
     metrics = sorted(explanation.metrics.items())
 
     parts = [
@@ -212,28 +270,45 @@ def run_report_html(
         f'<script type="text/javascript">{get_plotlyjs()}</script>' if items else "",
         "</head><body>",
         f"<h1>{html.escape(heading)}</h1>",
-        f'<p class="sub">Generated {html.escape(_when(dt.datetime.now(tz=dt.UTC).timestamp()) or "")}</p>',
+        f'<p class="sub">Model: {html.escape(str(model))}. Generated '
+        f"{html.escape(_when(dt.datetime.now(tz=dt.UTC).timestamp()) or '')}.</p>",
     ]
-    if notes:
-        parts.append(f"<p>{html.escape(notes)}</p>")
-    if run_rows:
-        parts += ["<h2>Run</h2>", _table(run_rows)]
-    parts += ["<h2>Result</h2>", _table(summary)]
-    if params:
-        parts += ["<h2>Parameters</h2>", _table(params)]
-    if metrics:
-        parts += ["<h2>Metrics</h2>", _table(metrics)]
+    if notes.strip():
+        paragraphs = [p.strip() for p in notes.split("\n\n") if p.strip()]
+        parts += ["<h2>Notes from the analyst</h2>", '<section class="notes">']
+        parts += [f"<p>{html.escape(p)}</p>" for p in paragraphs]
+        parts.append("</section>")
+    if quality:
+        from app.plots.quality import compare_html
+
+        parts += ['<section id="quality">', "<h2>Quality</h2>", compare_html(quality), "</section>"]
+    parts += ["<h2>Summary</h2>", _table(summary)]
     if rec.get("error"):
         parts += ["<h2>Error</h2>", f"<pre>{html.escape(str(rec['error']))}</pre>"]
-    for name, fig in items:
+    for item in items:
         div = pio.to_html(
-            fig,
+            item.figure,
             full_html=False,
             include_plotlyjs=False,
             include_mathjax=False,
             config={"displaylogo": False, "responsive": True},
         )
-        parts += [f"<h2>{html.escape(name)}</h2>", f'<div class="figure">{div}</div>']
+        parts.append(f'<h2 id="fig-{html.escape(item.slug)}">{html.escape(item.title)}</h2>')
+        if item.how_to_read:
+            parts.append(
+                f'<p class="how"><b>How to read this:</b> {html.escape(item.how_to_read)}</p>'
+            )
+        parts.append(f'<div class="figure">{div}</div>')
+    appendix = [
+        ("Parameters", params),
+        ("Raw metrics", metrics),
+        ("Run record", run_rows),
+    ]
+    appendix = [(h, rows) for h, rows in appendix if rows]
+    if appendix:
+        parts.append('<h2 class="appendix">Appendix</h2>')
+        for letter, (h, rows) in zip("ABCDEF", appendix, strict=False):
+            parts += [f"<h3>{letter}. {html.escape(h)}</h3>", _table(rows)]
     parts += [
         "<footer>Made with Flipscope. Figures are interactive: hover for values, drag to zoom, "
         "double-click to reset.</footer>",

@@ -192,6 +192,7 @@ else:
 
 st.subheader(f"Point {selected}")
 widgets.table(widgets.point_table(exp, selected), hide_index=True, width="stretch")
+widgets.quality_panel(run)
 link = {"run": run.id, "k": k_pct, "i": selected}
 if axes[0] == "features":
     link.update(axes="features", fx=axes[1], fy=axes[2])

@@ -68,4 +68,5 @@ if len(exps) >= 2:
         key="cmp_dist",
     )
     st.dataframe(analysis.agreement_table(matrix), width="stretch")
+widgets.quality_table({m: r for m, (r, _) in picked.items()})
 widgets.share_link(PAGE, {"run": current.id, "i": int(index)})

@@ -106,17 +106,31 @@ if info.accepts_surrogate and "gradients" in info.needs and "gradients" not in m
     model_spec = ModelSpec("run", chosen.id, chosen.kind)
 
 with st.form("job_form"):
+    st.markdown(
+        f"**Quick start**: {md(info.title)}'s defaults are a good start; choose what to explain "
+        "and press Start."
+    )
     n_test = len(dataset.X_test)
+    default_rows = info.default_rows(n_test)
     rows = st.number_input(
         "Test rows to explain",
         min_value=1,
         max_value=n_test,
-        value=info.default_rows(n_test),
-        help="The method's default. Methods that search or sample per row can take seconds "
-        "per row on a CPU.",
+        value=default_rows,
+        help=(
+            "All of them: this method learns once, then explains each row in one pass."
+            if default_rows == n_test
+            else f"A sample of {default_rows:,} of the {n_test:,}: this method searches or "
+            "samples for every row, which takes seconds per row on a CPU."
+        ),
         key=f"rows.{kind_name}",
     )
-    values = widgets.params_form(info.load_params(), key=f"params.{kind_name}")
+    values = widgets.params_form(
+        info.load_params(),
+        key=f"params.{kind_name}",
+        classes=list(dataset.class_names),
+        features=None if dataset.modality == "image" else list(dataset.schema.original_names),
+    )
     submitted = st.form_submit_button("Start", type="primary")
 
 if submitted:
@@ -168,9 +182,13 @@ if active and run is not None:
         live_progress(active)
     elif run.status == SUCCEEDED:
         st.success(
-            f"{title(run.kind)} {active[:8]} finished in {run.seconds or 0:.1f} s on {run.device}. "
-            "Open a view from the sidebar to see it."
+            f"{title(run.kind)} {active[:8]} finished in {run.seconds or 0:.1f} s on {run.device}."
         )
+        home = catalog.home_view(resources.run_holding(run)) if run.has_explanation else None
+        if home is None:
+            st.caption("Its results are listed on the Share & export page.")
+        elif st.button(f"Open it in {home.title}", type="primary", key="open_result"):
+            st.switch_page(home.page)
     elif run.status == FAILED:
         st.error(f"{title(run.kind)} {active[:8]} failed: {md(run.error)}")
         if gate.may(run, RETRY) and st.button("Retry", key="retry"):

@@ -107,4 +107,5 @@ if density:
             else ""
         )
     )
+widgets.quality_table({m: r for m, (r, _) in picked.items()})
 widgets.share_link(PAGE, {"run": first_run.id, "i": index})  # type: ignore[attr-defined]

@@ -8,7 +8,8 @@ from app import analysis, resources, widgets
 from app.access import EXPORT
 from app.jobs.kinds import title
 from app.plots.export import chromium_path, figures_png, run_report_html
-from app.plots.report import report_figures
+from app.plots.report import report_figures, report_plane
+from app.text import md
 
 PAGE = "report"
 st.title("Share & export")
@@ -32,14 +33,27 @@ if not resources.gate().may(run, EXPORT):
     st.stop()
 y_true = resources.true_labels(run, exp)
 regions = None
-if exp.modality != "image" and exp.inputs.shape[1] == 2:
+if exp.modality != "image":
     model = widgets.black_box(run)
     if model is not None:
-        regions = analysis.regions_around(model, exp, resolution=100)
+        # As the arrow field page draws it: the regions in the plane the arrows are drawn in.
+        regions = analysis.regions_around(model, exp, report_plane(exp), resolution=100)
 figures = report_figures(exp, regions, y_true, label=title(run.kind))
-st.write(f"The report holds {len(figures)} figure(s): {', '.join(figures)}.")
-notes = st.text_area("Notes for the reader (optional)", key="rep_notes")
-html = run_report_html(run, exp, figures, notes=notes)
+st.write(
+    f"The report holds the analyst's notes, a summary, {len(figures)} figure(s) with how to "
+    "read each ("
+    + "; ".join(md(f.title) for f in figures)
+    + "), and an appendix with the parameters and raw metrics."
+)
+notes = st.text_area(
+    "Notes for the reader (shown first in the report)",
+    key="rep_notes",
+    placeholder="What you looked at, what you found, what to decide.",
+)
+html = run_report_html(
+    run, exp, figures, notes=notes, data_name=widgets.data_label(run),
+    model_name=exp.provenance.model or None, quality={title(run.kind): widgets.stored_quality(run)},
+)  # fmt: skip
 st.download_button(
     "Download the HTML report",
     html.encode(),
@@ -50,16 +64,20 @@ st.download_button(
 )
 if chromium_path() is None:
     st.caption("PNG export needs Chromium on the server (Debian: apt-get install chromium).")
-elif st.button("Render the figures as PNG", key="rep_png"):
+elif st.button(
+    "Render the figures as PNG (1920 x 1080, for slides)",
+    key="rep_png",
+):
     with st.spinner("Rendering with Chromium"):
-        pngs = figures_png(list(figures.values()))
-    for (name, _), png in zip(figures.items(), pngs, strict=True):
+        pngs = figures_png([f.figure for f in figures])
+    for item, png in zip(figures, pngs, strict=True):
         st.download_button(
-            f"Download {name}.png",
+            f"Download {md(item.title)} (PNG)",
             png,
-            file_name=f"{run.id[:8]}-{name}.png",
+            file_name=f"{run.id[:8]}-{item.slug}.png",
             mime="image/png",
-            key=f"png.{name}",
+            key=f"png.{item.slug}",
         )
+widgets.quality_panel(run)
 st.subheader("Link to this run")
 widgets.share_link(PAGE, {"run": run.id})

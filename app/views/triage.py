@@ -72,4 +72,5 @@ suspicious = analysis.ranking_frame(exp, y_true=y_true, rank_by=rank_by, top=50)
 if "norm_percentile" in suspicious:
     suspicious["norm_percentile"] = suspicious["norm_percentile"].round(1)
 widgets.table(suspicious.rename(columns={"norm_percentile": widgets.PERCENTILE}), width="stretch")
+widgets.quality_panel(run)
 widgets.share_link(PAGE, {"run": run.id, "k": k_pct})

@@ -103,3 +103,27 @@ def test_bench_quality_quick_scores_every_method_beside_random(tmp_path):
     for name in ("lime", "shap", "ig"):
         assert methods[name]["deletion_auc"] < methods["random"]["deletion_auc"], name
         assert methods[name]["insertion_auc"] > methods["random"]["insertion_auc"], name
+
+
+def test_bench_recourse_counts_each_broken_constraint_from_original_units():
+    """The bench's own check (not the constraint module's): age down, race or sex changed,
+    hours moved by more than 10, or three features changed each count; the rest do not."""
+    import numpy as np
+    import pandas as pd
+
+    from benchmarks.recourse import violations
+    from datasets import load_dataset
+
+    ds = load_dataset("adult")
+    X = np.repeat(ds.X_test[:1], 6, axis=0)
+    before = ds.schema.decode(X)
+    after = before.copy()
+    after.loc[0, "age"] += 3  # fine
+    after.loc[1, "age"] -= 1  # age down
+    other_sex = [s for s in ds.schema.categorical[-1].categories if s != before.loc[2, "sex"]]
+    after.loc[2, "sex"] = other_sex[0]  # immutable
+    after.loc[3, "hours-per-week"] += 11  # beyond +-10
+    after.loc[4, ["age", "education-num"]] += 1  # two changes: fine
+    after.loc[5, ["age", "education-num", "hours-per-week"]] += 1  # three changes
+    Z = ds.schema.encode(pd.DataFrame(after))
+    assert violations(ds, X, Z).tolist() == [False, True, True, True, False, True]

@@ -54,3 +54,55 @@ def test_a_browser_session_is_capped_without_sign_in(app, tmp_path, monkeypatch)
     assert not other.error and len(store.list()) == 3
     sessions = {run.session for run in store.list()}
     assert len(sessions) == 2 and None not in sessions
+
+
+def test_the_form_speaks_words_and_picks_classes_and_columns(app, tmp_path):
+    app.run()
+    app.selectbox(key="method").set_value("emap")
+    app.run()
+    assert not app.exception, app.exception
+    lam = app.number_input(key="params.emap.lam")
+    assert lam.label == "Cost of changing numbers"
+    assert "λ (lam)" in lam.help and "`lam`" in lam.help
+    target = app.selectbox(key="params.emap.target")
+    assert target.options[0].startswith("Default: the surrogate's runner-up")
+    assert target.options[1:] == ["lower moon", "upper moon"]  # class names, not indices
+    pinned = app.multiselect(key="params.emap.pinned")
+    assert pinned.options == ["x1", "x2"]
+    # The quick start shows what to explain; the network's shape waits under "Advanced".
+    assert [e.label for e in app.expander] == [
+        "Parameters (the defaults are a good start)",
+        "Advanced",
+    ]
+    assert app.number_input(key="params.emap.surrogate_width").label == "Surrogate layer width"
+    target.set_value(1)
+    pinned.set_value(["x2"])
+    app.number_input(key="rows.emap").set_value(20)
+    app.button[0].click()
+    app.run()
+    assert not app.exception, app.exception
+    (run,) = RunStore(tmp_path / "runs").list()
+    assert run.kind == "emap" and run.params["target"] == 1
+    assert list(run.params["pinned"]) == ["x2"]
+
+
+def test_per_row_methods_default_to_a_sample_of_a_large_test_split(app):
+    app.query_params["demo"] = "mnist"
+    app.run()
+    assert not app.exception, app.exception
+    app.selectbox(key="method").set_value("deduce")
+    app.run()
+    rows = app.number_input(key="rows.deduce")
+    assert rows.value <= 100 < rows.max
+    assert "seconds per row" in rows.help
+
+
+def test_a_finished_run_opens_in_the_view_that_fits_it(app, env):
+    from tests.app.views.prepared import finished_run
+    from tests.factories import tabular_explanation
+
+    run_id = finished_run(env, "emap", "adult", tabular_explanation())
+    app.query_params["run"] = run_id
+    app.run()
+    assert not app.exception, app.exception
+    assert app.button(key="open_result").label == "Open it in Counterfactual table"

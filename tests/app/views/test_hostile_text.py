@@ -136,6 +136,6 @@ def test_the_html_report_of_such_a_run_escapes_every_name(data_env):
         assert payload not in page  # neither in the HTML nor in a figure's JSON
     assert html.escape(CLASSES[1], quote=False) in page  # the summary table lists the classes
     # plotly.js draws the figures' labels, legends and hover texts through its HTML subset
-    texts = [s for fig in figures.values() for s in _strings(fig.to_plotly_json())]
+    texts = [s for f in figures for s in _strings(f.figure.to_plotly_json())]
     assert any(plotly_shows(s, CLASSES[1]) for s in texts)
     assert not [s for s in texts for payload in tags if payload in s]
