@@ -627,7 +627,7 @@ def table(frame: Any, **kwargs: Any) -> Any:
     shown = frame.copy()
     for name in shown.columns:
         column = shown[name]
-        if column.dtype == object or (column.dtype.kind == "f" and column.isna().any()):
+        if column.dtype == object or column.isna().any():  # pandas 3's str columns hold NaN too
             shown[name] = [_cell(v) for v in column]
     return st.dataframe(shown, **kwargs)
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from app import widgets
 from app.uploads import MAX_NAME, UploadStore
 from tests.app.views.prepared import finished_run, open_view, upload_with_model
 from tests.factories import (
@@ -135,3 +136,15 @@ def test_run_pickers_name_the_upload_and_its_model(env, data_dir):
     at = open_view("triage", run=run_id)
     label = at.selectbox(key="tri_run").format_func(run_id)
     assert "people0.csv (Bank forest v2)" in label and "upload" not in label, label
+
+
+def test_tables_show_no_none_and_mixed_columns_as_text(env):
+    """The arrow field's point table mixes facts (no counterfactual) and features: no literal
+    None, and every object column one type (Arrow converts it without a traceback)."""
+    run_id = finished_run(env, "emap", "adult", adult_like_emap(20))
+    at = open_view("arrows", run=run_id)
+    frame = at.dataframe[-1].value
+    assert not frame.isna().any().any(), frame
+    for name in frame.columns:
+        assert frame[name].map(type).nunique() == 1, name
+    assert widgets.PERCENTILE in set(frame["feature"])
