@@ -88,7 +88,22 @@ class View:
         modality_fits = holding.modality is None or holding.modality in self.modalities
         return modality_fits and (not self.any_of or bool(self.any_of & holding.holds))
 
+    def why_not(self, holding: Holding) -> str | None:
+        """Why this view does not draw ``holding``, in words for its page; None when it does."""
+        if self.shows(holding):
+            return None
+        if holding.modality is not None and holding.modality not in self.modalities:
+            shown = " or ".join(sorted(_MODALITY_WORDS.get(m, m) for m in self.modalities))
+            return (
+                f"this page shows runs on {shown}, and this run is on "
+                f"{_MODALITY_WORDS.get(holding.modality, holding.modality)}"
+            )
+        wanted = " or ".join(sorted(self.any_of))
+        has = ", ".join(sorted(holding.holds)) or "nothing a view draws"
+        return f"this page needs a run that gives {wanted}; this run gives {has}"
 
+
+_MODALITY_WORDS = {"points2d": "2-D points", "tabular": "tabular data", "image": "images"}
 _VECTORS = frozenset({COUNTERFACTUALS, ATTRIBUTIONS})
 # In the order a run's home view is looked for: the first that shows it and whose ``home`` it holds.
 VIEWS: tuple[View, ...] = (

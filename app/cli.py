@@ -45,6 +45,11 @@ BENCHES: dict[str, tuple[str, str]] = {
         "benchmarks.emap",
         "the EMAP paper's table on moons, blob, mnist38 or adult, beside the paper's figures",
     ),
+    "recourse": (
+        "benchmarks.recourse",
+        "EMAP on Adult with recourse constraints and 3 options per row: validity, violations, "
+        "diversity, training time against no constraints",
+    ),
     "deduce": (
         "benchmarks.deduce",
         "DeDUCE vs JSMA on MNIST test images 0-99 x 9 targets (the DeDUCE paper's table)",
@@ -61,6 +66,10 @@ BENCHES: dict[str, tuple[str, str]] = {
     "quality": (
         "benchmarks.quality",
         "the quality card of every applicable method on one data set, beside a random baseline",
+    ),
+    "scale": (
+        "benchmarks.scale",
+        "N-row synthetic table: upload, EMAP job, arrow field (seconds, peak memory, validity)",
     ),
 }
 

@@ -13,7 +13,7 @@ if (
 
 import streamlit as st  # noqa: E402
 
-from app import auth, state, text  # noqa: E402
+from app import auth, state, widgets  # noqa: E402
 
 # An emoji favicon is inlined as SVG; a ":material/...:" one is fetched from Google's font CDN,
 # which a hosted link's viewers (and an offline machine) should not depend on.
@@ -46,10 +46,12 @@ PAGES = [
 # script from a folder named "pages" directly, without this entrypoint, skipping the gate.
 auth.require_sign_in()
 
-sel = state.selection()
 with st.sidebar:
     st.markdown("### Flipscope")
     st.caption("What is the smallest change that would flip this decision?")
-    st.markdown(f"**Data:** {text.md(sel.label)}")
+    # Before any page: the run on view (a link's, or this session's) is checked once, refused
+    # plainly if it cannot be opened, and the session follows its data set and model.
+    widgets.sidebar_state(widgets.run_on_view())
+state.sync_url()
 
 st.navigation(PAGES).run()

@@ -207,6 +207,16 @@ def run_model(run: Run) -> Model | None:
         return None
 
 
+def upload_name(upload_id: str) -> str:
+    """An upload's display name (``UploadInfo.name``), for naming the data set or model of a
+    run the caller may view or of this session's selection; "upload" and the id's start when
+    its record cannot be read (deleted, damaged)."""
+    try:
+        return gate().uploads.info(upload_id).name
+    except (LookupError, OSError, ValueError, TypeError):
+        return f"upload {upload_id[:6]}"
+
+
 def run_dataset(run: Run) -> Dataset:
     """The data set a run was made on, for whoever may view the run (as ``run_model``)."""
     return _resolver(None).dataset(gate().run(run.id, VIEW).dataset)
@@ -222,6 +232,19 @@ def run_explanation(run: Run) -> Explanation:
 def _explanation(run_id: str, root: str) -> Explanation:
     # Immutable once the run succeeded, so safe to share between sessions.
     return RunStore(root).load_explanation(run_id)
+
+
+def run_quality(run: Run) -> dict[str, Any] | None:
+    """A finished run's quality card (``app.jobs.quality``) for whoever may view the run; None
+    for a run saved without one."""
+    store = backend().store
+    return _quality(gate().run(run.id, VIEW).id, str(store.root))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _quality(run_id: str, root: str) -> dict[str, Any] | None:
+    # Written once by the job before the run succeeded; immutable afterwards.
+    return RunStore(root).load_quality(run_id)
 
 
 def run_holding(run: Run) -> Holding:

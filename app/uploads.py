@@ -80,6 +80,17 @@ class UploadInfo:
     # A registered server file kept where it is: its resolved "path", "size", "mtime_ns" and
     # "fingerprint". Empty: the bytes are in the upload's folder.
     source: dict[str, Any] = field(default_factory=dict)
+    # What pages, pickers and reports call the upload: its owner's choice; empty for the file's
+    # name (``name``). Kept here, not in the file, so renaming never touches checked bytes.
+    display_name: str = ""
+
+    @property
+    def name(self) -> str:
+        """The upload's name as people see it: the display name, else the file's name."""
+        return self.display_name or self.filename
+
+
+MAX_NAME = 80
 
 
 class UploadStore:
@@ -129,6 +140,31 @@ class UploadStore:
                 f"no upload {upload_id!r}; it may have been deleted; upload the file again"
             )
         return UploadInfo(**json.loads(path.read_text()))
+
+    def rename(self, upload_id: str, name: str) -> UploadInfo:
+        """Give an upload a display name (blank: back to its file's name). Names are shown in
+        pages and reports, so control characters are refused and the length is capped.
+        The caller checks the user may change it (``app.access.Gate.upload`` with ``USE``)."""
+        clean = " ".join(name.split())
+        if len(clean) > MAX_NAME:
+            raise ValueError(
+                f"a name holds at most {MAX_NAME} characters; this one has {len(clean)}"
+            )
+        if any(not c.isprintable() for c in clean):
+            raise ValueError("a name cannot hold control characters; type it again")
+        info = self.info(upload_id)
+        info.display_name = clean
+        path = self._folder(upload_id) / META
+        tmp = path.with_name(f".{META}.tmp")
+        try:
+            tmp.write_text(json.dumps(vars(info), indent=1))
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise UploadWriteError(
+                f"the name could not be saved ({exc.strerror or exc}); the upload keeps its old name"
+            ) from None
+        return info
 
     def add_dataset(
         self,

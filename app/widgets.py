@@ -7,6 +7,7 @@ new method's parameters appear here with their defaults, bounds and help without
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from typing import Any
 
@@ -136,14 +137,72 @@ def age_text(timestamp: float | None) -> str:
 
 
 def data_label(run: Any) -> str:
-    """How a page names a run's data set: the built-in name, or "upload" and the id's start."""
-    return run.dataset.get("name") or f"upload {str(run.dataset.get('upload', ''))[:6]}"
+    """How a page names a run's data set: the built-in name, or the upload's display name."""
+    return dataset_name(run.dataset)
+
+
+def dataset_name(spec: Any) -> str:
+    """A data set spec (``{"name": ...}``, ``{"upload": id}``) by name. For the data set of a
+    run the caller may view, or of this session's selection: the name of an upload this user
+    may not open otherwise reaches them only through a run they may view."""
+    from app import resources
+
+    spec = spec.to_json() if hasattr(spec, "to_json") else dict(spec or {})
+    if spec.get("name"):
+        return str(spec["name"])
+    return resources.upload_name(str(spec.get("upload", "")))
+
+
+def model_name(spec: Any) -> str:
+    """A model spec by name: "demo black box", an upload's display name, or "the model of run
+    ID" (a surrogate a run trained); "no model" for None."""
+    from app import resources
+
+    spec = spec.to_json() if hasattr(spec, "to_json") else dict(spec or {})
+    if not spec:
+        return "no model"
+    if "demo" in spec:
+        return "demo black box"
+    if "upload" in spec:
+        return resources.upload_name(str(spec["upload"]))
+    ref = next(iter(spec.values()))
+    return f"the model of run {str(ref)[:8]}"
+
+
+def selection_names() -> tuple[str, str]:
+    """This session's data set and model by name. An upload is named only for a user who may
+    open it (an id typed into the URL must not reveal another user's file name)."""
+    from app import resources, state
+    from app.access import NotYours
+
+    sel = state.selection()
+    if sel.dataset.upload is not None:
+        try:
+            resources.gate().upload(sel.dataset.upload)
+        except NotYours:
+            return f"upload {sel.dataset.upload[:6]}", "unknown"
+    return dataset_name(sel.dataset), model_name(sel.model)
+
+
+def sidebar_state(run: Any) -> None:
+    """The sidebar's lines: what the pages show (the run on view, its data set and model), or,
+    without a run, the data set and model this session works on."""
+    from app.jobs.kinds import title
+
+    if run is not None:
+        data, model = data_label(run), model_name(run.model)
+        st.markdown(f"**Run on view:** {md(title(run.kind))} · `{run.id[:8]}`")
+    else:
+        data, model = selection_names()
+    st.markdown(f"**Data:** {md(data)}  \n**Model:** {md(model)}")
 
 
 def run_label(run: Any) -> str:
     from app.jobs.kinds import title
 
     data = data_label(run)
+    if run.model and "upload" in run.model:
+        data += f" ({model_name(run.model)})"
     # A fixed time, not "5 s ago": widget options must not change between reruns.
     when = time.strftime("%d %b %H:%M", time.localtime(run.finished_at or run.created_at))
     return f"{title(run.kind)} on {data} · {run.id[:8]} · {when}"
@@ -173,23 +232,37 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None or value != value else f"{value:.{digits}f}"
 
 
-def refuse_foreign_run() -> None:
-    """If the URL (or this session) names a run this user may not view, say so, with the same
-    words whether it exists or not, and forget it, so the page opens the user's own runs."""
+def refuse_foreign_run() -> Any:
+    """The run this session looks at (the URL's on a fresh session), or None. A run this user
+    may not view, or one that does not exist, is refused plainly, with the same words for both,
+    and forgotten: no page silently shows another run in its place."""
     from app import resources, state
     from app.access import NotYours
 
     wanted = state.run_id()
     if not wanted:
-        return
+        return None
     try:
-        resources.gate().run(wanted)
+        return resources.gate().run(wanted)
     except NotYours as exc:
         st.error(
-            f"The link's run cannot be opened: {exc}. A run opens for its owner, or through the "
-            "share link shown on its page (it carries share=...)."
+            f"The run in this address cannot be opened: {exc}. Ask whoever sent the link "
+            "for a new one (a share link carries share=...), or pick one of your runs."
         )
-        state.drop_run()
+        state.drop_run(refused=True)
+        return None
+
+
+def run_on_view() -> Any:
+    """The run this session looks at (``refuse_foreign_run``); the session then works on the
+    run's data set and model (``app.state.follow_run``), so the sidebar, Data & model and
+    Explain show what the run shows. Safe to call more than once per script run."""
+    from app import state
+
+    run = refuse_foreign_run()
+    if run is not None:
+        state.set_run(run.id, state.Selection.of_run(run))
+    return run
 
 
 def finished_runs(page: str, keep: Any = None) -> list[Any]:
@@ -197,11 +270,11 @@ def finished_runs(page: str, keep: Any = None) -> list[Any]:
     holds and its modality), that this user may view and ``keep(run)`` accepts, newest first:
     their own, those without owner (demos) and those whose share link this session was opened
     with (all of them without sign-in). A run in the URL that this user may not view is refused
-    first (``refuse_foreign_run``)."""
+    first (``run_on_view``)."""
     from app import catalog, resources
     from app.jobs import SUCCEEDED
 
-    refuse_foreign_run()
+    run_on_view()
     view = catalog.view(page)
     runs = resources.gate().runs(status=SUCCEEDED)
     return [
@@ -241,12 +314,15 @@ def open_explanation(run: Any, stop: bool = True) -> Any:
 
 
 def newest_per_method(runs: list[Any], key: str) -> dict[str, tuple[Any, Any]]:
-    """The newest run of each method in ``runs`` (newest first), a multiselect of those methods
-    (all chosen by default), and ``{method title: (run, Explanation)}`` for the chosen ones, in
-    order; ``st.stop()`` when none is chosen."""
+    """The newest run of each method in ``runs`` (newest first; for the run on view's method,
+    that run), a multiselect of those methods (all chosen by default), and ``{method title:
+    (run, Explanation)}`` for the chosen ones, in order, the run on view's first;
+    ``st.stop()`` when none is chosen."""
+    from app import state
     from app.jobs.kinds import title
 
-    newest: dict[str, Any] = {}
+    wanted = state.run_id()
+    newest: dict[str, Any] = {r.kind: r for r in runs if r.id == wanted}
     for r in runs:
         newest.setdefault(r.kind, r)
     chosen = st.multiselect(
@@ -257,18 +333,39 @@ def newest_per_method(runs: list[Any], key: str) -> dict[str, tuple[Any, Any]]:
     return {title(m): (newest[m], open_explanation(newest[m])) for m in chosen}
 
 
-def side_by_side(runs: list[Any], key: str) -> tuple[dict[str, tuple[Any, Any]], int]:
-    """One data set's runs side by side: a data set picker (the URL's run's preselected), the
-    newest run of each method (``newest_per_method``), and how many leading rows they all
-    explain; an error and ``st.stop()`` when they explain different rows."""
+def side_by_side(runs: list[Any], key: str, page: str) -> tuple[dict[str, tuple[Any, Any]], int]:
+    """One data set's runs side by side: a data set picker (the run on view's preselected; when
+    this page cannot show that run, the reason and no preselection, then ``st.stop()`` until the
+    user picks), the newest run of each method (``newest_per_method``), and how many leading rows
+    they all explain; an error and ``st.stop()`` when they explain different rows."""
     from app import analysis, state
 
-    labels = sorted({data_label(r) for r in runs})
-    wanted = next((r for r in runs if r.id == state.run_id()), runs[0])
-    label = st.selectbox(
-        "Data set", labels, index=labels.index(data_label(wanted)), key=f"{key}_data"
+    specs: dict[str, Any] = {}
+    for r in runs:
+        specs.setdefault(json.dumps(r.dataset, sort_keys=True), r.dataset)
+    keys = list(specs)
+    wanted_id = state.run_id()
+    wanted = next((r for r in runs if r.id == wanted_id), None)
+    index: int | None = 0
+    if wanted is not None:
+        index = keys.index(json.dumps(wanted.dataset, sort_keys=True))
+    elif wanted_id and (on_view := refuse_foreign_run()) is not None:
+        _cannot_show(page, on_view, "a data set below")
+        index = None
+    elif not wanted_id and state.refused_run():
+        index = None  # the address named a run that cannot be opened (said above): none instead
+    picked_key = st.selectbox(
+        "Data set",
+        keys,
+        index=index,
+        format_func=lambda k: dataset_name(specs[k]),
+        placeholder="Choose a data set",
+        key=f"{key}_data",
     )
-    picked = newest_per_method([r for r in runs if data_label(r) == label], f"{key}_methods")
+    if picked_key is None:
+        st.stop()
+    on_data = [r for r in runs if json.dumps(r.dataset, sort_keys=True) == picked_key]
+    picked = newest_per_method(on_data, f"{key}_methods")
     shared = analysis.shared_rows({m: e for m, (_, e) in picked.items()})
     if shared is None:
         st.error(
@@ -276,7 +373,25 @@ def side_by_side(runs: list[Any], key: str) -> tuple[dict[str, tuple[Any, Any]],
             "test rows."
         )
         st.stop()
+    first = next(iter(picked.values()))[0]
+    if wanted_id not in {r.id for r, _ in picked.values()}:
+        state.set_run(first.id, state.Selection.of_run(first))  # what this page now shows
     return picked, shared
+
+
+def _cannot_show(page: str, run: Any, instead: str) -> None:
+    """Say that ``page`` cannot show the run on view, and why, in place of showing another."""
+    from app import catalog, resources
+
+    view = catalog.view(page)
+    if run.has_explanation:
+        why = view.why_not(resources.run_holding(run)) or "it has no results this page draws"
+    else:
+        why = f"it has no results ({run.status})"
+    st.warning(
+        f"The run on view, {md(run_label(run))}, cannot be shown on {view.title}: {md(why)}. "
+        f"Pick {instead}, or go back to a page that shows it."
+    )
 
 
 def black_box(run: Any) -> Any:
@@ -292,25 +407,41 @@ def black_box(run: Any) -> Any:
         return None
 
 
-def run_picker(runs: list[Any], key: str, label: str = "Run") -> Any:
-    """Pick one of ``runs``; the URL's run is preselected, and choosing one puts it in the URL."""
+def run_picker(runs: list[Any], key: str, label: str = "Run", page: str | None = None) -> Any:
+    """Pick one of ``runs``; the run on view is preselected, and choosing one puts it on view.
+    With ``page``, a run on view that this page cannot show is named with the reason, and
+    nothing is preselected: the page never opens on another run in its place (None until the
+    user picks one)."""
     from app import state
 
-    if not runs:
-        return None
     ids = [r.id for r in runs]
     wanted = state.run_id()
-    index = ids.index(wanted) if wanted in ids else 0
+    index: int | None = ids.index(wanted) if wanted in ids else 0
+    if page is not None and wanted and wanted not in ids:
+        on_view = refuse_foreign_run()
+        if on_view is not None:
+            _cannot_show(page, on_view, "one of the runs below")
+            index = None
+    if page is not None and not wanted and state.refused_run():
+        index = None  # the address named a run that cannot be opened (said above): none instead
+    if not runs:
+        return None
     chosen = st.selectbox(
         label,
         ids,
         index=index,
         format_func=lambda i: run_label(runs[ids.index(i)]),
+        placeholder="Choose a run",
         key=key,
     )
-    if label == "Run" and st.query_params.get("run") != chosen:
-        state.set_run(chosen)  # the URL names the run on view, so a copied link opens it
-    return runs[ids.index(chosen)]
+    if chosen is None:
+        return None
+    run = runs[ids.index(chosen)]
+    if label == "Run" and state.run_id() != chosen:
+        state.set_run(
+            chosen, state.Selection.of_run(run)
+        )  # the URL names it: a copied link opens it
+    return run
 
 
 def demo_model_progress(name: str) -> None:
@@ -390,14 +521,120 @@ def point_table(explanation: Any, i: int) -> Any:
     }
     if row.counterfactual_predictions is not None:
         extra["black box's class after"] = cls[int(row.counterfactual_predictions[0])]
-    for key in ("perturbation_norm", "norm_percentile"):
-        if key in explanation.diagnostics:
-            extra[key.replace("_", " ")] = (
-                f"{float(np.asarray(explanation.diagnostics[key])[i]):.3g}"
-            )
+    if "perturbation_norm" in explanation.diagnostics:
+        extra["perturbation size"] = (
+            f"{float(np.asarray(explanation.diagnostics['perturbation_norm'])[i]):.3g}"
+        )
+    if "norm_percentile" in explanation.diagnostics:
+        extra[PERCENTILE] = percentile_text(
+            np.asarray(explanation.diagnostics["norm_percentile"])[i]
+        )
     facts = pd.DataFrame({"feature": list(extra), "value": list(extra.values())})
     return pd.concat([facts, table], ignore_index=True)
 
 
 def _short(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and v != v):
+        return MISSING
     return f"{v:.3g}" if isinstance(v, float) else v
+
+
+def stored_quality(run: Any) -> dict[str, Any] | None:
+    """The run's stored quality card (None for a run saved without one); a card that cannot be
+    read becomes ``{"error": why}``, named inside the run, never by a server path."""
+    from app import resources
+    from app.jobs import RunStateError
+
+    try:
+        return resources.run_quality(run)
+    except (RunStateError, OSError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return {"error": f"the quality card of run {run.id[:8]} cannot be read: {reason}"}
+
+
+def quality_panel(run: Any) -> None:
+    """The run's "Quality" panel: the figures of the card its job stored (``app.jobs.quality``),
+    each with its baseline (a random attribution, the nearest real example, the confidence
+    margin) beside it, a "how to read it" tooltip, and the sanity flags under the figure they
+    concern. Reads the card only; a run without one says so."""
+    from app.plots.quality import GENERAL, baseline_text, flags_by_metric, fmt, how_to_read
+
+    st.subheader("Quality", help="Figures computed by the job on this run, on its own black box.")
+    card = stored_quality(run)
+    if card is None:
+        st.info(
+            "This run was saved without a quality card (it was made before cards were "
+            "computed). Run the method again on the Explain page to get one."
+        )
+        return
+    if card.get("error"):
+        st.warning(md(card["error"]))
+        return
+    flags = flags_by_metric(card)
+    for message in flags.get(GENERAL, []):
+        st.warning(md(message))
+    rows, total = card.get("rows"), card.get("rows_total")
+    scored = f"{fmt(rows)} of {fmt(total)} rows" if rows != total else f"{fmt(rows)} rows"
+    st.caption(
+        f"Scored on {scored} in {fmt(card.get('seconds'))} s "
+        f"({fmt(100 * (card.get('budget_share') or 0))}% of the job's time). Each figure has its "
+        "baseline beside it: a method earns trust by beating it."
+    )
+    metrics = card.get("metrics") or {}
+    cols = st.columns(4)
+    for i, (name, metric) in enumerate(metrics.items()):
+        with cols[i % 4]:
+            st.metric(name, fmt(metric.get("value")), help=md(how_to_read(name, metric)))
+            base = baseline_text(metric)
+            if base:
+                st.caption(md(base))
+            for message in flags.get(name, []):
+                st.warning(md(message), icon="⚠️")
+
+
+def quality_table(runs: dict[str, Any]) -> None:
+    """The stored quality cards of ``{method title: run}`` side by side: methods as columns,
+    metrics as rows, the best in bold, the baseline as a column, with a "how to read it" column;
+    then each run's sanity flags. Reads the cards only."""
+    from app.plots.quality import compare_markdown
+
+    st.subheader(
+        "Quality side by side",
+        help="The figures each job computed on its own run, on the same black box; bold marks the "
+        "best method (not the baseline). A figure is comparable across runs made on the same rows.",
+    )
+    cards = {label: stored_quality(run) for label, run in runs.items()}
+    st.markdown(compare_markdown(cards))
+    for label, card in cards.items():
+        for flag in (card or {}).get("flags") or []:
+            st.warning(f"{md(label)}, {md(flag.get('metric'))}: {md(flag.get('message'))}")
+
+
+MISSING = "—"
+PERCENTILE = "perturbation size percentile (0–100)"
+
+
+def percentile_text(value: float) -> str:
+    """A perturbation size percentile as every page shows it: on the 0-100 scale, one decimal."""
+    return f"{float(value):.1f}"
+
+
+def table(frame: Any, **kwargs: Any) -> Any:
+    """``st.dataframe`` for a frame whose columns may mix types (a value column holding numbers
+    and category names) or hold missing values: such columns are shown as text, numbers to four
+    digits and a dash for a missing value. Arrow cannot convert a mixed column (Streamlit logs a
+    traceback per render before it falls back), and a missing value would show as "None"."""
+    shown = frame.copy()
+    for name in shown.columns:
+        column = shown[name]
+        if column.dtype == object or (column.dtype.kind == "f" and column.isna().any()):
+            shown[name] = [_cell(v) for v in column]
+    return st.dataframe(shown, **kwargs)
+
+
+def _cell(v: Any) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return MISSING
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)

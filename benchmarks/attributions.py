@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from explainers.base import resolve_device
     from explainers.blackbox import demo_model, evaluate
     from explainers.emap import EMAP, EMAPParams
-    from explainers.integrated_gradients import IntegratedGradients
+    from explainers.integrated_gradients import IntegratedGradients, IntegratedGradientsParams
     from explainers.lime import Lime, LimeParams
     from explainers.metrics import agreement_matrix
     from explainers.shap import Shap, ShapParams
@@ -133,7 +133,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "lime": Lime(lime_params).fit(dataset, model),
         "shap_tree": Shap(tree_params).fit(dataset, model),
         "shap_permutation": Shap(perm_params).fit(dataset, model),
-        "ig_surrogate": IntegratedGradients().fit(dataset, model, surrogate=emap.surrogate_model()),
+        "ig_surrogate": IntegratedGradients(IntegratedGradientsParams(output="probability")).fit(
+            dataset, model, surrogate=emap.surrogate_model()
+        ),
     }
     attributions: dict[str, np.ndarray] = {"emap": emap_exp.attributions}
     seconds = {"emap": emap_s, "emap_forward": forward_s}

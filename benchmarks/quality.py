@@ -22,8 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from app.config import settings
 from app.console import ProgressLine
 
@@ -50,20 +48,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of every method and the cards")
 
 
-def _attribute(explainer: Any, seconds_per_row: float) -> Callable[[Any, Any], Any] | None:
-    """A callable recomputing the method's attributions for perturbed rows (sensitivity_max), for
-    methods fast enough to be called on every perturbation (the card asks for about a hundred
-    rows); None leaves the figure out."""
-    if seconds_per_row > 0.02:
-        return None
-
-    def attribute(Z: Any, classes: Any) -> Any:
-        rows = np.asarray(Z, dtype=np.float32)
-        return explainer.explain(rows, targets=np.asarray(classes, dtype=np.int64)).attributions
-
-    return attribute
-
-
 def _part(line: ProgressLine, lo: float, hi: float) -> Callable[[float, str], None]:
     """A progress callback for one stage, drawn on ``[lo, hi]`` of the method's line."""
     return lambda fraction, message: line(lo + (hi - lo) * fraction, message)
@@ -73,7 +57,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from datasets import load_dataset
     from explainers.blackbox import demo_model
     from explainers.models import GRADIENTS
-    from explainers.quality import quality_card
+    from explainers.quality import attribute_fn, quality_card
     from explainers.registry import METHODS
 
     t_start = time.perf_counter()
@@ -113,7 +97,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         line.done(f"explained {n} rows in {method_seconds:.1f} s; scoring")
         t0 = time.perf_counter()
         attribute = (
-            _attribute(explainer, method_seconds / max(n, 1))
+            attribute_fn(explainer, method_seconds / max(n, 1))
             if "attributions" in info.holds and "counterfactuals" not in info.holds
             else None
         )

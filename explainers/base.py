@@ -150,6 +150,12 @@ def params_from_dict(cls: type[P], values: dict[str, Any] | None) -> P:
     combinations that are too large together although each field is in range, such as a batch
     size times a network width: one job must not be able to ask for more than a few GB."""
     values = dict(values or {})
+    # A Params class may accept other names for a field (EMAP: immutable for pinned).
+    for alias, name in getattr(cls, "ALIASES", {}).items():
+        if alias in values:
+            if name in values:
+                raise ParamsError(f"give {alias} or {name}, not both: they are the same parameter")
+            values[name] = values.pop(alias)
     specs = {s.name: s for s in param_specs(cls)}
     unknown = sorted(set(values) - set(specs))
     if unknown:
@@ -196,9 +202,15 @@ def _convert(spec: ParamSpec, raw: Any) -> Any:
                 )
             return value
         if spec.type is tuple:
-            if isinstance(raw, str):
+            if isinstance(raw, str) and raw.strip().startswith("["):
+                raw = json.loads(raw)  # a JSON list (--param KEY=JSON)
+            elif isinstance(raw, str):
                 return tuple(v.strip() for v in raw.split(",") if v.strip())
+            if isinstance(raw, dict):
+                raise ValueError(raw)
             return tuple(raw)
+        if spec.type is str and isinstance(raw, dict | list):
+            return json.dumps(raw)  # a JSON parameter given as data (--param KEY=JSON)
         if raw is None:
             return None
         return spec.type(raw)

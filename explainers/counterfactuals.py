@@ -45,6 +45,7 @@ cannot be repaired keeps the method's own proposal and is marked ``FAILED``; not
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from datasets.base import FeatureSchema
+from explainers.constraints import Recourse
 
 AS_IS, REPAIRED, FAILED = 0, 1, 2
 STATUS_NAMES = ("as is", "repaired", "failed")
@@ -78,6 +80,9 @@ TURN_DIRECTIONS = 24  # directions around a low-dimensional point (48 for three 
 TURN_FRACTIONS = (0.45, 0.65, 0.85)  # of the current size
 TURN_CANDIDATES = 4  # per row and round, ranked by the guide
 TURN_ROUNDS = 3
+LIMIT_POOL = 5  # max_changed: the most useful changes a kept subset is chosen from
+LIMIT_SCALES = (1.5, 2.0, 3.0)  # ... and the scales of its continuous part
+LIMIT_CANDIDATES = 8  # per row asked in one call
 
 
 class BlackBoxCallError(RuntimeError):
@@ -146,6 +151,7 @@ class Refined:
     changed : (n,) number of original features changed (a one-hot block or a pixel counts once).
     calls : batched black-box calls made; rows_asked : rows sent over all calls.
     seconds : wall time of the whole refinement.
+    reasons : (n,) why each ``FAILED`` row failed ("" for the others).
     """
 
     counterfactuals: NDArray[np.float32]
@@ -155,6 +161,7 @@ class Refined:
     calls: int
     rows_asked: int
     seconds: float
+    reasons: NDArray[np.str_] | None = None
 
     @property
     def valid(self) -> NDArray[np.bool_]:
@@ -171,7 +178,8 @@ class Refined:
         return {
             "counterfactuals": self.counterfactuals,
             "counterfactual_predictions": self.predictions,
-            "success": self.predictions == np.asarray(targets),
+            # a row failed for a constraint may reach its target on a counterfactual not shown
+            "success": self.valid & (self.predictions == np.asarray(targets)),
             "raw_counterfactuals": np.asarray(proposals, dtype=np.float32),
             "raw_counterfactual_predictions": np.asarray(proposal_predictions, dtype=np.int64),
             "counterfactual_status": self.status,
@@ -296,12 +304,15 @@ class _State:
 
     def __init__(
         self, oracle: _Oracle, layout: _Layout, guide: Guide | None, X: NDArray,
-        proposal: NDArray, targets: NDArray,
+        proposal: NDArray, targets: NDArray, recourse: Recourse | None = None,
+        frozen: NDArray | None = None,
     ) -> None:  # fmt: skip
         self.oracle, self.layout, self.guide = oracle, layout, guide
+        self.recourse, self.frozen = recourse, frozen
         self.X, self.proposal, self.targets = X, proposal, targets
         self.best = proposal.copy()
         self.pred = oracle(self.best)
+        self.pred0 = self.pred.copy()
         self.status = np.where(self.pred == targets, AS_IS, FAILED).astype(np.int8)
         # An as-is row may not grow: its cap is the proposal's size; a repaired row has none.
         self.cap = np.where(
@@ -310,7 +321,12 @@ class _State:
 
     def ask(self, rows: NDArray, cand: NDArray) -> NDArray[np.bool_]:
         """The black box on candidates for ``rows`` (one call); True where the target is reached.
-        The classes it gave stay in ``last`` until the next call."""
+        The classes it gave stay in ``last`` until the next call. With constraints, ``cand`` is
+        first projected onto what they allow, in place: every stage's candidates keep them, and
+        the caller accepts the projected rows it was answered about."""
+        if self.recourse is not None and len(cand):
+            frozen = None if self.frozen is None else self.frozen[rows]
+            cand[...] = self.recourse.project(self.X[rows], cand, frozen)
         self.last = self.oracle(cand)
         return self.last == self.targets[rows]
 
@@ -334,6 +350,8 @@ def refine(
     sparsify: bool = True,
     guide: Guide | None = None,
     check: Callable[[], None] | None = None,
+    recourse: Recourse | None = None,
+    frozen: NDArray[np.bool_] | None = None,
 ) -> Refined:
     """Verify, repair, shrink and sparsify counterfactual ``proposals`` for the rows ``X``.
 
@@ -350,6 +368,13 @@ def refine(
         gradient steps; without it, repairs are scaling and every single switch, and changes are
         reverted smallest first.
     check : called before every black-box call (a method's cancel check); what it raises passes.
+    recourse : the user's constraints (``explainers.constraints``): every candidate is projected
+        onto them before the black box is asked, a row that still changes more than
+        ``max_changed`` features keeps only its most useful ones or fails, and each final
+        counterfactual is checked exactly (a row that breaks one is marked ``FAILED`` with the
+        reason, never valid).
+    frozen : (n, features) original features each row may not change beyond ``pinned`` (the
+        features earlier options used, for diverse counterfactuals).
 
     Raises
     ------
@@ -358,6 +383,8 @@ def refine(
     t0 = time.perf_counter()
     X = np.asarray(X, dtype=np.float32)
     targets = np.asarray(targets, dtype=np.int64)
+    if recourse is not None:
+        pinned = tuple(dict.fromkeys((*pinned, *recourse.immutable)))
     layout = _Layout(schema, pinned)
     oracle = _Oracle(predict, max_calls, check)
     # Pinned features are taken from the input whatever the method proposed.
@@ -365,8 +392,12 @@ def refine(
     pin[:, : layout.nc] = ~layout.free_cont
     for k, (_, free) in enumerate(layout.blocks):
         pin[:, layout.nc + k] = not free
+    if frozen is not None:
+        pin |= np.asarray(frozen, dtype=bool)
     proposal = layout.snap(X, layout.revert(X, np.asarray(proposals, dtype=np.float32), pin))
-    st = _State(oracle, layout, guide, X, proposal, targets)
+    if recourse is not None:
+        proposal = recourse.project(X, proposal, frozen)
+    st = _State(oracle, layout, guide, X, proposal, targets, recourse, frozen)
     _repair(st)
     ok = st.status != FAILED
     if ok.any():
@@ -386,12 +417,81 @@ def refine(
         # after shrinking gives way to the sparsified one it replaced
         over = np.linalg.norm(st.best[swapped] - X[swapped], axis=1) > st.cap[swapped]
         st.best[swapped[over]], st.pred[swapped[over]] = before[over], before_pred[over]
+    reasons = np.where(
+        st.status == FAILED,
+        "no change the black box accepted"
+        + (
+            " within the constraints"
+            if recourse is not None or frozen is not None or pinned
+            else ""
+        ),
+        "",
+    ).astype(np.str_)
+    if recourse is not None:
+        if recourse.max_changed and ok.any():
+            _limit_changes(st, ok, recourse.max_changed)
+        broken = recourse.violations(X, st.best)
+        bad = (st.status != FAILED) & (broken != "")
+        reasons = reasons.astype(object)
+        reasons[bad] = broken[bad]
+        reasons = reasons.astype(np.str_)
+        st.status[bad] = FAILED
     # Failed rows keep the method's own proposal (its last attempt), as the black box judged it.
+    failed = st.status == FAILED
+    st.best[failed], st.pred[failed] = st.proposal[failed], st.pred0[failed]
     changed = (layout.changes(X, st.best) > 0).sum(axis=1).astype(np.int64)
     return Refined(
         st.best, st.pred.astype(np.int64), st.status, changed, oracle.calls, oracle.rows,
-        time.perf_counter() - t0,
+        time.perf_counter() - t0, reasons,
     )  # fmt: skip
+
+
+def _limit_changes(st: _State, ok: NDArray, most: int) -> None:
+    """Rows that still change more than ``most`` features: candidates that keep ``most`` of their
+    ``LIMIT_POOL`` most useful changes (by the guide's estimate, else the largest) and revert the
+    rest, each with its continuous part as is and scaled up by ``LIMIT_SCALES`` (what the
+    reverted features did must now come from the kept ones); ranked by the guide (its flips,
+    smallest first), the best ``LIMIT_CANDIDATES`` per row asked in one call, the smallest that
+    holds kept. A row none holds for is left for the exact check to fail."""
+    layout, X, nc = st.layout, st.X, st.layout.nc
+    sizes = layout.changes(X, st.best)
+    rows = np.flatnonzero(ok & ((sizes > 0).sum(axis=1) > most))
+    if len(rows) == 0 or st.oracle.left < 1:
+        return
+    sizes = sizes[rows]
+    use = np.where(sizes > 0, _usefulness(st, rows, sizes), -np.inf)
+    order = np.argsort(-use, axis=1, kind="stable")[:, :LIMIT_POOL]  # most useful first
+    pool = min(LIMIT_POOL, order.shape[1])
+    cands, owners = [], []
+    for keep in itertools.combinations(range(pool), min(most, pool)):
+        revert = sizes > 0
+        for c in keep:
+            revert[np.arange(len(rows)), order[:, c]] = False
+        base = layout.revert(X[rows], st.best[rows], revert)
+        for scale in (1.0, *LIMIT_SCALES):
+            cand = base.copy()
+            cand[:, :nc] = X[rows, :nc] + scale * (base[:, :nc] - X[rows, :nc])
+            cands.append(layout.snap(X[rows], cand))
+            owners.append(np.arange(len(rows)))
+    cand, own = np.concatenate(cands), np.concatenate(owners)
+    cost = np.linalg.norm(cand - X[rows[own]], axis=1)
+    if st.guide is not None:
+        logp = st.guide.log_target(cand, st.targets[rows[own]])
+        key = np.where(logp > np.log(0.5), cost, 1e6 - logp)
+    else:
+        key = cost
+    pick = _top_per_row(own, key, LIMIT_CANDIDATES)
+    cand, own = cand[pick], own[pick]
+    hit = st.ask(rows[own], cand)
+    if not hit.any():
+        return
+    k = np.flatnonzero(hit)
+    r = rows[own[k]]
+    best = np.lexsort((np.linalg.norm(cand[k] - X[r], axis=1), r))
+    first = k[best][np.r_[True, r[best][1:] != r[best][:-1]]]
+    # the cap of an as-is row does not apply: a counterfactual within the limit beats none
+    st.best[rows[own[first]]] = cand[first]
+    st.pred[rows[own[first]]] = st.last[first]
 
 
 # --------------------------------------------------------------------------- repair

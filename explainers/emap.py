@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -31,13 +31,27 @@ from explainers.base import (
     report,
     resolve_device,
 )
-from explainers.counterfactuals import Refined, TorchGuide, refine
+from explainers.constraints import (
+    ConstraintError,
+    Constraints,
+    Recourse,
+    canonical_json,
+    parse_mapping,
+)
+from explainers.counterfactuals import FAILED, Refined, TorchGuide, refine
 from explainers.models import Model, TorchModel, build_mlp, save_torch_model
 
 SURROGATE_FILE = "surrogate.safetensors"
 PERTURBER_FILE = "perturber.safetensors"
 L2_EPS = 1e-8  # sqrt(sum delta^2 + eps): the L2 norm is not differentiable at 0
 VALIDATION_FRACTION = 0.1
+VALIDATION_ROWS = 10_000  # held-out rows at most (judged by the black box after every epoch)
+# Training cost bounded by steps, not rows: an epoch takes at most EPOCH_ROWS rows of each part
+# of its pool (a fresh shuffle every epoch), so beyond EPOCH_ROWS training rows the number of
+# optimisation steps is fixed (about 700 per epoch at batch 128) and a million rows train in the
+# time of a hundred thousand; every row can still be drawn. Boundary rounds ask the black box
+# about the counterfactuals of at most EPOCH_ROWS training rows.
+EPOCH_ROWS = 100_000
 NORM_REFERENCE_ROWS = 1000  # training rows whose verified sizes are the percentile's reference
 EXPLAIN_BATCH = 4096
 VERIFY_ROWS = 8192  # rows per refinement (its candidate batches grow with rows x width)
@@ -45,11 +59,16 @@ VERIFY_ROWS_IMAGES = 2048
 # Hidden activations of one training batch (rows x hidden units of both networks): 2**25 floats
 # are 128 MiB forward, well under a GB with their gradients, dropout masks and Adam's state.
 MAX_BATCH_ACTIVATIONS = 2**25
+MAX_OPTIONS = 10  # counterfactuals per row, at most
+TABULAR_OPTIONS = 3  # the default on tabular data
+SOFT_COUNT_SCALE = 0.1  # model space: a continuous change this size counts as 0.63 of a feature
 
 
 @dataclass(frozen=True)
 class EMAPParams:
     """EMAP's hyperparameters (defaults: the paper's architecture, lambda 0.1, eta 2.0)."""
+
+    ALIASES: ClassVar[dict[str, str]] = {"immutable": "pinned"}
 
     surrogate_layers: int = param(
         3,
@@ -185,9 +204,43 @@ class EMAPParams:
         advanced=True, label="Black-box calls per batch when checking")  # fmt: skip
     pinned: tuple[str, ...] = param(
         (),
-        "original features that may not change (Adult: race, sex)",
+        "original features that may not change (Adult: race, sex); also written immutable",
         label="Features that may not change",
         role="features",
+    )
+    directions: str = param(
+        "",
+        'JSON: features that may only go one way, e.g. {"age": "increase"}',
+        advanced=True,
+        label="Features that may only go one way",
+    )
+    ranges: str = param(
+        "",
+        'JSON: how far a continuous feature may go: [lo, hi] (absolute), "+-N" (units) or "+-P%", '
+        'e.g. {"hours-per-week": "+-10"}',
+        advanced=True,
+        label="How far each number may move",
+    )
+    categories: str = param(
+        "",
+        'JSON: the categories a changed feature may take, e.g. {"workclass": ["Private"]}',
+        advanced=True,
+        label="Categories a changed feature may take",
+    )
+    max_changed: int = param(
+        0,
+        "most features a counterfactual may change (0: no limit)",
+        0,
+        10_000,
+        label="Most features changed",
+    )
+    n_counterfactuals: int = param(
+        0,
+        "counterfactuals per row, each verified, later ones kept off the largest change of every "
+        "earlier one (0: 3 on tabular data, 1 otherwise)",
+        0,
+        MAX_OPTIONS,
+        label="Counterfactuals per row",
     )
     seed: int = param(
         0,
@@ -207,6 +260,22 @@ class EMAPParams:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pinned", tuple(str(p) for p in self.pinned))
+        for name in ("directions", "ranges", "categories"):
+            try:
+                value = canonical_json(parse_mapping(name, getattr(self, name)))
+            except ConstraintError as exc:
+                raise ParamsError(str(exc)) from None
+            object.__setattr__(self, name, value)
+        try:
+            self.constraints()
+        except ConstraintError as exc:
+            raise ParamsError(str(exc)) from None
+
+    def constraints(self) -> Constraints:
+        """The recourse constraints these parameters state (not yet checked against data)."""
+        return Constraints.from_params(
+            self.pinned, self.directions, self.ranges, self.categories, self.max_changed
+        )
 
     def check_limits(self) -> None:
         """Each field may be in range while the batch of both networks' activations is not."""
@@ -321,7 +390,12 @@ class EMAP(Explainer[EMAPParams]):
       feature's delta is zeroed, a pinned categorical block is copied from the input. They cannot
       change, by construction.
     * **Training length and which perturber is kept.** Fixed epochs (the paper: "under 15
-      epochs" on simple data); 10% of the training split is held out. After every perturber epoch
+      epochs" on simple data); 10% of the training split is held out (at most 10,000 rows). Beyond
+      100,000 training rows (``EPOCH_ROWS``) an epoch is a fixed budget of steps, not a pass: it
+      draws a fresh random 100,000 rows (of the training rows, and as many of each boundary
+      round's counterfactuals, made for a random 100,000 rows), so training costs the same at a
+      million rows as at a hundred thousand while every row can be drawn; below it nothing
+      changes. After every perturber epoch
       the black box judges the held-out counterfactuals, and the epoch with the best held-out
       black-box flip rate is kept (``select_epoch``; ties go to the later epoch), not the last:
       the flip rate swings from epoch to epoch, and keeping the last one made the result depend
@@ -427,7 +501,11 @@ class EMAP(Explainer[EMAPParams]):
 
         rng = np.random.default_rng(p.seed)
         order = rng.permutation(len(X_all))
-        n_val = max(1, int(round(VALIDATION_FRACTION * len(X_all)))) if len(X_all) >= 20 else 0
+        n_val = (
+            min(VALIDATION_ROWS, max(1, int(round(VALIDATION_FRACTION * len(X_all)))))
+            if len(X_all) >= 20
+            else 0
+        )
         val_idx, tr_idx = order[:n_val], order[n_val:]
         g_epochs = p.perturber_epochs + p.boundary_rounds * p.boundary_epochs
         self._plan = (progress, p.epochs + g_epochs + p.boundary_rounds * p.boundary_epochs, 0)
@@ -481,8 +559,13 @@ class EMAP(Explainer[EMAPParams]):
             pool_x, pool_y = [x_tr], [y_tr]
             for r in range(1, p.boundary_rounds + 1):
                 check_cancel(should_stop)
-                t_round = self._training_targets(self._probs(s_net, x_tr), y_tr, gen)
-                cf = self._counterfactual_tensor(perturber, x_tr, t_round)
+                x_r, y_r = x_tr, y_tr
+                if len(x_tr) > EPOCH_ROWS:
+                    pick = torch.randperm(len(x_tr), generator=gen)[:EPOCH_ROWS].to(dev)
+                    x_r, y_r = x_tr[pick], y_tr[pick]
+                t_round = self._training_targets(self._probs(s_net, x_r), y_r, gen)
+                cf = self._counterfactual_tensor(perturber, x_r, t_round)
+                del x_r, y_r
                 pool_x.append(cf)
                 pool_y.append(
                     torch.as_tensor(model.predict(cf.cpu().numpy()).astype(np.int64), device=dev)
@@ -490,6 +573,7 @@ class EMAP(Explainer[EMAPParams]):
                 self._train_surrogate(
                     s_net, s_opt, torch.cat(pool_x), torch.cat(pool_y), x_val, y_val,
                     p.boundary_epochs, gen, should_stop, round_=r,
+                    parts=[len(v) for v in pool_x],
                 )  # fmt: skip
                 self._train_perturber(*trainer, p.boundary_epochs, schedule, g_epochs, best, r)
             del self._plan  # holds the caller's progress callback
@@ -540,31 +624,35 @@ class EMAP(Explainer[EMAPParams]):
 
     def _train_surrogate(
         self, s_net: Any, opt: Any, x: Any, y: Any, x_val: Any, y_val: Any, epochs: int, gen: Any,
-        should_stop: StopFn | None, round_: int,
+        should_stop: StopFn | None, round_: int, parts: list[int] | None = None,
     ) -> None:  # fmt: skip
+        """``epochs`` epochs of the surrogate on ``x``, the concatenation of ``parts`` (row counts:
+        the training rows, then each boundary round's counterfactuals; default one part)."""
         import torch
 
         for q in s_net.parameters():
             q.requires_grad_(True)
         for epoch in range(epochs):
             s_net.train()
-            loss_sum = 0.0
-            for idx in self._batches(len(x), gen):
+            loss_sum, seen = 0.0, 0
+            for idx in self._batches(parts or [len(x)], gen):
                 check_cancel(should_stop)
                 loss = torch.nn.functional.cross_entropy(s_net(x[idx]), y[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 loss_sum += float(loss.detach()) * len(idx)
+                seen += len(idx)
+            loss_sum /= max(1, seen)
             s_net.eval()
             fid = self._agreement(s_net, x_val, y_val)
             self.history_.append(
-                {"stage": 1, "round": round_, "epoch": epoch + 1, "loss": loss_sum / len(x),
+                {"stage": 1, "round": round_, "epoch": epoch + 1, "loss": loss_sum,
                  "fidelity": fid}
             )  # fmt: skip
             where = f"round {round_}, " if round_ else ""
             self._tick(
-                f"surrogate {where}epoch {epoch + 1}/{epochs}: loss {loss_sum / len(x):.4f}, "
+                f"surrogate {where}epoch {epoch + 1}/{epochs}: loss {loss_sum:.4f}, "
                 f"held-out fidelity {fid:.3f}"
             )
         for q in s_net.parameters():
@@ -585,8 +673,8 @@ class EMAP(Explainer[EMAPParams]):
             k = next(schedule)
             tau = p.tau * (p.tau_final / p.tau) ** (k / max(1, g_epochs - 1))
             t_tr = self._training_targets(probs_tr, y_tr, gen)
-            sums = np.zeros(4)
-            for idx in self._batches(len(x_tr), gen):
+            sums, seen = np.zeros(4), 0
+            for idx in self._batches([len(x_tr)], gen):
                 check_cancel(should_stop)
                 x, t = x_tr[idx], t_tr[idx]
                 delta, logits = perturber(x, self._cond(t), self._dropout_masks(len(idx), gen))
@@ -598,7 +686,8 @@ class EMAP(Explainer[EMAPParams]):
                 loss.backward()
                 opt.step()
                 sums += parts * len(idx)
-            sums /= len(x_tr)
+                seen += len(idx)
+            sums /= max(1, seen)
             flip_s = self._surrogate_flip_rate(perturber, s_net, x_val, t_val)
             flip_b = float("nan")
             if len(x_val):
@@ -642,6 +731,12 @@ class EMAP(Explainer[EMAPParams]):
         )
         cat = changes.mean() if changes is not None else torch.zeros((), device=dev)
         loss = flip + p.lam * l2 + p.eta * cat
+        if p.max_changed:
+            # max_changed (soft): a smooth count of changed features beyond the limit
+            count = torch.zeros(len(t), device=dev) if changes is None else changes
+            if delta_m is not None:
+                count = count + (1.0 - torch.exp(-delta_m.abs() / SOFT_COUNT_SCALE)).sum(dim=1)
+            loss = loss + torch.relu(count - p.max_changed).mean()
         parts = np.array([float(v.detach()) for v in (loss, flip, l2, cat)])
         return loss, parts
 
@@ -752,12 +847,33 @@ class EMAP(Explainer[EMAPParams]):
             "categorical_changes": cat_changes,
             "target_replaced": replaced,
         }
+        k = self.n_options()
         if self.params.verify and n:
+            step = (0.95 - share) / k
             refined = self._refine_chunks(
-                model, self.schema_, X, raw, chosen, progress, share, should_stop
-            )
+                model, self.schema_, X, raw, chosen, progress, share, should_stop,
+                end=share + step,
+            )  # fmt: skip
             fields = refined.result_fields(raw, raw_pred, chosen)
             metrics.update(refined.metrics())
+            assert refined.reasons is not None
+            diagnostics["counterfactual_reason"] = refined.reasons
+            options = [refined]
+            for j in range(1, k):
+                options.append(
+                    self._option(
+                        model, X, chosen, options, j, progress, share + j * step,
+                        share + (j + 1) * step, should_stop,
+                    )
+                )  # fmt: skip
+            if k > 1:
+                diagnostics.update(
+                    option_counterfactuals=np.stack([r.counterfactuals for r in options[1:]], 1),
+                    option_predictions=np.stack([r.predictions for r in options[1:]], 1),
+                    option_status=np.stack([r.status for r in options[1:]], 1),
+                    option_reasons=np.stack([r.reasons for r in options[1:]], 1),  # type: ignore[misc]
+                )
+            metrics.update(self._option_metrics(X, options))
             norms = np.linalg.norm(refined.counterfactuals - X, axis=1)
             percentile = self.norm_percentile(norms, refined.valid)
             diagnostics.update(raw_perturbation_norm=raw_norms, features_changed=refined.changed)
@@ -798,8 +914,10 @@ class EMAP(Explainer[EMAPParams]):
     def _refine_chunks(
         self, model: Model, schema: FeatureSchema, X: NDArray, raw: NDArray, targets: NDArray,
         progress: ProgressFn | None, start: float, should_stop: StopFn | None,
+        frozen: NDArray | None = None, end: float = 0.95,
     ) -> Refined:  # fmt: skip
-        """``refine`` on chunks of rows (bounded memory for its candidate batches), joined."""
+        """``refine`` on chunks of rows (bounded memory for its candidate batches), joined;
+        with the run's constraints and, per row, the original features ``frozen`` (n, features)."""
         guide = TorchGuide(TorchModel(self.surrogate_, self.n_classes_, device=self.device_))
         rows = VERIFY_ROWS if self.n_features_ <= 256 else VERIFY_ROWS_IMAGES
         parts = []
@@ -811,12 +929,14 @@ class EMAP(Explainer[EMAPParams]):
                         model.predict, schema, X[sl], raw[sl], targets[sl],
                         pinned=self.params.pinned, max_calls=self.params.verify_calls,
                         guide=guide, check=lambda: check_cancel(should_stop),
+                        recourse=self.recourse_,
+                        frozen=None if frozen is None else frozen[sl],
                     )
                 )  # fmt: skip
             done = min(len(X), s + rows)
             report(
                 progress,
-                start + (0.95 - start) * done / len(X),
+                start + (end - start) * done / len(X),
                 f"verified {done}/{len(X)} on the black box",
             )
         if len(parts) == 1:
@@ -829,7 +949,118 @@ class EMAP(Explainer[EMAPParams]):
             sum(r.calls for r in parts),
             sum(r.rows_asked for r in parts),
             sum(r.seconds for r in parts),
+            np.concatenate([r.reasons for r in parts]) if parts[0].reasons is not None else None,
         )
+
+    def n_options(self) -> int:
+        """Counterfactuals per row: ``n_counterfactuals``, or (0) 3 on tabular data, else 1."""
+        k = self.params.n_counterfactuals
+        if k:
+            return k
+        return TABULAR_OPTIONS if self.modality_ == "tabular" else 1
+
+    def _option(
+        self, model: Model, X: NDArray, targets: NDArray, earlier: list[Refined], j: int,
+        progress: ProgressFn | None, start: float, end: float, should_stop: StopFn | None,
+    ) -> Refined:  # fmt: skip
+        """Option ``j`` (1-based after the first) for every row: EMAP's perturbation with its
+        dropout and Gumbel noise sampled (seed + j), verified with every earlier valid option's
+        largest change frozen (rows that fail get a second try with its smallest change frozen
+        instead), so a valid option never changes the same set of features as an earlier one. A valid option equal to an earlier one is marked failed ("same as option
+        i"); so is one that breaks a constraint (``refine``'s exact check)."""
+        import torch
+
+        schema = self.schema_
+        # one feature of every earlier valid option frozen: its largest change, and for a
+        # second try on the rows that fail, its smallest (either keeps the sets apart)
+        large = np.zeros((len(X), len(schema.original_names)), dtype=bool)
+        small = large.copy()
+        for r in earlier:
+            size = _feature_changes(schema, X, r.counterfactuals)
+            ok = np.flatnonzero((r.status != FAILED) & (size.max(axis=1) > 0))
+            large[ok, size[ok].argmax(axis=1)] = True
+            small[ok, np.where(size[ok] > 0, size[ok], np.inf).argmin(axis=1)] = True
+        gen = torch.Generator(device="cpu").manual_seed(self.params.seed + 7919 * j)
+        raw = self._perturb_sampled(X, targets, gen)
+        mid = (start + end) / 2
+        out = self._refine_chunks(
+            model, schema, X, raw, targets, progress, start, should_stop, frozen=large, end=mid
+        )
+        again = np.flatnonzero((out.status == FAILED) & np.any(small != large, axis=1))
+        if len(again):
+            retry = self._refine_chunks(
+                model, schema, X[again], raw[again], targets[again], progress, mid, should_stop,
+                frozen=small[again], end=end,
+            )  # fmt: skip
+            won = retry.status != FAILED
+            for name in ("counterfactuals", "predictions", "status", "changed", "reasons"):
+                getattr(out, name)[again[won]] = getattr(retry, name)[won]
+            out.calls += retry.calls
+            out.rows_asked += retry.rows_asked
+        assert out.reasons is not None
+        reasons = out.reasons.astype(object)
+        for i, r in enumerate(earlier):
+            same = (
+                (out.status != FAILED)
+                & (r.status != FAILED)
+                & np.all(np.abs(out.counterfactuals - r.counterfactuals) <= 1e-6, axis=1)
+            )
+            out.status[same] = FAILED
+            reasons[same] = f"same as option {i + 1}"
+        out.reasons = reasons.astype(np.str_)
+        return out
+
+    def _option_metrics(self, X: NDArray, options: list[Refined]) -> dict[str, float | None]:
+        """Constraint violations among valid counterfactuals (the exact check; must be 0), and
+        with several options per row their validity and diversity: the mean number of distinct
+        changed-feature sets per row among its valid options, and the mean pairwise L2 distance
+        (model space) between a row's valid options (rows with two or more)."""
+        schema = self.schema_
+        check = self.params.constraints().compile(schema)
+        violations = 0
+        for r in options:
+            valid = r.status != FAILED
+            violations += int((check.violations(X[valid], r.counterfactuals[valid]) != "").sum())
+        out: dict[str, float | None] = {"constraint_violations": float(violations)}
+        if len(options) == 1:
+            return out
+        valid = np.stack([r.status != FAILED for r in options], 1)  # (n, k)
+        sets = np.stack([_feature_changes(schema, X, r.counterfactuals) > 0 for r in options], 1)
+        distinct = [
+            len({sets[i, j].tobytes() for j in np.flatnonzero(valid[i])}) for i in range(len(X))
+        ]
+        cf = np.stack([r.counterfactuals for r in options], 1)
+        dists = []
+        for i in np.flatnonzero(valid.sum(axis=1) >= 2):
+            c = cf[i, valid[i]]
+            d = np.linalg.norm(c[:, None, :] - c[None, :, :], axis=2)
+            dists.append(d[np.triu_indices(len(c), 1)].mean())
+        out.update(
+            counterfactuals_per_row=float(len(options)),
+            option_validity=float(valid.mean()),
+            rows_with_two_valid_options=float((valid.sum(axis=1) >= 2).mean()),
+            diversity_distinct_feature_sets=float(np.mean(distinct)),
+            diversity_mean_pairwise_distance=float(np.mean(dists)) if dists else None,
+        )
+        return out
+
+    def _perturb_sampled(self, X: NDArray, targets: NDArray, gen: Any) -> NDArray[np.float32]:
+        """x' with the perturber's dropout on and its categorical blocks drawn by Gumbel noise at
+        ``tau_final`` (as in training): another of the changes EMAP has learnt for each row."""
+        import torch
+
+        dev = self.device_
+        out = []
+        with torch.no_grad(), _cpu_threads(dev, self.n_features_):
+            for s in range(0, len(X), EXPLAIN_BATCH):
+                x = torch.as_tensor(np.asarray(X[s : s + EXPLAIN_BATCH], np.float32), device=dev)
+                t = torch.as_tensor(np.asarray(targets[s : s + EXPLAIN_BATCH]), device=dev)
+                delta, logits = self.perturber_(x, self._cond(t), self._dropout_masks(len(x), gen))
+                noise = self._gumbel_noise(len(x), gen)
+                x_new = self._compose(x, delta, logits, self.params.tau_final, noise)[0]
+                x_new[:, self.n_cont_ :] = torch.round(x_new[:, self.n_cont_ :])
+                out.append(x_new.cpu().numpy())
+        return np.concatenate(out).astype(np.float32) if out else np.zeros_like(X)
 
     def perturb(
         self, X: NDArray, original: NDArray, targets: NDArray | None = None
@@ -926,6 +1157,17 @@ class EMAP(Explainer[EMAPParams]):
             raise ParamsError(
                 f"cannot pin {', '.join(map(repr, unknown))}: no such feature; features are {', '.join(known)}"
             )
+        constraints = self.params.constraints()
+        try:
+            # pinning alone is handled by the masks below; anything more needs the projection
+            self.recourse_: Recourse | None = (
+                constraints.compile(schema)
+                if constraints.any and constraints != Constraints(immutable=constraints.immutable)
+                else None
+            )
+        except ConstraintError as exc:
+            raise ParamsError(str(exc)) from None
+        self._recourse_consts: Any = None
         self.n_features_ = schema.width
         self.n_cont_ = schema.n_continuous
         self.n_classes_ = n_classes
@@ -940,11 +1182,23 @@ class EMAP(Explainer[EMAPParams]):
         lo, hi = schema.continuous_bounds()
         self.lo_, self.hi_ = lo.astype(np.float32), hi.astype(np.float32)
 
-    def _batches(self, n: int, gen: Any) -> list[Any]:
+    def _batches(self, parts: list[int], gen: Any) -> list[Any]:
+        """One epoch's shuffled mini-batches of row indices into the concatenation of ``parts``
+        (row counts): every row of a part up to ``EPOCH_ROWS`` rows, else a fresh random
+        ``EPOCH_ROWS`` of them, so each part keeps its share of the steps and the step count stays
+        fixed however many rows there are."""
         import torch
 
-        perm = torch.randperm(n, generator=gen).to(self.device_)
-        return list(torch.split(perm, self.params.batch_size))
+        if max(parts) <= EPOCH_ROWS:
+            perm = torch.randperm(sum(parts), generator=gen)
+        else:
+            picks, offset = [], 0
+            for n in parts:
+                picks.append(torch.randperm(n, generator=gen)[:EPOCH_ROWS] + offset)
+                offset += n
+            perm = torch.cat(picks)
+            perm = perm[torch.randperm(len(perm), generator=gen)]
+        return list(torch.split(perm.to(self.device_), self.params.batch_size))
 
     def _cond(self, t: Any) -> Any:
         import torch
@@ -1003,15 +1257,26 @@ class EMAP(Explainer[EMAPParams]):
             delta_m = delta * mask
             lo = torch.as_tensor(self.lo_, device=x.device)
             hi = torch.as_tensor(self.hi_, device=x.device)
-            parts.append(torch.clamp(x[:, : self.n_cont_] + delta_m, lo, hi))
+            xc = x[:, : self.n_cont_]
+            if self.recourse_ is not None:
+                # directions and ranges: a per-row clamp in the output layer (hard)
+                if self._recourse_consts is None:
+                    self._recourse_consts = self.recourse_.torch_consts(x.device)
+                lo, hi = self.recourse_.bounds(xc, self._recourse_consts, hull=True)
+            parts.append(torch.clamp(xc + delta_m, lo, hi))
         changes = None
-        for start, size, pinned in self.blocks_:
+        for k, (start, size, pinned) in enumerate(self.blocks_):
             old = x[:, start : start + size]
             if pinned:
                 parts.append(old)
                 continue
             cols = slice(start - self.n_cont_, start - self.n_cont_ + size)
             lg = logits[:, cols]
+            allowed = None if self.recourse_ is None else self.recourse_.allowed[k]
+            if allowed is not None:
+                # allowed categories: the others (but the row's own) cannot be drawn (hard)
+                ok = torch.as_tensor(allowed, device=x.device)[None, :] | (old > 0.5)
+                lg = lg.masked_fill(~ok, -1e9)
             if noise is None:
                 new = torch.nn.functional.one_hot(lg.argmax(dim=1), size).to(x.dtype)
             else:
@@ -1069,6 +1334,18 @@ class EMAP(Explainer[EMAPParams]):
                     torch.softmax(self.surrogate_(x_new), dim=1).double().cpu().numpy()
                 )
         return x_new.cpu().numpy(), t.cpu().numpy(), extra
+
+
+def _feature_changes(schema: FeatureSchema, X: NDArray, Z: NDArray) -> NDArray[np.float64]:
+    """(n, original features): |change| in model space of each continuous feature, 1 for a
+    changed categorical one, 0 when unchanged (below 1e-6)."""
+    nc = schema.n_continuous
+    out = np.zeros((len(X), nc + len(schema.categorical)))
+    out[:, :nc] = np.abs(np.asarray(Z)[:, :nc] - np.asarray(X)[:, :nc])
+    for k, block in enumerate(schema.blocks):
+        out[:, nc + k] = np.abs(np.asarray(Z)[:, block] - np.asarray(X)[:, block]).sum(axis=1) > 0.5
+    out[out < 1e-6] = 0.0
+    return out
 
 
 @contextmanager

@@ -205,8 +205,11 @@ class Lime(Explainer[LimeParams]):
         score, intercept, local_pred = np.zeros(n), np.zeros(n), np.zeros(n)
         for i in range(n):
             check_cancel(should_stop)
-            # Re-seed per instance, so an instance's explanation does not depend on the batch it is in.
+            # Re-seed per instance, so an instance's explanation does not depend on the batch it is in;
+            # the discretizer samples with its own handle on the state (lime shares one at start-up).
             self.explainer_.random_state = np.random.RandomState(p.seed)
+            if self.explainer_.discretizer is not None:
+                self.explainer_.discretizer.random_state = self.explainer_.random_state
             label = int(targets[i])
             exp = self.explainer_.explain_instance(
                 Z[i],

@@ -44,6 +44,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from datasets.base import Dataset, FeatureSchema
+from explainers.constraints import ConstraintError, Constraints, Recourse
 from explainers.explanation import Explanation
 from explainers.metrics import flip_rate
 from explainers.models import Model
@@ -183,7 +184,7 @@ def mad_scales(X_train: NDArray, schema: FeatureSchema) -> NDArray[np.float64]:
     -------
     (n_continuous,) float, >= 0.
     """
-    Z = np.asarray(X_train, dtype=np.float64)[:, : schema.n_continuous]
+    Z = np.asarray(np.asarray(X_train)[:, : schema.n_continuous], dtype=np.float64)
     if len(Z) == 0:
         raise ValueError("no training rows to measure the median absolute deviation on")
     med = np.median(Z, axis=0)
@@ -526,10 +527,10 @@ def removal_baseline(X_train: NDArray) -> NDArray[np.float64]:
     -------
     (d,) float.
     """
-    X_train = np.asarray(X_train, dtype=np.float64)
+    X_train = np.asarray(X_train)
     if len(X_train) == 0:
         raise ValueError("no training rows to take the removal baseline (their mean) from")
-    return X_train.mean(axis=0)
+    return np.asarray(X_train.mean(axis=0, dtype=np.float64))  # no float64 copy of the rows
 
 
 def explained_classes(explanation: Explanation) -> NDArray[np.int64]:
@@ -1139,6 +1140,22 @@ def sanity_flags(
     return flags
 
 
+def attribute_fn(explainer: Any, seconds_per_row: float) -> AttributeFn | None:
+    """An ``AttributeFn`` recomputing a fitted method's attributions on perturbed rows (for
+    ``sensitivity_max``), or None for a method too slow to be called on every perturbation
+    (above 0.02 s per row: the card asks for about a hundred rows), which leaves that figure out.
+    """
+    if seconds_per_row > 0.02:
+        return None
+
+    def attribute(Z: NDArray, classes: NDArray) -> NDArray:
+        rows = np.asarray(Z, dtype=np.float32)
+        out = explainer.explain(rows, targets=np.asarray(classes, dtype=np.int64)).attributions
+        return np.asarray(out)
+
+    return attribute
+
+
 # --------------------------------------------------------------------------- the card
 @dataclass(frozen=True)
 class CardBudget:
@@ -1230,6 +1247,24 @@ METRIC_INFO: dict[str, tuple[str, Better, str]] = {
         "lower",
         "number of broken constraints (pinned features changed, values out of range) over the rows scored",
     ),
+    "recourse_violations": (
+        "counterfactual",
+        "lower",
+        "valid counterfactuals that break one of the run's own constraints (immutable features, "
+        "directions, ranges, allowed categories, most features changed); must be 0",
+    ),
+    "diversity_distinct_feature_sets": (
+        "counterfactual",
+        "higher",
+        "runs with several options per row: mean number of distinct sets of changed features "
+        "among a row's valid options (over the run's rows)",
+    ),
+    "diversity_mean_pairwise_distance": (
+        "counterfactual",
+        "higher",
+        "runs with several options per row: mean L2 distance (model space) between a row's valid "
+        "options (over the run's rows with two or more)",
+    ),
     "seconds_per_counterfactual": (
         "counterfactual",
         "lower",
@@ -1319,6 +1354,21 @@ def _pinned(explanation: Explanation, pinned: Sequence[str] | None) -> list[str]
     return [value] if isinstance(value, str) else list(value)
 
 
+def _run_constraints(exp: Explanation, schema: FeatureSchema) -> Recourse | None:
+    """The recourse constraints a run was made with (``explainers.constraints``), or None when it
+    states none beyond pinning (scored by ``constraint_violations``) or they no longer fit."""
+    p = exp.params
+    if not any(p.get(k) for k in ("directions", "ranges", "categories", "max_changed")):
+        return None
+    try:
+        return Constraints.from_params(
+            tuple(p.get("pinned") or ()), p.get("directions") or "", p.get("ranges") or "",
+            p.get("categories") or "", int(p.get("max_changed") or 0),
+        ).compile(schema)  # fmt: skip
+    except (ConstraintError, TypeError, ValueError):
+        return None
+
+
 def quality_card(
     explanation: Explanation,
     dataset: Dataset,
@@ -1392,12 +1442,15 @@ def quality_card(
         }
 
     proba_x = _proba(predict, X, budget.batch_rows)
-    train = np.asarray(dataset.X_train, dtype=np.float64)
+    train = np.asarray(
+        dataset.X_train
+    )  # samples are taken before any float64 copy (MNIST: 60k rows)
     # Disjoint training samples: a reference for yNN/LOF/gap and a pool for the nearest real example.
     perm = np.random.default_rng([seed, 2]).permutation(len(train))
     ref_idx = perm[: budget.reference_rows]
     pool_idx = perm[budget.reference_rows : budget.reference_rows + budget.pool_rows]
-    X_ref = train[ref_idx]
+    X_ref = np.asarray(train[ref_idx], dtype=np.float64)
+    X_pool = np.asarray(train[pool_idx], dtype=np.float64)
     baseline = removal_baseline(train)
 
     if exp.counterfactuals is not None:
@@ -1405,7 +1458,7 @@ def quality_card(
         C = np.asarray(exp.counterfactuals, dtype=np.float64)
         targets = exp.targets
         if not image:
-            both = _proba(predict, np.concatenate([C, X_ref, train[pool_idx]]), budget.batch_rows)
+            both = _proba(predict, np.concatenate([C, X_ref, X_pool]), budget.batch_rows)
             cf_pred = both[:n].argmax(axis=1)
             ref_classes = both[n : n + len(ref_idx)].argmax(axis=1)
             pool_classes = both[n + len(ref_idx) :].argmax(axis=1)
@@ -1417,7 +1470,7 @@ def quality_card(
         flags += sanity_flags(method=exp.method, validity=val)
         nearest = found = None
         if not image and len(pool_idx):
-            nearest, found = nearest_real_examples(X, targets, train[pool_idx], pool_classes)
+            nearest, found = nearest_real_examples(X, targets, X_pool, pool_classes)
         ok_nn = found if found is not None else np.zeros(n, dtype=bool)
 
         def cf_figure(name: str, values: NDArray, base_values: NDArray | None) -> None:
@@ -1484,6 +1537,14 @@ def quality_card(
         put("constraint_violation_rate", float(np.mean(violations > 0)) if n else None)
         put("constraint_violations", int(violations.sum()))
         context["pinned"] = pins
+        recourse = _run_constraints(exp, schema)
+        if recourse is not None:
+            shown = valid if exp.success is None else valid & np.asarray(exp.success, dtype=bool)
+            broken = recourse.violations(X[shown], C[shown]) != ""
+            put("recourse_violations", int(broken.sum()))
+        for key in ("diversity_distinct_feature_sets", "diversity_mean_pairwise_distance"):
+            if exp.metrics.get(key) is not None:
+                put(key, exp.metrics[key])
         put(
             "seconds_per_counterfactual",
             seconds_per_counterfactual(exp.provenance.seconds, n_total),

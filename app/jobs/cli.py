@@ -1,7 +1,8 @@
 """``flipscope jobs ...`` (registered in ``app.cli.COMMANDS``; the worker is ``app.jobs.worker``).
 
 ``submit KIND --dataset NAME [--model SPEC] [--param KEY=VALUE ...] [--wait]`` prints the run
-id; ``list``, ``show ID`` (JSON), ``log ID``, ``cancel ID``, ``retry ID``, ``delete ID``, ``kinds``.
+id; ``list``, ``show ID`` (JSON), ``log ID``, ``cancel ID``, ``retry ID``, ``delete ID``, ``kinds``,
+``export ID --csv PATH`` (the counterfactuals, one line per option, ``app.cf_export``).
 
 The command line is the operator (``app.access``: user None): it sees and may change every run and
 upload. What it submits has no owner, so signed-in users may view and use it like a demo run;
@@ -29,7 +30,8 @@ def add_jobs_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     s.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE",
-        help="a parameter of the kind (repeat); rows=N caps the test rows explained",
+        help="a parameter of the kind (repeat); rows=N caps the test rows explained; a VALUE "
+        "starting with { or [ is JSON",
     )  # fmt: skip
     s.add_argument("--wait", action="store_true", help="follow the run until it ends")
     ls = sub.add_parser("list", help="runs, newest first")
@@ -46,14 +48,30 @@ def add_jobs_arguments(p: argparse.ArgumentParser) -> None:
         c = sub.add_parser(name, help=help_text)
         c.add_argument("run_id")
     sub.add_parser("kinds", help="the job kinds and their parameters")
+    e = sub.add_parser("export", help="a run's counterfactuals as CSV (original units)")
+    e.add_argument("run_id")
+    e.add_argument("--csv", required=True, metavar="PATH", help="the file to write; - for stdout")
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; a VALUE that starts with ``{`` or ``[`` is JSON (an EMAP constraint
+    such as ``directions={"age": "increase"}`` or ``immutable=["race", "sex"]``), any other is
+    text the method's parameters convert."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--param {item!r}: write KEY=VALUE")
+        if value.strip()[:1] in ("{", "["):
+            try:
+                out[key.strip()] = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"--param {key.strip()}: {value[:80]!r} is not valid JSON ({exc.msg} at "
+                    f"character {exc.pos}); quote the whole pair in the shell, e.g. "
+                    '--param \'directions={"age": "increase"}\''
+                ) from None
+            continue
         out[key.strip()] = value
     return out
 
@@ -128,7 +146,29 @@ def _jobs(args: argparse.Namespace, backend: Any) -> int:
         return 0
     if cmd == "kinds":
         return _print_kinds()
+    if cmd == "export":
+        return _export(store, args.run_id, args.csv)
     raise ValueError(f"unknown jobs command {cmd!r}")
+
+
+def _export(store: Any, run_id: str, path: str) -> int:
+    """Write the run's counterfactuals as CSV (``app.cf_export``): one line per option."""
+    from pathlib import Path
+
+    from app.cf_export import counterfactual_csv
+
+    data = counterfactual_csv(store.load_explanation(run_id))
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return 0
+    try:
+        Path(path).write_bytes(data)
+    except OSError as exc:
+        raise ValueError(f"cannot write {path}: {exc.strerror or exc}") from None
+    lines = data.count(b"\n") - 1
+    print(f"wrote {lines} counterfactuals of {run_id} to {path}")
+    return 0
 
 
 def _print_kinds() -> int:

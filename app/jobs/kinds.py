@@ -174,7 +174,10 @@ def validate(
     if params_cls is not None:
         checked = params_from_dict(params_cls, own)
         # Store the converted values (CLI strings become numbers) so the run shows what ran.
-        own = {f.name: getattr(checked, f.name) for f in fields(checked) if f.name in own}
+        # (a field given under another name, EMAP's immutable for pinned, is stored as the field)
+        aliases = getattr(params_cls, "ALIASES", {})
+        given = {aliases.get(k, k) for k in own}
+        own = {f.name: getattr(checked, f.name) for f in fields(checked) if f.name in given}
     return (
         dataset_spec.to_json(),
         None if model_spec is None else model_spec.to_json(),

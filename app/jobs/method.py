@@ -2,8 +2,10 @@
 
 Run through the ``Explainer`` interface only (``explainers.registry.METHODS``):
 ``Method(params).fit(dataset, model, surrogate=...)`` then ``.explain(X, rows=...)``. The
-``Explanation`` is saved under ``artifacts/explanation/`` and the fitted method
-(``Explainer.save``: json, safetensors, npy) under ``artifacts/<kind>/``. Job parameters other
+``Explanation`` is saved under ``artifacts/explanation/``, the fitted method
+(``Explainer.save``: json, safetensors, npy) under ``artifacts/<kind>/`` and the run's quality card
+(``app.jobs.quality``, within about a fifth of the job's time; a card that fails is recorded as
+its error and never fails the job) as ``artifacts/quality.json``. Job parameters other
 than the method's: ``rows`` caps how many test rows are explained (default: the whole test
 split); ``surrogate`` names a run whose surrogate stands in for a black box without gradients.
 """
@@ -14,8 +16,9 @@ import time
 from typing import Any
 
 from app.jobs.kinds import JobKind, split_params
+from app.jobs.quality import job_card
 from app.jobs.runtime import JobContext
-from app.jobs.store import EXPLANATION
+from app.jobs.store import EXPLANATION, QUALITY, write_quality
 from explainers.base import params_from_dict, resolve_device
 from explainers.registry import get_method
 
@@ -53,16 +56,25 @@ def run_method(ctx: JobContext, kind: JobKind) -> dict[str, Any]:
         fitted = time.perf_counter()
         explanation = explainer.explain(
             X, rows={"split": "test", "start": 0, "stop": len(X)},
-            progress=ctx.stage("explaining", fit_end, 0.95), should_stop=ctx.should_stop,
+            progress=ctx.stage("explaining", fit_end, 0.94), should_stop=ctx.should_stop,
         )  # fmt: skip
         done = time.perf_counter()
-    ctx.report(0.96, "saving", "writing the explanation", force=True)
-    with ctx.writing(EXPLANATION, kind.name):
+        ctx.report(0.95, "scoring", "the quality card: faithfulness, plausibility", force=True)
+        card = job_card(
+            explanation, dataset, model, explainer=explainer, holds=info.holds,
+            job_seconds=done - t0,
+        )  # fmt: skip
+    ctx.report(0.97, "saving", "writing the explanation", force=True)
+    with ctx.writing(EXPLANATION, kind.name, QUALITY):
         explanation.save(ctx.artifacts / EXPLANATION)
         explainer.save(ctx.artifacts / kind.name)
+        write_quality(ctx.artifacts / QUALITY, card)
     metrics = dict(explanation.metrics)
     metrics.update(
-        n=explanation.n, fit_seconds=round(fitted - t0, 3), explain_seconds=round(done - fitted, 3)
+        n=explanation.n,
+        fit_seconds=round(fitted - t0, 3),
+        explain_seconds=round(done - fitted, 3),
+        quality_seconds=round(card["seconds"], 3),
     )
     if explanation.success is not None:
         metrics.setdefault("success_rate", float(explanation.success.mean()))

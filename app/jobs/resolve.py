@@ -117,11 +117,6 @@ class DatasetSpec:
     def builtin(self) -> bool:
         return self.name is not None
 
-    @property
-    def label(self) -> str:
-        """How a page names it: the built-in name, or "upload" and the id's first characters."""
-        return self.name if self.name is not None else f"upload {str(self.upload)[:6]}"
-
 
 MODEL_SOURCES = ("demo", "upload", "run")
 

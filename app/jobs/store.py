@@ -4,7 +4,8 @@ Layout under the store's root (``settings().runs_dir``, ``FLIPSCOPE_RUNS_DIR`` t
 
     <run id>/run.json      the record: kind, params, specs, status, timestamps, progress, metrics
     <run id>/log.txt       what the job said; the traceback of a failure
-    <run id>/artifacts/    the Explanation (``explanation/``), weights (safetensors, skops), never a pickle
+    <run id>/artifacts/    the Explanation (``explanation/``), its quality card (``quality.json``),
+                           weights (safetensors, skops), never a pickle
     <run id>/cancel        present once a cancel was asked for (the job polls it between steps;
                            its mtime, the first request, starts the watchdog's grace)
     <run id>/.lock         flock'ed around every read-modify-write of run.json
@@ -29,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import re
 import secrets
@@ -51,6 +53,7 @@ LOCK = ".lock"
 ACTIVE = ".active"
 SUBMIT_LOCK = ".submit.lock"
 EXPLANATION = "explanation"  # artifacts/explanation/ holds Explanation.save's files
+QUALITY = "quality.json"  # artifacts/quality.json: the run's quality card (app.jobs.quality)
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "queued",
@@ -430,6 +433,26 @@ class RunStore:
         except (ExplanationFormatError, OSError) as exc:  # named inside the run, not the server
             raise ExplanationFormatError(hide_paths(str(exc), self.run_dir(run_id))) from None
 
+    def load_quality(self, run_id: str) -> dict[str, Any] | None:
+        """The run's quality card (``app.jobs.quality``), or None for a run saved without one (a
+        training run, or one made before cards); ``RunStateError`` naming the file inside the run
+        when it is there but unreadable. A card that could not be computed is a record with an
+        ``"error"``."""
+        self.get(run_id)
+        path = self.artifacts_dir(run_id) / QUALITY
+        try:
+            card = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise RunStateError(
+                hide_paths(f"{path} cannot be read: {why}", self.run_dir(run_id))
+            ) from None
+        if not isinstance(card, dict):
+            raise RunStateError(f"{ARTIFACTS}/{QUALITY} is not a record")
+        return card
+
     def explanation_meta(self, run_id: str) -> dict[str, Any]:
         """What the run's saved Explanation holds, from its ``explanation.json`` alone (method,
         modality, names, ``image_shape``, ``rows``, ``arrays``: the arrays saved), without reading
@@ -715,6 +738,23 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
+
+
+def write_quality(path: Path, card: dict[str, Any]) -> None:
+    """Save a quality card as strict JSON (NaN and infinities become null), atomically."""
+    plain = json.loads(json.dumps(card, default=_json_default))  # numpy values -> plain
+    _atomic_write(path, json.dumps(_finite(plain), indent=1, allow_nan=False), False)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:

@@ -21,6 +21,12 @@ many hosted-link viewers: 10,000 arrows painted in 3.7 s as SVG, 19.6 s as softw
 ``flipscope bench plots --browser``), while WebGL keeps pan and zoom smooth for bigger fields on a
 real GPU.
 
+A big run is not drawn whole: at most ``MAX_ARROWS`` arrows (every uncertain row's first, then a
+random subset, and the selected row's) over a density layer of all rows aggregated here (a 2-D
+histogram sent as a small heatmap); uncertain rows without an arrow stay visible as red points
+(a red density past ``MAX_UNCERTAIN_POINTS``), and the title says how many rows are drawn of how
+many. The figure stays under 2 MB whatever the run's size.
+
 Data with more than two features is drawn through an ``app.analysis.Projection2D``: a chosen pair
 of features, or the first two principal components, whose axis labels say "(projection)". The
 black box's regions under the arrows are computed there too (``decision_regions``): a figure
@@ -46,6 +52,13 @@ from app.text import plot_text, plot_texts
 from explainers.explanation import Explanation
 
 SVG_MAX_ARROWS = 5000  # "auto" renderer: SVG up to this many drawn arrows, WebGL above
+# Big runs (issue 19): at most MAX_ARROWS arrows are drawn, the uncertain rows first, over a
+# density layer of every row (a DENSITY_BINS^2 histogram computed here, not in the browser);
+# uncertain rows without an arrow are red points up to MAX_UNCERTAIN_POINTS, a red density above.
+# With these the figure stays under 2 MB however many rows a run has.
+MAX_ARROWS = 3000
+MAX_UNCERTAIN_POINTS = 20_000
+DENSITY_BINS = 120
 UNCERTAIN = "#d62728"  # red, reserved for the smallest-k% arrows
 NEUTRAL = "#3d3d3d"
 SELECTED = "#000000"
@@ -181,7 +194,7 @@ def arrow_field_figure(
     k_pct: float = 10.0,
     normalise: bool = False,
     background: DecisionRegions | None = None,
-    max_arrows: int | None = None,
+    max_arrows: int | None = MAX_ARROWS,
     selected: int | None = None,
     features: tuple[int, int] = (0, 1),
     projection: Projection2D | None = None,
@@ -202,7 +215,11 @@ def arrow_field_figure(
         exactly ``ceil(k_pct / 100 * n)`` of them, chosen over ALL n instances.
     normalise : draw every arrow with the same length (direction only); the legend says so.
     background : the black box's regions (``app.analysis.decision_regions``), drawn under the arrows.
-    max_arrows : draw at most this many (a reproducible random subset; the selected one is kept).
+    max_arrows : draw at most this many arrows (None: all): every uncertain row's first (a
+        reproducible random subset of them if they are more), then a random subset of the others,
+        and the selected row's. With fewer arrows than rows, a grey density layer shows where all
+        rows lie, and uncertain rows without an arrow are red points (a red density layer above
+        ``MAX_UNCERTAIN_POINTS`` of them); the title says how many rows the figure stands for.
     selected : an instance to mark with a ring and a black arrow.
     features, projection : what the axes show for data with more than two features; default the
         columns ``features`` (a projection, labelled as such). Pass ``app.analysis.project_2d`` for PCA.
@@ -254,10 +271,7 @@ def arrow_field_figure(
 
     shown = np.arange(n)
     if max_arrows is not None and n > max_arrows:
-        rng = np.random.default_rng(seed)
-        shown = np.sort(rng.choice(n, size=max_arrows, replace=False))
-        if selected is not None and selected not in shown:
-            shown = np.sort(np.append(shown[1:], selected))
+        shown = _arrow_subset(uncertain, max_arrows, selected, seed)
 
     if renderer == "auto":
         renderer = "svg" if len(shown) <= SVG_MAX_ARROWS else "webgl"
@@ -266,6 +280,17 @@ def arrow_field_figure(
     if background is not None:
         for trace in decision_region_traces(background):
             fig.add_trace(trace)
+    unshown_red = np.zeros(0, dtype=np.int64)
+    if len(shown) < n:
+        fig.add_trace(_density_trace(pts, xlim, ylim, f"all {n:,} rows (density)", "0,0,0"))
+        unshown_red = np.setdiff1d(np.flatnonzero(uncertain), shown)
+        if len(unshown_red) > MAX_UNCERTAIN_POINTS:
+            fig.add_trace(
+                _density_trace(
+                    pts[unshown_red], xlim, ylim,
+                    f"{len(unshown_red):,} uncertain rows without an arrow (density)", "214,39,40",
+                )
+            )  # fmt: skip
 
     # Points, one trace per black-box class so the legend names the classes.
     custom = np.column_stack([np.arange(n), norms, vec2]).astype(np.float32)
@@ -290,6 +315,20 @@ def arrow_field_figure(
                     f"instance %{{customdata[0]:.0f}} (black box: {cname})<br>{norm_name} = %{{customdata[1]:.3g}}"
                     "<br>arrow (drawn) = (%{customdata[2]:.3g}, %{customdata[3]:.3g})<extra></extra>"
                 ),
+            )
+        )
+
+    if 0 < len(unshown_red) <= MAX_UNCERTAIN_POINTS:
+        fig.add_trace(
+            scatter(
+                x=pts[unshown_red, 0].astype(np.float32),
+                y=pts[unshown_red, 1].astype(np.float32),
+                mode="markers",
+                name=f"{len(unshown_red):,} uncertain rows without an arrow",
+                marker={"color": UNCERTAIN, "size": 3},
+                customdata=custom[unshown_red, :2],
+                hovertemplate=f"instance %{{customdata[0]:.0f}}<br>{norm_name} = "
+                "%{customdata[1]:.3g}<extra></extra>",
             )
         )
 
@@ -362,7 +401,7 @@ def arrow_field_figure(
             )
         )
 
-    subset = f", {len(shown):,} of {n:,} drawn" if len(shown) < n else ""
+    subset = f", {len(shown):,} of {n:,} drawn (shading: all {n:,} rows)" if len(shown) < n else ""
     var = ""
     if projection.explained_variance is not None:
         var = f"; PCA plane holds {sum(projection.explained_variance):.0%} of the variance"
@@ -387,6 +426,44 @@ def arrow_field_figure(
         uirevision="arrow-field",  # keep the user's zoom when k or normalisation changes
     )
     return fig
+
+
+def _arrow_subset(
+    uncertain: NDArray[np.bool_], max_arrows: int, selected: int | None, seed: int
+) -> NDArray[np.int64]:
+    """Which rows get an arrow (sorted indices, at most ``max_arrows``): the uncertain ones first
+    (a random subset when they are more), then a random subset of the rest; ``selected`` always."""
+    rng = np.random.default_rng(seed)
+    red, rest = np.flatnonzero(uncertain), np.flatnonzero(~uncertain)
+    budget = max_arrows - (selected is not None)
+    if len(red) > budget:
+        red = rng.choice(red, size=budget, replace=False)
+    others = rng.choice(rest, size=min(len(rest), budget - len(red)), replace=False)
+    shown = np.concatenate([red, others, [] if selected is None else [selected]])
+    return np.unique(shown.astype(np.int64))
+
+
+def _density_trace(
+    pts: NDArray, xlim: tuple[float, float], ylim: tuple[float, float], name: str, rgb: str
+) -> go.Heatmap:
+    """Where rows lie, aggregated here: a ``DENSITY_BINS`` x ``DENSITY_BINS`` histogram on the
+    plot's frame drawn as a heatmap (log counts; empty bins transparent), so a figure's size does
+    not grow with the rows."""
+    counts, xe, ye = np.histogram2d(
+        pts[:, 0], pts[:, 1], bins=DENSITY_BINS, range=[list(xlim), list(ylim)]
+    )
+    z = np.log1p(counts.T).astype(np.float32)
+    z[counts.T == 0] = np.nan
+    return go.Heatmap(
+        x=((xe[:-1] + xe[1:]) / 2).astype(np.float32),
+        y=((ye[:-1] + ye[1:]) / 2).astype(np.float32),
+        z=z,
+        colorscale=[[0.0, f"rgba({rgb},0.08)"], [1.0, f"rgba({rgb},0.55)"]],
+        showscale=False,
+        hoverinfo="skip",
+        name=name,
+        showlegend=True,
+    )
 
 
 def _label_units(

@@ -32,6 +32,11 @@ def confusion_matrix_figure(
             hovertemplate="true %{y}, predicted %{x}<br>%{text}<extra></extra>",
         )
     )
+    # Class names such as "0".."9" would make a numeric axis that labels every other tick:
+    # a category axis with every name as a tick labels each row and column.
+    names = plot_texts(class_names)
+    fig.update_xaxes(type="category", tickmode="array", tickvals=names, ticktext=names)
+    fig.update_yaxes(type="category", tickmode="array", tickvals=names, ticktext=names)
     fig.update_layout(
         xaxis_title="predicted class",
         yaxis_title="true class",

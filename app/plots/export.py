@@ -197,7 +197,7 @@ def run_report_html(
     notes: str = "",
     data_name: str | None = None,
     model_name: str | None = None,
-    quality_html: str = "",
+    quality: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> str:
     """One self-contained HTML page describing a run for stakeholders.
 
@@ -213,8 +213,8 @@ def run_report_html(
     notes : the analyst's notes, shown first (escaped; blank lines start paragraphs).
     data_name, model_name : the data set and model as people name them (an upload's file
         name); default: the provenance's.
-    quality_html : the quality card (issue 15), trusted HTML placed after the notes; empty:
-        no quality section.
+    quality : ``{method title: stored quality card or None}`` (``app.jobs.quality``): a "Quality"
+        section after the notes with the side-by-side table of ``app.plots.quality.compare_html``.
 
     plotly.js is embedded inline once; figures follow as ``<div>`` + inline script, so the page
     needs no network.
@@ -278,8 +278,10 @@ def run_report_html(
         parts += ["<h2>Notes from the analyst</h2>", '<section class="notes">']
         parts += [f"<p>{html.escape(p)}</p>" for p in paragraphs]
         parts.append("</section>")
-    if quality_html:
-        parts += ['<section id="quality">', quality_html, "</section>"]
+    if quality:
+        from app.plots.quality import compare_html
+
+        parts += ['<section id="quality">', "<h2>Quality</h2>", compare_html(quality), "</section>"]
     parts += ["<h2>Summary</h2>", _table(summary)]
     if rec.get("error"):
         parts += ["<h2>Error</h2>", f"<pre>{html.escape(str(rec['error']))}</pre>"]

@@ -130,8 +130,7 @@ def report_figures(
                     "are the rows nearest a flip, where the model is least certain. The "
                     "background colours are the classes the model gives each point.",
                     arrow_field_figure(
-                        exp, normalise=True, background=regions, projection=projection,
-                        max_arrows=5000,
+                        exp, normalise=True, background=regions, projection=projection
                     ),
                 )
             )  # fmt: skip

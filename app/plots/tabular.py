@@ -24,6 +24,7 @@ from pandas.io.formats.style import Styler
 from app.analysis import change_mask
 from app.text import plot_text
 from datasets.base import ContinuousFeature, FeatureSchema
+from explainers.counterfactuals import FAILED
 from explainers.explanation import Explanation
 from explainers.quality import CHANGE_REL_TOL
 
@@ -155,12 +156,12 @@ def counterfactual_table(
         "(highlighted); values in original units."
     )
     css = mask.replace({True: HIGHLIGHT, False: ""}).astype(str)
-    return (
-        frame.style.apply(lambda _: css, axis=None)
-        .format(_fmt)
-        .format(_fmt_delta, subset=["change"])
-        .set_caption(caption)
-    )
+    # Text cells: a column holds numbers and category names, which Arrow cannot convert as one
+    # type (Streamlit would log a traceback on every render before falling back).
+    shown = frame.copy()
+    for column in shown.columns:
+        shown[column] = [(_fmt_delta if column == "change" else _fmt)(v) for v in frame[column]]
+    return shown.style.apply(lambda _: css, axis=None).set_caption(caption)
 
 
 def change_frequency_figure(
@@ -209,3 +210,50 @@ def change_frequency_figure(
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )
     return fig
+
+
+def options_table(explanation: Explanation, index: int) -> Styler | None:
+    """The counterfactual options of one row side by side (a run with several per row; None
+    otherwise): the row's values, then one column per option in original units, with the black
+    box's class, whether the option is valid and, when not, why. Changed cells of valid options
+    are highlighted."""
+    d = explanation.diagnostics
+    cf, pred = explanation.counterfactuals, explanation.counterfactual_predictions
+    if "option_counterfactuals" not in d or cf is None or pred is None:
+        return None
+    if not 0 <= index < explanation.n:
+        raise IndexError(f"instance {index} is outside 0..{explanation.n - 1}")
+    schema = _schema(explanation)
+    k = 1 + d["option_counterfactuals"].shape[1]
+    Zs = [cf[index]] + [d["option_counterfactuals"][index, j] for j in range(k - 1)]
+    preds = [int(pred[index])] + [int(p) for p in d["option_predictions"][index]]
+    first_ok = bool(explanation.success[index]) if explanation.success is not None else True
+    valid = [first_ok] + [bool(s != FAILED) for s in d["option_status"][index]]
+    first_why = str(d["counterfactual_reason"][index]) if "counterfactual_reason" in d else ""
+    reasons = [first_why] + [str(r) for r in d["option_reasons"][index]]
+    names = explanation.class_names
+    x = explanation.inputs[index]
+    before = schema.decode(x[None]).iloc[0]
+    owner = schema.column_owner()
+    labels = [*schema.original_names, CLASS_ROW, "valid", "why not"]
+    cols: dict[str, list[object]] = {
+        "original": [*before.tolist(), names[explanation.predictions[index]], "", ""]
+    }
+    mask = pd.DataFrame(False, index=pd.Index(labels, name="feature"), columns=["original"])
+    for j, (Z, p, ok, why) in enumerate(zip(Zs, preds, valid, reasons, strict=True)):
+        after = schema.decode(np.asarray(Z)[None]).iloc[0]
+        col = f"option {j + 1}"
+        cols[col] = [*after.tolist(), names[p], "yes" if ok else "no", "" if ok else why]
+        moved = np.zeros(len(schema.original_names), dtype=bool)
+        np.logical_or.at(moved, owner, np.abs(np.asarray(Z, np.float64) - x) > 1e-6)
+        mask[col] = [*(moved & ok), False, False, False]
+    frame = pd.DataFrame(cols, index=mask.index).astype(object)
+    css = mask.replace({True: HIGHLIGHT, False: ""}).astype(str)
+    return (
+        frame.style.apply(lambda _: css, axis=None)
+        .format(_fmt)
+        .set_caption(
+            f"Instance {index}: {sum(valid)} of {k} options valid; changed cells of valid "
+            "options highlighted; values in original units."
+        )
+    )

@@ -23,12 +23,13 @@ st.caption(
 )
 
 runs = widgets.finished_runs(PAGE)
-run = widgets.run_picker(runs, key="arrows_run")
+run = widgets.run_picker(runs, key="arrows_run", page=PAGE)
 if run is None:
-    st.info(
-        "No finished run with counterfactuals or attributions yet. Start one on the Explain page, "
-        "or open a demo on the Data & model page."
-    )
+    if not runs:
+        st.info(
+            "No finished run with counterfactuals or attributions yet. Start one on the Explain page, "
+            "or open a demo on the Data & model page."
+        )
     st.stop()
 exp: Explanation = widgets.open_explanation(run)
 
@@ -55,23 +56,44 @@ model = widgets.black_box(run) if show_regions and run.model else None
 
 axes: tuple = ("identity",)
 if exp.inputs.shape[1] > 2:
+    choices = ["PCA of the inputs (a projection)", "Two features"]
     how = st.radio(
         "Axes",
-        ["PCA of the inputs (a projection)", "Two features"],
+        choices,
+        index=1 if state.query_text("axes") == "features" else 0,
         horizontal=True,
         key="axes",
         help="With more than two features the arrows are projected and the background is a 2-D slice.",
     )
     if how.startswith("PCA"):
         axes = ("pca",)
+        state.set_query({"axes": "pca"})
     else:
         names = exp.feature_names
+        d = len(names)
+        # The two features the vectors move most, so the view opens on arrows that point
+        # somewhere (a pinned feature never moves: every arrow would be vertical).
+        moved = np.argsort(
+            -np.abs(analysis.explanation_vectors(exp)[0]).mean(axis=0), kind="stable"
+        )
+        default_x, default_y = int(moved[0]), int(moved[1])
         a, b = st.columns(2)
-        fx = a.selectbox("x axis", range(len(names)), format_func=names.__getitem__, key="fx")
+        fx = a.selectbox(
+            "x axis",
+            range(d),
+            index=state.query_int("fx", default_x, 0, d - 1),
+            format_func=names.__getitem__,
+            key="fx",
+        )
         fy = b.selectbox(
-            "y axis", range(len(names)), index=1, format_func=names.__getitem__, key="fy"
+            "y axis",
+            range(d),
+            index=state.query_int("fy", default_y, 0, d - 1),
+            format_func=names.__getitem__,
+            key="fy",
         )
         axes = ("features", fx, fy)
+        state.set_query({"axes": "features", "fx": fx, "fy": fy})
 n = exp.n
 selected = state.query_int("i", 0, 0, n - 1)
 what = "negative perturbations" if exp.counterfactuals is not None else "attributions"
@@ -169,5 +191,9 @@ else:
             )
 
 st.subheader(f"Point {selected}")
-st.dataframe(widgets.point_table(exp, selected), hide_index=True, width="stretch")
-widgets.share_link(PAGE, {"run": run.id, "k": k_pct, "i": selected})
+widgets.table(widgets.point_table(exp, selected), hide_index=True, width="stretch")
+widgets.quality_panel(run)
+link = {"run": run.id, "k": k_pct, "i": selected}
+if axes[0] == "features":
+    link.update(axes="features", fx=axes[1], fy=axes[2])
+widgets.share_link(PAGE, link)

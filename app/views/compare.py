@@ -29,7 +29,7 @@ if not runs:
         "counterfactuals on the Explain page."
     )
     st.stop()
-picked, n_common = widgets.side_by_side(runs, "cmp")
+picked, n_common = widgets.side_by_side(runs, "cmp", PAGE)
 exps = {m: e for m, (_, e) in picked.items()}
 current, base = next(iter(picked.values()))
 
@@ -68,4 +68,5 @@ if len(exps) >= 2:
         key="cmp_dist",
     )
     st.dataframe(analysis.agreement_table(matrix), width="stretch")
+widgets.quality_table({m: r for m, (r, _) in picked.items()})
 widgets.share_link(PAGE, {"run": current.id, "i": int(index)})

@@ -11,7 +11,7 @@ from app.jobs.kinds import title
 from app.jobs.resolve import DatasetSpec, ModelSpec
 from app.plots.common import class_balance_figure, confusion_matrix_figure
 from app.text import md
-from app.uploads import UploadWriteError
+from app.uploads import MAX_NAME, UploadWriteError
 from datasets import DEMO_TITLES, Dataset, DataValidationError
 from datasets.upload import infer_kinds, read_table
 from explainers.blackbox import DemoModelMissing
@@ -24,6 +24,16 @@ st.caption(
 )
 
 current = state.selection()
+with st.expander("Start here", expanded=state.run_id() is None, icon=":material/flag:"):
+    st.markdown(
+        "1. **Choose what to explain** below: a built-in demo (its black box is trained for you) "
+        "or your own data set and the model trained on it.\n"
+        "2. **Explain**: pick a method and start it; it runs in the background.\n"
+        "3. **Look at the result** in the view the Explain page offers (arrow field, "
+        "counterfactual table, image counterfactuals), check it on **Uncertainty triage**, "
+        "and hand it on from **Share & export** (a link or a report).\n\n"
+        "In a hurry: pick a demo and open one of its precomputed results."
+    )
 source = st.radio(
     "Source",
     ["Built-in demo", "Upload your own"],
@@ -57,6 +67,31 @@ def _demo_picker() -> None:
                 st.switch_page(home.page)
 
 
+def _name_field(upload_id: str, what: str) -> None:
+    """Rename an upload: the name pickers, the sidebar and reports show (the file's name until
+    its owner gives another)."""
+    gate = resources.gate()
+    try:
+        info = gate.upload(upload_id, USE)
+    except NotYours:
+        return
+    name = st.text_input(
+        f"Name of this {what}",
+        value=info.name,
+        max_chars=MAX_NAME,
+        key=f"name.{upload_id}",
+        help=f"Shown in run pickers, the sidebar and reports. The file was {info.filename!r}; "
+        "leave it empty to use the file's name.",
+    )
+    if name.strip() != info.name and (name.strip() or info.display_name):
+        try:
+            gate.uploads.rename(upload_id, name)
+        except (ValueError, UploadWriteError) as exc:
+            st.error(f"The {what} keeps its name: {md(exc)}")
+            return
+        st.rerun()
+
+
 def _upload_picker() -> None:
     gate = resources.gate()
     uploads = gate.uploads
@@ -72,7 +107,7 @@ def _upload_picker() -> None:
         except DataValidationError as exc:
             st.error(f"The data set was not accepted: {md(exc)}")
             return
-        st.dataframe(frame.head(8), width="stretch")
+        widgets.table(frame.head(8), width="stretch")
         columns = list(frame.columns)
         label = st.selectbox(
             "Label column (the class the model predicts)",
@@ -117,6 +152,9 @@ def _upload_picker() -> None:
         gate.upload(str(sel.dataset.upload), USE)
     except NotYours:
         return  # the page says below that this data set cannot be opened
+    _name_field(str(sel.dataset.upload), "data set")
+    if sel.model is not None and sel.model.source == "upload":
+        _name_field(sel.model.ref, "model")
     model_file = st.file_uploader("Model trained on this data set", key="model_file")
     if model_file is not None and st.button("Use this model", type="primary", key="use_model"):
         try:
@@ -149,6 +187,8 @@ else:
     _upload_picker()
 
 sel = state.selection()
+if source != "Built-in demo" and sel.is_demo:
+    st.stop()  # nothing uploaded yet: the demo's figures below would describe another data set
 
 
 def _load() -> tuple[Dataset | None, str | None]:
@@ -165,7 +205,7 @@ if dataset is None:
     )
     st.stop()
 
-st.subheader(md(dataset.name))
+st.subheader(md(widgets.dataset_name(sel.dataset)))
 if dataset.description:
     st.caption(md(dataset.description))
 summary = dataset.summary()
@@ -192,7 +232,7 @@ except DemoModelMissing:
 except (ValueError, LookupError) as exc:
     st.error(f"The model cannot be used: {md(exc)}")
     st.stop()
-st.caption(md(model.description))
+st.caption(f"**{md(widgets.model_name(sel.model))}**: {md(model.description)}")
 cols = st.columns(3)
 cols[0].metric("Test accuracy", f"{scores['accuracy']:.3f}")
 f1_label = "Test F1" + (" (macro)" if scores["f1_average"] == "macro" else "")

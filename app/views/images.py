@@ -33,7 +33,7 @@ if not runs:
     st.stop()
 
 # The rows every chosen run explains (runs may explain different numbers of test rows).
-picked, n_common = widgets.side_by_side(runs, "img")
+picked, n_common = widgets.side_by_side(runs, "img", PAGE)
 exps = {m: e for m, (_, e) in picked.items()}
 first_run, first = next(iter(picked.values()))
 dataset = resources.run_dataset(first_run)
@@ -54,7 +54,9 @@ def _row_label(i: int) -> str:
 
 start = state.query_int("i", int(order[0]), 0, n_common - 1)
 index = st.selectbox(
-    "Image (misclassified ones first)",
+    "Image (misclassified ones first)"
+    if wrong.any()
+    else "Image (the black box gets all of these right)",
     order.tolist(),
     index=order.tolist().index(start),
     format_func=_row_label,
@@ -88,9 +90,22 @@ if model is not None:
     )
 
 rows = [{"method": name, **image_change_stats(e, index, thr)} for name, e in exps.items()]
-st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-st.caption(
-    "Log density: the DDU feature density of the counterfactual under the target class; higher means more "
-    "like real digits of that class. Only runs on a model with a feature density (the SN-ResNet) have it."
-)
+stats = pd.DataFrame(rows)
+density = [c for c in stats.columns if "density" in c]
+widgets.table(stats, hide_index=True, width="stretch")
+if density:
+    have = [r["method"] for r in rows if any(r.get(c) is not None for c in density)]
+    lack = [r["method"] for r in rows if r["method"] not in have]
+    st.caption(
+        "Log density: the DDU feature density of the counterfactual under the target class; higher "
+        "means more like real digits of that class. "
+        + (f"Reported by {md(', '.join(have))}. " if have else "")
+        + (
+            f"{md(', '.join(lack))} report{'s' if len(lack) == 1 else ''} none (a dash): the "
+            "method does not score its counterfactuals with the model's feature density."
+            if lack
+            else ""
+        )
+    )
+widgets.quality_table({m: r for m, (r, _) in picked.items()})
 widgets.share_link(PAGE, {"run": first_run.id, "i": index})  # type: ignore[attr-defined]

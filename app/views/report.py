@@ -19,9 +19,10 @@ st.caption(
 )
 
 runs = widgets.finished_runs(PAGE)
-run = widgets.run_picker(runs, key="rep_run")
+run = widgets.run_picker(runs, key="rep_run", page=PAGE)
 if run is None:
-    st.info("No finished run yet.")
+    if not runs:
+        st.info("No finished run yet.")
     st.stop()
 exp = widgets.open_explanation(run)
 if not resources.gate().may(run, EXPORT):
@@ -51,7 +52,7 @@ notes = st.text_area(
 )
 html = run_report_html(
     run, exp, figures, notes=notes, data_name=widgets.data_label(run),
-    model_name=exp.provenance.model or None,
+    model_name=exp.provenance.model or None, quality={title(run.kind): widgets.stored_quality(run)},
 )  # fmt: skip
 st.download_button(
     "Download the HTML report",
@@ -77,5 +78,6 @@ elif st.button(
             mime="image/png",
             key=f"png.{item.slug}",
         )
+widgets.quality_panel(run)
 st.subheader("Link to this run")
 widgets.share_link(PAGE, {"run": run.id})

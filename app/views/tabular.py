@@ -7,8 +7,9 @@ import numpy as np
 import streamlit as st
 
 from app import resources, state, widgets
+from app.cf_export import ExportError, counterfactual_csv
 from app.jobs.whatif import WhatIf, WhatIfError
-from app.plots.tabular import change_frequency_figure, counterfactual_table
+from app.plots.tabular import change_frequency_figure, counterfactual_table, options_table
 from app.text import md
 from datasets.base import CategoricalFeature
 from explainers.blackbox import DemoModelMissing
@@ -21,13 +22,14 @@ st.caption(
 )
 
 runs = widgets.finished_runs(PAGE)
-run = widgets.run_picker(runs, key="tab_run")
+run = widgets.run_picker(runs, key="tab_run", page=PAGE)
 if run is None:
-    st.info(
-        "No finished counterfactual run on tabular data yet. Start a method that gives "
-        "counterfactuals on UCI Adult (Explain page) or on your own upload, or open the "
-        "precomputed Adult demo on the Data & model page."
-    )
+    if not runs:
+        st.info(
+            "No finished counterfactual run on tabular data yet. Start a method that gives "
+            "counterfactuals on UCI Adult (Explain page) or on your own upload, or open the "
+            "precomputed Adult demo on the Data & model page."
+        )
     st.stop()
 exp = widgets.open_explanation(run)
 pinned = tuple(run.params.get("pinned") or ())
@@ -80,11 +82,32 @@ c2.metric(
 if "norm_percentile" in exp.diagnostics:
     pct = float(exp.diagnostics["norm_percentile"][index])
     c3.metric(
-        "Perturbation size percentile",
-        f"{pct:.0f}",
+        widgets.PERCENTILE.capitalize(),
+        widgets.percentile_text(pct),
         help="Low: a small change flips this row, so it lies near the decision boundary (uncertain).",
     )
 st.dataframe(counterfactual_table(exp, index, pinned=pinned), width="stretch")
+options = options_table(exp, index)
+if options is not None:
+    st.subheader("Options for this row")
+    st.caption(
+        "Other changes that flip the black box, side by side; each is verified on the black box "
+        "and kept off a feature an earlier option relies on most."
+    )
+    st.dataframe(options, width="stretch")
+try:
+    csv_bytes = counterfactual_csv(exp)
+except ExportError as exc:
+    st.caption(str(exc))
+else:
+    st.download_button(
+        "Download the counterfactuals (CSV)",
+        data=csv_bytes,
+        file_name=f"counterfactuals-{run.id}.csv",
+        mime="text/csv",
+        help="One line per option of every row, original units (as `flipscope jobs export`).",
+        key="tab_csv",
+    )
 
 
 def _step(std: float) -> float:
@@ -190,4 +213,5 @@ else:
 
 st.subheader("How often each feature changes")
 st.plotly_chart(change_frequency_figure(exp, pinned=pinned), key="tab_freq")
+widgets.quality_panel(run)
 widgets.share_link(PAGE, {"run": run.id, "i": index})

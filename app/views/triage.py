@@ -16,11 +16,12 @@ st.caption(
 )
 
 runs = widgets.finished_runs(PAGE)
-run = widgets.run_picker(runs, key="tri_run")
+run = widgets.run_picker(runs, key="tri_run", page=PAGE)
 if run is None:
-    st.info(
-        "No finished run of a method that gives counterfactuals yet. Start one on the Explain page."
-    )
+    if not runs:
+        st.info(
+            "No finished run of a method that gives counterfactuals yet. Start one on the Explain page."
+        )
     st.stop()
 exp = widgets.open_explanation(run)
 y_true = resources.true_labels(run, exp)
@@ -67,5 +68,9 @@ right.plotly_chart(
     key="tri_scatter",
 )
 st.subheader("Most suspicious rows")
-st.dataframe(analysis.ranking_frame(exp, y_true=y_true, rank_by=rank_by, top=50), width="stretch")
+suspicious = analysis.ranking_frame(exp, y_true=y_true, rank_by=rank_by, top=50)
+if "norm_percentile" in suspicious:
+    suspicious["norm_percentile"] = suspicious["norm_percentile"].round(1)
+widgets.table(suspicious.rename(columns={"norm_percentile": widgets.PERCENTILE}), width="stretch")
+widgets.quality_panel(run)
 widgets.share_link(PAGE, {"run": run.id, "k": k_pct})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -303,3 +303,46 @@ def test_the_kept_perturber_is_the_epoch_with_the_best_held_out_black_box_flip_r
     assert emap.metrics_["flip_rate_blackbox_validation"] == pytest.approx(best)
     last = EMAP(params_from_dict(EMAPParams, {**asdict(p), "select_epoch": False})).fit(ds, model)
     assert last.selected_epoch_ == len(flips)
+
+
+def test_beyond_epoch_rows_an_epoch_is_a_fixed_number_of_steps(mixed, monkeypatch):
+    """Training cost bounded by steps (issue 19): with four times the rows past ``EPOCH_ROWS``,
+    every stage takes as many optimisation steps as at ``EPOCH_ROWS`` rows, each epoch drawing a
+    fresh sample, and boundary rounds keep the counterfactuals' share of each surrogate epoch."""
+    import torch
+
+    import explainers.emap as emap_module
+
+    ds, model = mixed
+    cap = 64
+    monkeypatch.setattr(emap_module, "EPOCH_ROWS", cap)
+    emap = EMAP(params_from_dict(EMAPParams, dict(FAST, batch_size=16)))
+    emap.device_ = "cpu"
+    gen = torch.Generator().manual_seed(0)
+    one = emap._batches([10 * cap], gen)
+    assert [len(b) for b in one] == [16] * (cap // 16)
+    again = torch.cat(emap._batches([10 * cap], gen))
+    assert set(torch.cat(one).tolist()) != set(again.tolist())  # a fresh draw every epoch
+    pooled = torch.cat(emap._batches([10 * cap, cap // 2, cap // 2], gen)).tolist()
+    assert len(pooled) == 2 * cap == len(set(pooled))
+    assert sum(i >= 10 * cap for i in pooled) == cap  # all the (few) counterfactual rows
+    small = torch.cat(emap._batches([cap, cap], gen)).tolist()  # below the cap: a whole pass
+    assert sorted(small) == list(range(2 * cap))
+
+    steps: list[int] = []
+    real_step = torch.optim.Adam.step
+
+    def counting(self, *a, **k):
+        steps.append(1)
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", counting)
+    quick = dict(FAST, batch_size=16, epochs=2, perturber_epochs=2, boundary_rounds=1, verify=False)
+    counts = []
+    for n in (len(ds.X_train), 4 * len(ds.X_train)):
+        k = n // len(ds.X_train)
+        big = replace(ds, X_train=np.tile(ds.X_train, (k, 1)), y_train=np.tile(ds.y_train, k))
+        steps.clear()
+        EMAP(params_from_dict(EMAPParams, quick)).fit(big, model)
+        counts.append(len(steps))
+    assert len(ds.X_train) > cap and counts[0] == counts[1]

@@ -41,7 +41,9 @@ def small_torch_model(data, seed: int = 0, steps: int = 60, smooth: bool = False
 def test_completeness_with_64_steps(method):
     data = load_dataset("moons")
     model = small_torch_model(data, smooth=True)
-    params = IntegratedGradientsParams(n_steps=64, method=method, baseline="zeros")
+    params = IntegratedGradientsParams(
+        n_steps=64, method=method, baseline="zeros", output="probability"
+    )
     exp = IntegratedGradients(params).fit(data, model).explain(data.X_test[:40])
     x = torch.as_tensor(data.X_test[:40])
     with torch.no_grad():
@@ -63,7 +65,7 @@ def test_the_convergence_delta_shrinks_with_more_steps_on_a_relu_network():
     X = data.X_test[:40]
 
     def mean_delta(steps: int) -> float:
-        params = IntegratedGradientsParams(n_steps=steps, baseline="zeros")
+        params = IntegratedGradientsParams(n_steps=steps, baseline="zeros", output="probability")
         exp = IntegratedGradients(params).fit(data, model).explain(X)
         return float(np.abs(exp.diagnostics["convergence_delta"]).mean())
 
@@ -82,6 +84,40 @@ def test_logit_output_and_train_mean_baseline():
         fx = model.logits(torch.as_tensor(data.X_test[:10]))[:, 1].numpy()
     np.testing.assert_allclose(exp.attributions.sum(axis=1), fx - fb, atol=2e-2)
     assert np.all(exp.targets == 1) and exp.params["baseline_used"] == "train_mean"
+
+
+def test_the_logit_is_explained_by_default_and_confident_rows_keep_their_attributions():
+    """Where the probability is flat (within 1e-4 of 1) from the baseline to the row, IG of it is
+    ~0 (what the issue met on an uploaded pipeline's surrogate); IG of the logit (the default) or
+    of the log-probability is not, and the Explanation says which output it explains."""
+    data = load_dataset("moons")
+    model = small_torch_model(data, smooth=True)
+    mean = data.X_train.mean(axis=0, keepdims=True).astype(np.float32)
+    with torch.no_grad():  # steep, saturated probabilities; class 0 sure at the training mean
+        last = model.module[-1]
+        last.weight.mul_(40.0)
+        last.bias.mul_(40.0)
+        z = model.logits(torch.as_tensor(mean))[0]
+        last.bias[0] += float(z[1] - z[0]) + 12.0
+    p_mean = model.predict_proba(mean)[0]
+    proba = model.predict_proba(data.X_test)
+    same = (proba.argmax(axis=1) == p_mean.argmax()) & (proba.max(axis=1) > 1 - 1e-4)
+    assert p_mean.max() > 1 - 1e-4 and same.sum() >= 20
+    X = data.X_test[same][:20]
+
+    def explain(**kw):
+        params = IntegratedGradientsParams(n_steps=32, baseline="train_mean", **kw)
+        exp = IntegratedGradients(params).fit(data, model).explain(X)
+        return float(np.mean(np.abs(exp.attributions).max(axis=1) < 1e-4)), exp
+
+    on_probability, _ = explain(output="probability")
+    by_default, exp = explain()
+    on_log_probability, log_exp = explain(output="log_probability")
+    assert on_probability > 0.5 and by_default == 0.0 and exp.params["output"] == "logit"
+    assert exp.params["explained"] == "the target class's logit"
+    assert "of the target class's logit" in exp.provenance.note
+    assert log_exp.params["explained"] == "the target class's log-probability"
+    assert on_log_probability <= on_probability
 
 
 def test_a_model_without_gradients_is_refused_with_what_to_do():

@@ -126,9 +126,13 @@ def test_images_are_explained_per_pixel():
     assert all(set(t) == {5, 10} for t in top)
 
 
-def test_an_instance_does_not_depend_on_its_batch():
+@pytest.mark.parametrize("discretize", [False, True], ids=["continuous", "discretised"])
+def test_an_instance_does_not_depend_on_its_batch(discretize):
+    """The discretised sampler draws from its own handle on lime's random state, which must be
+    re-seeded with the explainer's for each instance too."""
     data, model, _ = linear_moons()
-    lime = Lime(FAST).fit(data, model)
+    params = LimeParams(num_samples=1000, discretize_continuous=discretize)
+    lime = Lime(params).fit(data, model)
     a = lime.explain(data.X_test[:4]).attributions
     c = lime.explain(data.X_test[2:4]).attributions
     np.testing.assert_array_equal(a[2:], c)

@@ -446,3 +446,33 @@ def test_image_counterfactuals_get_pixel_sparsity_density_realism_and_density_tr
     assert m["triage_auroc_density"]["value"] == 1.0
     assert card["context"]["triage_errors"] == 4
     json.dumps(card, allow_nan=False)
+
+
+def test_the_card_counts_valid_counterfactuals_that_break_the_runs_own_constraints(linear):
+    """A run made with f0 only increasing and at most 1 feature changed: counterfactuals that move
+    f0 down (the class-1 rows) or change two features break them; the card counts the valid ones."""
+    dataset, model = linear
+    X = dataset.X_test.astype(np.float64)
+    pred = model.predict(X)
+    targets = 1 - pred
+    C = X.copy()
+    # flip by f0 alone (weight 0.2): to 0.01 past the boundary along f0, plus f1 on half the rows
+    C[:, 0] = X[:, 0] - (X @ W + np.where(targets == 1, -0.01, 0.01)) / W[0]
+    C[::2, 1] += 0.001 * np.sign(-W[1]) * np.where(targets[::2] == 1, 1, -1)
+    assert np.all(model.predict(C) == targets)
+    down = C[:, 0] < X[:, 0]
+    two = np.zeros(len(X), dtype=bool)
+    two[::2] = True
+    exp = Explanation(
+        method="emap", params={"directions": '{"f0": "increase"}', "max_changed": 1},
+        modality="tabular", inputs=X, predictions=pred, targets=targets,
+        feature_names=dataset.feature_names, class_names=dataset.class_names,
+        provenance=Provenance(dataset=dataset.name, model="linear"), counterfactuals=C,
+        counterfactual_predictions=targets, success=np.ones(len(X), dtype=bool),
+        metrics={"diversity_distinct_feature_sets": 2.5}, schema=dataset.schema,
+    )  # fmt: skip
+    card = q.quality_card(exp, dataset, model, seed=0)
+    assert card["metrics"]["recourse_violations"]["value"] == int((down | two).sum())
+    assert card["metrics"]["diversity_distinct_feature_sets"]["value"] == 2.5
+    exp.params = {}
+    assert "recourse_violations" not in q.quality_card(exp, dataset, model)["metrics"]

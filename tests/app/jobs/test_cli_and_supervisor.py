@@ -115,3 +115,24 @@ def test_run_with_worker_stops_the_worker_with_the_dashboard(tmp_path):
     pid = int(pidfile.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_jobs_submit_takes_json_parameter_values(data_dir, capsys):
+    code, out, err = _run(
+        capsys, "jobs", "submit", "emap", "--dataset", "adult",
+        "--param", 'directions={"age": "increase"}', "--param", 'immutable=["race", "sex"]',
+        "--param", 'ranges={"hours-per-week": "+-10"}', "--param", "max_changed=2",
+    )  # fmt: skip
+    assert code == 0, err
+    params = json.loads(_run(capsys, "jobs", "show", out.strip())[1])["params"]
+    assert params["directions"] == '{"age": "increase"}' and params["pinned"] == ["race", "sex"]
+    assert params["ranges"] == '{"hours-per-week": "+-10"}' and params["max_changed"] == 2
+    code, _, err = _run(
+        capsys, "jobs", "submit", "emap", "--dataset", "adult", "--param", "directions={age: up}"
+    )
+    assert code == 2 and "is not valid JSON" in err
+    code, _, err = _run(
+        capsys, "jobs", "submit", "emap", "--dataset", "adult",
+        "--param", 'directions={"age": "up"}',
+    )  # fmt: skip
+    assert code == 2 and 'write "increase" or "decrease"' in err

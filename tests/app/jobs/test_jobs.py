@@ -342,3 +342,67 @@ def test_the_kinds_that_produce_a_model_follow_the_registry(monkeypatch):
         "run", "abc", "mimic"
     )
     assert resolve.surrogate_spec({"mimic_run": "abc"}).kind == "mimic"
+
+
+def _method_run(store, kind, params, dataset="moons"):
+    d, m, p = kinds.validate(kind, dataset, None, params)
+    r = store.create(kind, dataset=d, model=m, params=p)
+    assert runtime.execute(r.id, store) == SUCCEEDED, store.read_log(r.id)
+    return r.id
+
+
+def test_a_method_run_keeps_its_quality_card(model_cache, tmp_path, monkeypatch):
+    """The job scores its own result; the card round-trips through the run store."""
+    import json
+
+    from app.jobs.store import QUALITY
+
+    monkeypatch.setenv("FLIPSCOPE_DATA_DIR", str(model_cache))
+    store = RunStore(tmp_path / "runs")
+    run_id = _method_run(store, "shap", {"rows": 30})
+    card = store.load_quality(run_id)
+    assert QUALITY in store.get(run_id).artifacts
+    assert card == json.loads((store.artifacts_dir(run_id) / QUALITY).read_text())
+    assert card["method"] == "shap" and card["rows"] == 30 and "error" not in card
+    deletion = card["metrics"]["deletion_auc"]
+    assert deletion["baseline_kind"] == "random" and deletion["better"] == "lower"
+    # SHAP of the moons forest orders the two features better than chance.
+    assert deletion["value"] < deletion["baseline"]
+    assert card["metrics"]["insertion_auc"]["value"] > card["metrics"]["insertion_auc"]["baseline"]
+    assert store.get(run_id).metrics["quality_seconds"] == round(card["seconds"], 3)
+    assert card["job_seconds"] > 0 and card["budget_share"] == pytest.approx(
+        card["seconds"] / card["job_seconds"], rel=1e-2
+    )
+
+
+def test_a_card_that_fails_is_recorded_and_the_run_succeeds(model_cache, tmp_path, monkeypatch):
+    from app.jobs import quality
+
+    def broken(*args, **kwargs):
+        raise FloatingPointError("overflow in the deletion curve")
+
+    monkeypatch.setenv("FLIPSCOPE_DATA_DIR", str(model_cache))
+    monkeypatch.setattr(quality, "quality_card", broken)
+    store = RunStore(tmp_path / "runs")
+    run_id = _method_run(store, "shap", {"rows": 5})
+    card = store.load_quality(run_id)
+    assert card["error"] == (
+        "the quality card could not be computed: FloatingPointError: overflow in the deletion curve"
+    )
+    assert store.load_explanation(run_id).n == 5  # the result itself is kept
+    assert "the quality card could not be computed" in store.read_log(run_id)
+
+
+def test_quality_cards_are_strict_json_and_a_damaged_one_says_so(store):
+    from app.jobs.store import QUALITY, write_quality
+
+    run = store.create("shap", dataset={"name": "moons"}, params={})
+    assert store.load_quality(run.id) is None  # a run made before cards
+    folder = store.artifacts_dir(run.id)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_quality(folder / QUALITY, {"seconds": np.float32(0.5), "v": [float("nan"), np.int64(2)]})
+    assert store.load_quality(run.id) == {"seconds": 0.5, "v": [None, 2]}
+    (folder / QUALITY).write_text("{not json")
+    with pytest.raises(RunStateError, match=r"artifacts/quality.json cannot be read") as info:
+        store.load_quality(run.id)
+    assert str(store.root) not in str(info.value)

@@ -8,6 +8,7 @@ import pytest
 
 from app.analysis import decision_regions, project_2d
 from app.plots.arrows import (
+    MAX_ARROWS,
     NEUTRAL,
     SVG_MAX_ARROWS,
     UNCERTAIN,
@@ -127,7 +128,7 @@ def test_equal_axis_scale_and_float32_payload():
 
 
 def test_ten_thousand_arrows_stay_small():
-    fig = arrow_field_figure(points_explanation(10_000))
+    fig = arrow_field_figure(points_explanation(10_000), max_arrows=None)
     size = len(pio.to_json(fig, validate=False))
     assert size < 2_000_000, f"{size / 1e6:.1f} MB of JSON for 10k arrows"
     assert all(t.text is None for t in fig.data if t.type == "scattergl"), "no per-point text"
@@ -190,9 +191,11 @@ def test_svg_renderer_draws_the_same_arrays():
 
 def test_auto_renderer_is_svg_up_to_the_limit_then_webgl():
     e = points_explanation(SVG_MAX_ARROWS + 1)
-    assert {t.type for t in arrow_field_figure(e).data} == {"scattergl"}
+    assert {t.type for t in arrow_field_figure(e, max_arrows=None).data} == {"scattergl"}
     subset = arrow_field_figure(e, max_arrows=SVG_MAX_ARROWS).data
-    assert {t.type for t in subset} == {"scatter"}, "decided by the arrows drawn, not the rows"
+    assert {t.type for t in subset if t.type != "heatmap"} == {"scatter"}, (
+        "decided by the arrows drawn, not the rows"
+    )
 
 
 def test_pca_projection_labels_and_linear_maps():
@@ -215,3 +218,38 @@ def test_pca_projection_labels_and_linear_maps():
     np.testing.assert_allclose(
         (tips - starts)[order], (e.attributions @ proj.components.T)[ref], atol=1e-4
     )
+
+
+def test_a_200k_row_field_sends_a_bounded_figure_and_shows_every_uncertain_row():
+    """Issue 19: at most MAX_ARROWS arrows over a density of all rows, under 2 MB, and every
+    uncertain row still on the figure (an arrow, else a red point; a red density past
+    MAX_UNCERTAIN_POINTS); the title says how many rows the figure stands for."""
+    n = 200_000
+    e = points_explanation(n)
+    sel = 123_456
+    fig = arrow_field_figure(e, k_pct=10, selected=sel)
+    size = len(pio.to_json(fig, validate=False))
+    assert size < 2_000_000, f"{size / 1e6:.2f} MB"
+    neutral, red = _arrow_traces(fig)
+    drawn = len(_arrows(neutral)[0]) + len(_arrows(red)[0])
+    assert drawn <= MAX_ARROWS
+    assert f"of {n:,} drawn (shading: all {n:,} rows)" in fig.layout.title.text
+    density = [t for t in fig.data if t.type == "heatmap"]
+    assert len(density) == 1 and f"all {n:,} rows" in density[0].name
+    lookup = {tuple(x): i for i, x in enumerate(e.inputs.astype(np.float32))}
+    with_arrow = {lookup[tuple(s)] for s in _arrows(red)[0].astype(np.float32)}
+    points = next(
+        t
+        for t in fig.data
+        if t.type != "heatmap" and t.mode == "markers" and t.marker.color == UNCERTAIN
+    )
+    as_points = set(np.asarray(points.customdata)[:, 0].astype(int).tolist())
+    uncertain = set(np.argsort(e.diagnostics["perturbation_norm"], kind="stable")[: n // 10])
+    assert with_arrow | as_points == uncertain and not with_arrow & as_points
+    assert any(t.name == f"instance {sel}" for t in fig.data)
+
+    # Half the rows uncertain: too many for points, so a red density; still bounded.
+    wide = arrow_field_figure(e, k_pct=50)
+    assert len(pio.to_json(wide, validate=False)) < 2_000_000
+    reds = [t for t in wide.data if t.type == "heatmap" and "uncertain" in t.name]
+    assert len(reds) == 1 and f"{n // 2 - MAX_ARROWS:,} uncertain rows" in reds[0].name

@@ -60,3 +60,28 @@ def test_report_view_offers_the_html(env):
     run_id = finished_run(env, "emap", "moons", emap_like_moons())
     at = _open("report", run=run_id)
     assert at.get("download_button")
+
+
+def test_tabular_view_shows_the_options_side_by_side_and_offers_the_csv(env):
+    import numpy as np
+
+    from explainers.counterfactuals import AS_IS, FAILED
+
+    exp = adult_like_emap()
+    n, d = exp.inputs.shape
+    other = exp.inputs.copy()
+    other[:, 0] += 0.5  # option 2: age up
+    exp.diagnostics.update(
+        counterfactual_reason=np.array([""] * n),
+        option_counterfactuals=np.stack([other, exp.inputs.copy()], 1),
+        option_predictions=np.stack([exp.targets, exp.predictions], 1),
+        option_status=np.tile(np.array([AS_IS, FAILED], dtype=np.int8), (n, 1)),
+        option_reasons=np.tile(np.array(["", "same as option 1"]), (n, 1)),
+    )
+    run_id = finished_run(env, "emap", "adult", exp)
+    at = _open("tabular", run=run_id, i=3)
+    table = at.dataframe[1].value
+    assert list(table.columns) == ["original", "option 1", "option 2", "option 3"]
+    assert table.loc["valid", "option 3"] == "no"
+    assert table.loc["why not", "option 3"] == "same as option 1"
+    assert len(at.get("download_button")) == 1
