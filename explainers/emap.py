@@ -197,7 +197,7 @@ class EMAPParams:
         True,
         "check every counterfactual on the black box, repair the ones that do not flip, then "
         "shrink and sparsify them (off: EMAP's one-pass output only)",
-        label="Check every counterfactual on the black box",
+        label="Check on the black box",
     )
     verify_calls: int = param(
         64, "most batched black-box calls per explanation batch when verifying", 8, 256,

@@ -186,8 +186,14 @@ class WhatIf:
         explainer = copy.copy(self.explainer)
         remembering = _Remembering(model)
         explainer.model_ = remembering
+        # One counterfactual is shown, so a method that offers several per row looks for one.
+        changes: dict[str, Any] = {}
         if self.verifies:
-            explainer.params = dataclasses.replace(explainer.params, verify=verify)
+            changes["verify"] = verify
+        if hasattr(explainer.params, "n_counterfactuals"):
+            changes["n_counterfactuals"] = 1
+        if changes:
+            explainer.params = dataclasses.replace(explainer.params, **changes)
         explanation = explainer.explain(X)
         assert explanation.counterfactuals is not None, "a counterfactual method's run"
         both = remembering.predict_proba(np.vstack([X, explanation.counterfactuals]))

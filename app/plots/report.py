@@ -22,6 +22,7 @@ from app.plots.attributions import attribution_bars_figure, attribution_heatmaps
 from app.plots.images import image_counterfactual_figure
 from app.plots.tabular import change_frequency_figure
 from app.plots.triage import triage_figure
+from app.text import plot_text
 from explainers.explanation import Explanation
 
 PRINT_FONT = 14  # px: readable on a printed A4 page and on a projector
@@ -167,5 +168,11 @@ def report_figures(
             )
         )  # fmt: skip
     for item in out:
+        # The arrow builder names the method by its key ("emap: ..."); the report by its title.
+        text = item.figure.layout.title.text or ""
+        if text.startswith(f"{exp.method}: "):
+            item.figure.update_layout(
+                title_text=f"{plot_text(name)}: {text[len(exp.method) + 2 :]}"
+            )
         for_print(item.figure)
     return out

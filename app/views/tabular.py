@@ -173,6 +173,7 @@ def what_if_panel(what: WhatIf, row: np.ndarray, row_class: int, key: str) -> No
         md(names[cls_now]),
         delta=None if not edits else "changed by the edit" if cls_now != row_class else "unchanged",
         delta_color="off",
+        delta_arrow="off",
     )
     c2.metric(f"Probability of {md(names[cls_now])}", f"{answer.proba[cls_now]:.1%}")
     c3.metric(

@@ -48,6 +48,7 @@ def test_the_report_reads_as_a_document():
 def test_figures_are_drawn_for_print():
     _, figures = _report()
     arrows = next(f.figure for f in figures if f.slug == "arrow_field")
+    assert arrows.layout.title.text.startswith("EMAP: ")  # the method's title, not its key
     for f in figures:
         layout = f.figure.layout
         assert layout.font.size >= 14
