@@ -140,11 +140,11 @@ def black_box(frame: Any) -> bytes:
 
 # ----------------------------------------------------------------------------- child stages
 def _stage_upload(a: dict[str, Any]) -> dict[str, Any]:
-    from app.uploads import UploadStore
+    from app.uploads import upload_store
 
     t0, c0 = time.perf_counter(), time.process_time()
     data = Path(a["csv"]).read_bytes()
-    store = UploadStore(Path(a["data_dir"]) / "uploads")
+    store = upload_store()  # this process's limits: FLIPSCOPE_MAX_UPLOAD_MB=1000 and the rows
     data_id, _ = store.add_dataset(data, "table.csv", "label")
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     del data
@@ -296,7 +296,7 @@ def measure(
     upload_env = dict(
         base, FLIPSCOPE_MAX_UPLOAD_MB="1000", FLIPSCOPE_MAX_ROWS=str(max(200_000, 2 * n))
     )
-    up = _child("upload", {"csv": str(csv), "model": str(model), "data_dir": str(data)}, upload_env)
+    up = _child("upload", {"csv": str(csv), "model": str(model)}, upload_env)
     print(f"  upload {up['seconds']:.1f} s, peak {up['peak_bytes'] / GB:.2f} GB", flush=True)
     spec = {"dataset": f"upload:{up['data_id']}", "model": f"upload:{up['model_id']}"}
     job = _emap_job(base, data, spec, params, timeout)
