@@ -234,3 +234,34 @@ def _tabular_stand_in(X, cf, pred, dataset, source: tuple[str, str]) -> Explanat
         diagnostics={"perturbation_norm": norms, "norm_percentile": np.linspace(0, 100, len(X))},
         source=source, test_rows=True,
     )  # fmt: skip
+
+
+def verified_like_emap(n: int = 12) -> Explanation:
+    """``adult_like_emap`` as a verifying method keeps it: the raw counterfactual changes age by 5
+    years and the occupation, the verified one only the occupation; rows 0-3 were valid as is,
+    4-7 repaired, 8 and up failed (their verified counterfactual is the raw one, not flipped).
+    The perturbation-size diagnostics are the verified sizes, as EMAP records them."""
+    from explainers.counterfactuals import AS_IS, FAILED, REPAIRED
+
+    base = adult_like_emap(n)
+    X, raw = base.inputs, base.counterfactuals
+    verified = raw.copy()
+    verified[:8, 0] = X[:8, 0]  # age reverted where verification succeeded
+    status = np.full(n, FAILED, dtype=np.int8)
+    status[:4], status[4:8] = AS_IS, REPAIRED
+    pred = base.predictions
+    flipped = status != FAILED
+    raw_pred = np.where(status == AS_IS, 1 - pred, pred)  # repaired and failed rows: no raw flip
+    norms = np.linalg.norm(verified - X, axis=1)
+    exp = counterfactual_explanation(
+        X, verified, pred, feature_names=base.feature_names, class_names=base.class_names,
+        modality="tabular", schema=base.schema, source=("adult", "rf"), test_rows=True,
+        counterfactual_predictions=np.where(flipped, 1 - pred, pred), success=flipped,
+        diagnostics={"perturbation_norm": norms, "norm_percentile": np.linspace(0, 100, n)},
+        params={"pinned": []},
+    )  # fmt: skip
+    exp.raw_counterfactuals = raw
+    exp.raw_counterfactual_predictions = raw_pred
+    exp.counterfactual_status = status
+    exp.__post_init__()  # checks the verified fields together
+    return exp

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import state, widgets
+from app import analysis, state, widgets
 from app.plots.tabular import change_frequency_figure, counterfactual_table
 from app.text import md
 
@@ -26,7 +26,9 @@ if run is None:
         "precomputed Adult demo on the Data & model page."
     )
     st.stop()
-exp = widgets.open_explanation(run)
+stored = widgets.open_explanation(run)
+exp = widgets.counterfactual_version({"run": stored}, "tab_raw")["run"]
+showing_raw = exp is not stored
 pinned = tuple(run.params.get("pinned") or ())
 if pinned:
     st.caption(
@@ -36,6 +38,13 @@ elif "pinned" in exp.params:
     st.caption(
         "No feature was pinned in this run. To keep features such as race and sex fixed, start "
         "the method with them in `pinned` on the Explain page."
+    )
+
+counts = analysis.status_counts(stored)
+if counts is not None:
+    st.caption(
+        f"Verified on the black box: {counts['as is']} as is, {counts['repaired']} repaired, "
+        f"**{counts['failed']} failed** (no counterfactual that flips the black box found)."
     )
 
 n = exp.n
@@ -79,8 +88,16 @@ if "norm_percentile" in exp.diagnostics:
     c3.metric(
         "Perturbation size percentile",
         f"{pct:.0f}",
-        help="Low: a small change flips this row, so it lies near the decision boundary (uncertain).",
+        help="Low: a small change flips this row, so it lies near the decision boundary "
+        "(uncertain)." + (" Measured on the verified counterfactual." if stored.verified else ""),
     )
+if showing_raw:
+    st.warning(
+        "Showing the raw counterfactual: the method's one pass, as the EMAP paper reports it, "
+        + ("which flips the black box." if flipped else "which does NOT flip the black box.")
+    )
+else:
+    widgets.verification_status(exp, index)
 st.dataframe(counterfactual_table(exp, index, pinned=pinned), width="stretch")
 
 st.subheader("How often each feature changes")
