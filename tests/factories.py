@@ -265,3 +265,30 @@ def verified_like_emap(n: int = 12) -> Explanation:
     exp.counterfactual_status = status
     exp.__post_init__()  # checks the verified fields together
     return exp
+
+
+def verified_image_run(n: int = 6) -> Explanation:
+    """``image_run_like_deduce`` as EMAP would keep it after verification: the raw counterfactual
+    brightens 20 pixels, the verified one the first 5 of them; row 0 valid as is, row 1 repaired,
+    the rest failed (their verified counterfactual is the raw one)."""
+    from explainers.counterfactuals import AS_IS, FAILED, REPAIRED
+
+    base = image_run_like_deduce("emap", n=n)
+    X, raw = base.inputs, base.counterfactuals
+    verified = raw.copy()
+    for i in (0, 1):
+        changed = np.flatnonzero(raw[i] != X[i])
+        verified[i, changed[5:]] = X[i, changed[5:]]
+    status = np.full(n, FAILED, dtype=np.int8)
+    status[0], status[1] = AS_IS, REPAIRED
+    exp = counterfactual_explanation(
+        X, verified, base.predictions, targets=base.targets, method="emap",
+        feature_names=base.feature_names, class_names=base.class_names, attributions=False,
+        success=status != FAILED, image_shape=(28, 28), schema=base.schema,
+        source=("mnist", "sn-resnet"), test_rows=True,
+    )  # fmt: skip
+    exp.raw_counterfactuals = raw
+    exp.raw_counterfactual_predictions = np.where(status == AS_IS, base.targets, base.predictions)
+    exp.counterfactual_status = status
+    exp.__post_init__()
+    return exp

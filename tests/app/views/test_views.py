@@ -10,6 +10,7 @@ from tests.factories import (
     adult_like_emap,
     emap_like_moons,
     image_run_like_deduce,
+    verified_image_run,
     verified_like_emap,
 )
 
@@ -29,6 +30,20 @@ def test_tabular_view_shows_the_paper_table(env):
     at = _open("tabular", run=run_id, i=3)
     assert {m.label for m in at.metric} >= {"Black box's class", "After the change"}
     assert len(at.get("plotly_chart")) == 1
+
+
+def test_image_view_marks_a_failed_verification_and_toggles_the_raw_counterfactual(env):
+    run_id = finished_run(env, "emap", "mnist", verified_image_run())
+    at = _open("images", run=run_id, i=3)  # verification failed for this digit
+    assert len(at.error) == 1 and "does NOT" in at.error[0].value
+    table = at.dataframe[0].value
+    assert table["verification"].tolist() == ["failed"]
+    at = _open("images", run=run_id, i=0)  # valid as is: 5 pixels instead of the raw 20
+    assert not at.error and at.dataframe[0].value["L0"].tolist() == [5]
+    at.toggle(key="img_raw").set_value(True).run()
+    assert not at.exception and "raw counterfactual" in at.warning[0].value
+    table = at.dataframe[0].value
+    assert table["L0"].tolist()[0] > 5 and table["verification"].tolist() == ["raw"]
 
 
 def _caption(at) -> str:
