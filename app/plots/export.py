@@ -27,6 +27,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from app.analysis import status_counts
 from explainers.explanation import Explanation
 
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
@@ -194,9 +195,23 @@ def run_report_html(
         ("classes", ", ".join(explanation.class_names)),
     ]
     if explanation.success is not None and explanation.n:
+        verified = " (verified)" if explanation.verified else ""
         summary.append(
-            ("counterfactuals that flip the black box", f"{explanation.success.mean():.1%}")
+            (
+                f"counterfactuals that flip the black box{verified}",
+                f"{explanation.success.mean():.1%}",
+            )
         )
+    counts = status_counts(explanation)
+    if counts is not None and explanation.raw_success is not None and explanation.n:
+        summary.append(
+            ("raw counterfactuals (the method's one pass) that flip the black box",
+             f"{explanation.raw_success.mean():.1%}")
+        )  # fmt: skip
+        summary.append(
+            ("verification: as is / repaired / failed",
+             f"{counts['as is']} / {counts['repaired']} / {counts['failed']}")
+        )  # fmt: skip
     summary += [("seed", prov.seed), ("version", prov.version)]
     if prov.note:
         summary.append(("note", prov.note))
