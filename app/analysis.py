@@ -12,14 +12,16 @@ Figures of merit about explanations live in ``explainers`` and are reused here, 
 * uncertainty triage: the smallest-k% rule, its scores and curve, the ranking of instances;
 * the plane a 2-D figure is drawn in (:func:`project_2d`) and the black box's class
   probabilities on a grid of it (:func:`decision_regions`, which runs the model);
-* the black box's probabilities on counterfactuals, and the counterfactual table's change mask.
+* the black box's probabilities on counterfactuals, and the counterfactual table's change mask;
+* verified or raw counterfactuals (:func:`counterfactual_version`) and how each verified one was
+  obtained (:func:`verification_status`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -540,3 +542,69 @@ def change_mask(
     )
     names = schema.original_names if schema is not None else list(explanation.feature_names)
     return pd.DataFrame(changed, index=idx, columns=names)
+
+
+# --------------------------------------------------------------------------- verified or raw
+VERIFIED, RAW = "verified", "raw"
+STATUS_TEXT = {
+    "as is": "Verified on the black box: the method's own counterfactual flipped it; shown after "
+    "shrinking it and reverting the changes it did not need.",
+    "repaired": "Repaired: the method's own counterfactual did not flip the black box; this one, "
+    "found by the verification, does.",
+    "failed": "Failed: no counterfactual that flips the black box was found for this row. Shown is "
+    "the method's own proposal, which the black box does NOT put in the target class.",
+}
+
+
+def counterfactual_version(
+    explanation: Explanation, version: Literal["verified", "raw"] = VERIFIED
+) -> Explanation:
+    """The Explanation with the counterfactuals a view should draw.
+
+    ``"verified"``: as stored (for a verifying method such as EMAP, the counterfactuals the black
+    box confirmed). ``"raw"``: the method's one-pass output in their place, with the black box's
+    class for each and whether it reached the target, for comparison with the paper, and no
+    verification status (``verified`` is False). Diagnostics
+    (the perturbation-size percentile, the uncertainty score) stay the verified ones either way.
+    Raises ``ValueError`` for ``"raw"`` on a result that keeps no raw counterfactuals.
+    """
+    if version == VERIFIED:
+        return explanation
+    if version != RAW:
+        raise ValueError(f"unknown counterfactual version {version!r}; use 'verified' or 'raw'")
+    if (
+        explanation.raw_counterfactuals is None
+        or explanation.raw_counterfactual_predictions is None
+    ):
+        raise ValueError(
+            f"the {explanation.method!r} result keeps no raw counterfactuals (the method does not "
+            "verify them on the black box, or the run predates verification); only the stored "
+            "counterfactuals can be shown"
+        )
+    return replace(
+        explanation,
+        counterfactuals=explanation.raw_counterfactuals,
+        counterfactual_predictions=explanation.raw_counterfactual_predictions,
+        success=explanation.raw_success,
+        counterfactual_status=None,  # the raw ones were not obtained by verification
+    )
+
+
+def verification_status(explanation: Explanation, index: int) -> tuple[str, str] | None:
+    """How row ``index``'s verified counterfactual was obtained: ``(status, sentence)`` with
+    status "as is", "repaired" or "failed" (``STATUS_TEXT``); None when the method does not
+    verify its counterfactuals."""
+    names = explanation.status_names()
+    if names is None:
+        return None
+    status = names[index]
+    return status, STATUS_TEXT[status]
+
+
+def status_counts(explanation: Explanation) -> dict[str, int] | None:
+    """How many rows were verified as is, repaired, or failed (None when not verified)."""
+    status = explanation.counterfactual_status
+    if status is None:
+        return None
+    counts = np.bincount(np.asarray(status, dtype=np.int64), minlength=len(STATUS_TEXT))
+    return {k: int(c) for k, c in zip(STATUS_TEXT, counts, strict=True)}

@@ -394,6 +394,49 @@ def _cannot_show(page: str, run: Any, instead: str) -> None:
     )
 
 
+def counterfactual_version(explanations: dict[str, Any], key: str) -> dict[str, Any]:
+    """A toggle between the verified counterfactuals (the default) and the methods' raw one-pass
+    output, shown only when one of ``explanations`` keeps raw ones; the explanations to draw
+    (a result without raw counterfactuals is drawn as stored either way)."""
+    from app import analysis
+
+    if not any(e.raw_counterfactuals is not None for e in explanations.values()):
+        return explanations
+    raw = st.toggle(
+        "Show the raw counterfactual (the method's one pass, before the black box checked it)",
+        value=False,
+        key=key,
+        help="The verified counterfactual is the one the black box confirmed, shrunk and with "
+        "unneeded changes reverted; the raw one is what the EMAP paper's figures describe.",
+    )
+    if not raw:
+        return explanations
+    return {
+        m: analysis.counterfactual_version(e, analysis.RAW)
+        if e.raw_counterfactuals is not None
+        else e
+        for m, e in explanations.items()
+    }
+
+
+def verification_status(explanation: Any, index: int, label: str = "") -> None:
+    """Say plainly how row ``index``'s verified counterfactual was obtained (as is, repaired, or
+    failed: an error box); nothing for a method that does not verify."""
+    from app import analysis
+
+    found = analysis.verification_status(explanation, index)
+    if found is None:
+        return
+    status, sentence = found
+    text = f"{md(label)}: {sentence}" if label else sentence
+    if status == "failed":
+        st.error(text, icon="⚠️")
+    elif status == "repaired":
+        st.info(text)
+    else:
+        st.success(text)
+
+
 def black_box(run: Any) -> Any:
     """The black box a run was made with, for drawing it (regions, probabilities), or None; while
     a demo black box is being built, that build's progress instead (``demo_model_progress``)."""

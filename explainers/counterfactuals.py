@@ -226,12 +226,15 @@ class _Oracle:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
             raise BlackBoxCallError(
                 f"the black box failed while counterfactuals were checked ({type(exc).__name__}: "
-                f"{first}); the method's own counterfactuals are unchanged"
+                f"{first}); the method's own counterfactuals are unchanged. Check that the model "
+                "answers predictions (its server is up, its input format unchanged) and run the "
+                "explanation again"
             ) from exc
         if out.shape != (len(X),):
             raise BlackBoxCallError(
                 f"the black box returned {out.shape} classes for {len(X)} rows while "
-                "counterfactuals were checked; the method's own counterfactuals are unchanged"
+                "counterfactuals were checked; the method's own counterfactuals are unchanged. "
+                "The model must return one class per row: check its predict and run again"
             )
         return out
 

@@ -234,3 +234,61 @@ def _tabular_stand_in(X, cf, pred, dataset, source: tuple[str, str]) -> Explanat
         diagnostics={"perturbation_norm": norms, "norm_percentile": np.linspace(0, 100, len(X))},
         source=source, test_rows=True,
     )  # fmt: skip
+
+
+def verified_like_emap(n: int = 12) -> Explanation:
+    """``adult_like_emap`` as a verifying method keeps it: the raw counterfactual changes age by 5
+    years and the occupation, the verified one only the occupation; rows 0-3 were valid as is,
+    4-7 repaired, 8 and up failed (their verified counterfactual is the raw one, not flipped).
+    The perturbation-size diagnostics are the verified sizes, as EMAP records them."""
+    from explainers.counterfactuals import AS_IS, FAILED, REPAIRED
+
+    base = adult_like_emap(n)
+    X, raw = base.inputs, base.counterfactuals
+    verified = raw.copy()
+    verified[:8, 0] = X[:8, 0]  # age reverted where verification succeeded
+    status = np.full(n, FAILED, dtype=np.int8)
+    status[:4], status[4:8] = AS_IS, REPAIRED
+    pred = base.predictions
+    flipped = status != FAILED
+    raw_pred = np.where(status == AS_IS, 1 - pred, pred)  # repaired and failed rows: no raw flip
+    norms = np.linalg.norm(verified - X, axis=1)
+    exp = counterfactual_explanation(
+        X, verified, pred, feature_names=base.feature_names, class_names=base.class_names,
+        modality="tabular", schema=base.schema, source=("adult", "rf"), test_rows=True,
+        counterfactual_predictions=np.where(flipped, 1 - pred, pred), success=flipped,
+        diagnostics={"perturbation_norm": norms, "norm_percentile": np.linspace(0, 100, n)},
+        params={"pinned": []},
+    )  # fmt: skip
+    exp.raw_counterfactuals = raw
+    exp.raw_counterfactual_predictions = raw_pred
+    exp.counterfactual_status = status
+    exp.__post_init__()  # checks the verified fields together
+    return exp
+
+
+def verified_image_run(n: int = 6) -> Explanation:
+    """``image_run_like_deduce`` as EMAP would keep it after verification: the raw counterfactual
+    brightens 20 pixels, the verified one the first 5 of them; row 0 valid as is, row 1 repaired,
+    the rest failed (their verified counterfactual is the raw one)."""
+    from explainers.counterfactuals import AS_IS, FAILED, REPAIRED
+
+    base = image_run_like_deduce("emap", n=n)
+    X, raw = base.inputs, base.counterfactuals
+    verified = raw.copy()
+    for i in (0, 1):
+        changed = np.flatnonzero(raw[i] != X[i])
+        verified[i, changed[5:]] = X[i, changed[5:]]
+    status = np.full(n, FAILED, dtype=np.int8)
+    status[0], status[1] = AS_IS, REPAIRED
+    exp = counterfactual_explanation(
+        X, verified, base.predictions, targets=base.targets, method="emap",
+        feature_names=base.feature_names, class_names=base.class_names, attributions=False,
+        success=status != FAILED, image_shape=(28, 28), schema=base.schema,
+        source=("mnist", "sn-resnet"), test_rows=True,
+    )  # fmt: skip
+    exp.raw_counterfactuals = raw
+    exp.raw_counterfactual_predictions = np.where(status == AS_IS, base.targets, base.predictions)
+    exp.counterfactual_status = status
+    exp.__post_init__()
+    return exp

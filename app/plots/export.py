@@ -27,6 +27,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from app.analysis import status_counts
 from explainers.base import param_specs
 from explainers.explanation import Explanation
 from explainers.registry import METHODS, canonical_kind
@@ -239,7 +240,20 @@ def run_report_html(
         ("Classes", ", ".join(explanation.class_names)),
     ]
     if explanation.success is not None and explanation.n:
-        summary.append(("Counterfactuals that flip the model", f"{explanation.success.mean():.1%}"))
+        verified = " (verified)" if explanation.verified else ""
+        summary.append(
+            (f"Counterfactuals that flip the model{verified}", f"{explanation.success.mean():.1%}")
+        )
+    counts = status_counts(explanation)
+    if counts is not None and explanation.raw_success is not None and explanation.n:
+        summary.append(
+            ("Raw counterfactuals (the method's one pass) that flip the model",
+             f"{explanation.raw_success.mean():.1%}")
+        )  # fmt: skip
+        summary.append(
+            ("Verification: as is / repaired / failed",
+             f"{counts['as is']} / {counts['repaired']} / {counts['failed']}")
+        )  # fmt: skip
     finished = _when(rec.get("finished_at"))
     if finished:
         summary.append(("Finished", finished))

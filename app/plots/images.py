@@ -121,6 +121,9 @@ def image_counterfactual_figure(
             else "?"
         )
         flipped = "" if e.success is None else (" ✓" if e.success[i] else " ✗")
+        status = e.status_names()
+        if status is not None and status[i] != "as is":
+            flipped += f" · {status[i]}"
         titles += [
             f"{m}: original, class {pred}",
             "difference x′ − x",

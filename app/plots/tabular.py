@@ -130,6 +130,14 @@ def _fmt_delta(v: object) -> str:
     return str(v)
 
 
+# How a verified counterfactual was obtained, in a caption (explainers.counterfactuals.STATUS_NAMES).
+VERIFICATION_VERDICT = {
+    "as is": " (verified on the black box)",
+    "repaired": " (repaired: the method's own counterfactual did not flip the black box)",
+    "failed": " (verification FAILED: shown is the method's own proposal)",
+}
+
+
 def counterfactual_table(
     explanation: Explanation,
     index: int,
@@ -140,8 +148,9 @@ def counterfactual_table(
 ) -> Styler:
     """The paper's Table 1 for one instance as a Styler: changed cells highlighted.
 
-    The caption names the instance (``name``, default "Instance <index>"), the target and
-    whether the black box's class flipped.
+    The caption names the instance (``name``, default "Instance <index>"), the target, whether
+    the black box's class flipped, and for verified counterfactuals how this one was obtained
+    (``VERIFICATION_VERDICT``).
     """
     frame, mask = counterfactual_frame(explanation, index, pinned=pinned, rel_tol=rel_tol)
     names = explanation.class_names
@@ -150,6 +159,9 @@ def counterfactual_table(
         verdict = ""
     else:
         verdict = "; reached" if explanation.success[index] else "; NOT reached"
+    status = explanation.status_names()
+    if status is not None:
+        verdict += VERIFICATION_VERDICT[status[index]]
     n_changed = int(mask["change"].iloc[:-1].sum())
     caption = (
         f"{name or f'Instance {index}'}: target class {target}{verdict}. {n_changed} feature(s) changed "

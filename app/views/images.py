@@ -34,7 +34,8 @@ if not runs:
 
 # The rows every chosen run explains (runs may explain different numbers of test rows).
 picked, n_common = widgets.side_by_side(runs, "img", PAGE)
-exps = {m: e for m, (_, e) in picked.items()}
+stored = {m: e for m, (_, e) in picked.items()}
+exps = widgets.counterfactual_version(stored, "img_raw")
 first_run, first = next(iter(picked.values()))
 dataset = resources.run_dataset(first_run)
 labels = analysis.true_labels(first.subset(slice(0, n_common)), dataset)
@@ -74,6 +75,11 @@ targets = {name: e.class_names[int(e.targets[index])] for name, e in exps.items(
 st.caption("Target class: " + ", ".join(f"{m}: {md(t)}" for m, t in targets.items()))
 fig = image_counterfactual_figure(exps, index, threshold=thr)
 st.plotly_chart(fig, key="img_fig")
+for name, e in stored.items():
+    if exps[name] is not e:
+        st.warning(f"{md(name)}: showing the raw counterfactual (the method's one pass).")
+    else:
+        widgets.verification_status(e, index, label=name)
 
 model = widgets.black_box(first_run)
 if model is not None:
@@ -89,7 +95,18 @@ if model is not None:
         key="img_proba",
     )
 
-rows = [{"method": name, **image_change_stats(e, index, thr)} for name, e in exps.items()]
+rows = [
+    {
+        "method": name,
+        **image_change_stats(e, index, thr),
+        "verification": (
+            "raw"
+            if e is not stored[name]
+            else (analysis.verification_status(e, index) or ("-",))[0]
+        ),
+    }
+    for name, e in exps.items()
+]
 stats = pd.DataFrame(rows)
 density = [c for c in stats.columns if "density" in c]
 widgets.table(stats, hide_index=True, width="stretch")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import resources, state, widgets
+from app import analysis, resources, state, widgets
 from app.cf_export import ExportError, counterfactual_csv
 from app.jobs.whatif import WhatIf, WhatIfError
 from app.plots.tabular import change_frequency_figure, counterfactual_table, options_table
@@ -31,7 +31,9 @@ if run is None:
             "precomputed Adult demo on the Data & model page."
         )
     st.stop()
-exp = widgets.open_explanation(run)
+stored = widgets.open_explanation(run)
+exp = widgets.counterfactual_version({"run": stored}, "tab_raw")["run"]
+showing_raw = exp is not stored
 pinned = tuple(run.params.get("pinned") or ())
 if pinned:
     st.caption(
@@ -41,6 +43,13 @@ elif "pinned" in exp.params:
     st.caption(
         "No feature was pinned in this run. To keep features such as race and sex fixed, start "
         "the method with them in `pinned` on the Explain page."
+    )
+
+counts = analysis.status_counts(stored)
+if counts is not None:
+    st.caption(
+        f"Verified on the black box: {counts['as is']} as is, {counts['repaired']} repaired, "
+        f"**{counts['failed']} failed** (no counterfactual that flips the black box found)."
     )
 
 n = exp.n
@@ -84,10 +93,18 @@ if "norm_percentile" in exp.diagnostics:
     c3.metric(
         widgets.PERCENTILE.capitalize(),
         widgets.percentile_text(pct),
-        help="Low: a small change flips this row, so it lies near the decision boundary (uncertain).",
+        help="Low: a small change flips this row, so it lies near the decision boundary "
+        "(uncertain)." + (" Measured on the verified counterfactual." if stored.verified else ""),
     )
+if showing_raw:
+    st.warning(
+        "Showing the raw counterfactual: the method's one pass, as the EMAP paper reports it, "
+        + ("which flips the black box." if flipped else "which does NOT flip the black box.")
+    )
+else:
+    widgets.verification_status(exp, index)
 st.dataframe(counterfactual_table(exp, index, pinned=pinned), width="stretch")
-options = options_table(exp, index)
+options = options_table(stored, index)
 if options is not None:
     st.subheader("Options for this row")
     st.caption(
@@ -96,7 +113,7 @@ if options is not None:
     )
     st.dataframe(options, width="stretch")
 try:
-    csv_bytes = counterfactual_csv(exp)
+    csv_bytes = counterfactual_csv(stored)
 except ExportError as exc:
     st.caption(str(exc))
 else:

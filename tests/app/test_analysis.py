@@ -205,3 +205,37 @@ def test_change_mask_follows_original_units():
             [False, True, False, True],  # capital +5000, sex F -> M
         ],
     )
+
+
+# --------------------------------------------------------------------------- verified or raw
+def test_the_raw_version_swaps_counterfactuals_but_keeps_the_verified_uncertainty():
+    from app.analysis import RAW, counterfactual_version, status_counts, verification_status
+    from tests.factories import verified_like_emap
+
+    exp = verified_like_emap(12)
+    assert counterfactual_version(exp) is exp
+    raw = counterfactual_version(exp, RAW)
+    assert np.array_equal(raw.counterfactuals, exp.raw_counterfactuals)
+    assert np.array_equal(raw.counterfactual_predictions, exp.raw_counterfactual_predictions)
+    assert raw.success.tolist() == [True] * 4 + [False] * 8  # only "as is" rows flipped raw
+    assert not raw.verified and raw.status_names() is None
+    # the uncertainty score is the verified size's percentile in both versions
+    assert raw.diagnostics["norm_percentile"] is exp.diagnostics["norm_percentile"]
+    assert np.array_equal(exp.counterfactuals, exp.inputs + exp.perturbations)  # stored untouched
+    assert status_counts(exp) == {"as is": 4, "repaired": 4, "failed": 4}
+    assert status_counts(raw) is None
+    assert verification_status(exp, 9)[0] == "failed"
+    assert "NOT" in verification_status(exp, 9)[1]
+    assert verification_status(exp, 5)[0] == "repaired"
+
+
+def test_a_result_without_raw_counterfactuals_has_no_raw_version():
+    from app.analysis import RAW, counterfactual_version, verification_status
+    from tests.factories import adult_like_emap
+
+    exp = adult_like_emap(5)
+    with pytest.raises(ValueError, match="keeps no raw counterfactuals"):
+        counterfactual_version(exp, RAW)
+    with pytest.raises(ValueError, match="unknown counterfactual version"):
+        counterfactual_version(exp, "unverified")  # type: ignore[arg-type]
+    assert verification_status(exp, 0) is None

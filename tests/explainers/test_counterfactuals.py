@@ -191,9 +191,25 @@ def test_a_black_box_that_fails_mid_way_gives_a_clear_error_and_changes_nothing(
             raise RuntimeError("connection to the model server lost")
         return black_box(Z)
 
-    with pytest.raises(BlackBoxCallError, match="connection to the model server lost"):
+    with pytest.raises(
+        BlackBoxCallError,
+        match="connection to the model server lost.*unchanged.*run the explanation again",
+    ):
         refine(flaky, SCHEMA, X, P, np.ones(40, dtype=np.int64))
     assert np.array_equal(X, X0) and np.array_equal(P, P0)
+
+
+def test_a_black_box_answering_the_wrong_shape_is_refused_with_what_to_do():
+    X = _rows(20, seed=12)
+    P = _proposals(X, seed=13)
+    P0 = P.copy()
+
+    def two_columns(Z):
+        return np.stack([black_box(Z), black_box(Z)], axis=1)
+
+    with pytest.raises(BlackBoxCallError, match="one class per row: check its predict"):
+        refine(two_columns, SCHEMA, X, P, np.ones(20, dtype=np.int64))
+    assert np.array_equal(P, P0)
 
 
 # ---------------------------------------------------------------- with a surrogate as the guide

@@ -54,3 +54,14 @@ def test_report_is_self_contained_and_escaped():
     assert html.count('class="plotly-graph-div"') == 2
     assert "abcDEF1234567890xyz" in html and "Arrow field" in html
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)" in html
+
+
+def test_report_of_verified_counterfactuals_gives_raw_and_verified_flip_rates_and_failures():
+    from tests.factories import adult_like_emap, verified_like_emap
+
+    page = run_report_html(None, verified_like_emap(12), {})
+    assert "counterfactuals that flip the black box (verified)</th><td>66.7%" in page
+    assert "one pass) that flip the black box</th><td>33.3%" in page  # 4 of 12 flipped raw
+    assert "as is / repaired / failed</th><td>4 / 4 / 4" in page
+    plain = run_report_html(None, adult_like_emap(5), {})
+    assert "(verified)" not in plain and "repaired" not in plain

@@ -104,3 +104,23 @@ def test_change_stats_and_probability_bars():
 def test_non_images_are_refused_with_a_reason():
     with pytest.raises(ValueError, match="not of images"):
         image_counterfactual_figure(points_explanation(5), 0)
+
+
+def test_a_failed_or_repaired_verification_is_named_in_the_panel_title():
+    x = np.zeros((3, 16))
+    cf = x.copy()
+    cf[:, 3] = 0.5
+    exp = image_explanation(x, cf, "emap")
+    exp.raw_counterfactuals = cf.copy()
+    exp.raw_counterfactual_predictions = exp.predictions.copy()
+    exp.counterfactual_status = np.array([0, 1, 2], dtype=np.int8)
+    exp.success = np.array([True, True, False])
+    exp.__post_init__()
+
+    def title(i):
+        fig = image_counterfactual_figure(exp, i)
+        return fig.layout.annotations[2].text
+
+    assert "✓" in title(0) and "·" not in title(0)
+    assert title(1).endswith("· repaired")
+    assert "✗" in title(2) and title(2).endswith("· failed")

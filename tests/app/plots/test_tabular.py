@@ -69,3 +69,20 @@ def test_refuses_attribution_only_results():
     e = attribution_explanation(np.zeros((2, 3)), np.ones((2, 3)))
     with pytest.raises(ValueError, match="no counterfactuals"):
         counterfactual_frame(e, 0)
+
+
+def test_the_caption_says_how_a_verified_counterfactual_was_obtained():
+    from app.analysis import RAW, counterfactual_version
+    from tests.factories import verified_like_emap
+
+    exp = verified_like_emap(12)
+    assert "(verified on the black box)" in counterfactual_table(exp, 0).caption
+    assert "repaired" in counterfactual_table(exp, 5).caption
+    failed = counterfactual_table(exp, 9).caption
+    assert "NOT reached" in failed and "verification FAILED" in failed
+    # the verified counterfactual changes one feature, the raw one two
+    assert "1 feature(s) changed" in counterfactual_table(exp, 0).caption
+    raw = counterfactual_table(counterfactual_version(exp, RAW), 0).caption
+    assert "2 feature(s) changed" in raw and "verif" not in raw
+    # a method that does not verify says nothing about verification
+    assert "verif" not in counterfactual_table(tabular_explanation(), 0).caption

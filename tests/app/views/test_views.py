@@ -6,7 +6,13 @@ import json
 
 from tests.app.views.prepared import finished_run
 from tests.app.views.prepared import open_view as _open
-from tests.factories import adult_like_emap, emap_like_moons, image_run_like_deduce
+from tests.factories import (
+    adult_like_emap,
+    emap_like_moons,
+    image_run_like_deduce,
+    verified_image_run,
+    verified_like_emap,
+)
 
 
 def test_image_view_shows_original_difference_and_counterfactual(env):
@@ -24,6 +30,51 @@ def test_tabular_view_shows_the_paper_table(env):
     at = _open("tabular", run=run_id, i=3)
     assert {m.label for m in at.metric} >= {"Black box's class", "After the change"}
     assert len(at.get("plotly_chart")) == 1
+
+
+def test_image_view_marks_a_failed_verification_and_toggles_the_raw_counterfactual(env):
+    run_id = finished_run(env, "emap", "mnist", verified_image_run())
+    at = _open("images", run=run_id, i=3)  # verification failed for this digit
+    assert len(at.error) == 1 and "does NOT" in at.error[0].value
+    table = at.dataframe[0].value
+    assert table["verification"].tolist() == ["failed"]
+    at = _open("images", run=run_id, i=0)  # valid as is: 5 pixels instead of the raw 20
+    assert not at.error and at.dataframe[0].value["L0"].tolist() == [5]
+    at.toggle(key="img_raw").set_value(True).run()
+    assert not at.exception and "raw counterfactual" in at.warning[0].value
+    table = at.dataframe[0].value
+    assert table["L0"].tolist()[0] > 5 and table["verification"].tolist() == ["raw"]
+
+
+def _caption(at) -> str:
+    """The counterfactual table's caption (a pandas Styler's, sent beside the data)."""
+    return at.dataframe[0].proto.arrow_data.styler.caption
+
+
+def test_tabular_view_shows_the_verified_counterfactual_marks_failures_and_toggles_raw(env):
+    exp = verified_like_emap(12)
+    run_id = finished_run(env, "emap", "adult", exp)
+    at = _open("tabular", run=run_id, i=9)  # a row whose verification failed
+    assert any("4 failed" in c.value for c in at.caption)
+    assert len(at.error) == 1 and "Failed" in at.error[0].value
+    assert "NOT" in at.error[0].value
+    assert "verification FAILED" in _caption(at)
+    at = _open("tabular", run=run_id, i=0)  # valid as is: the verified one changes only occupation
+    assert not at.error and "Verified on the black box" in at.success[0].value
+    assert "1 feature(s) changed" in _caption(at)
+    at.toggle(key="tab_raw").set_value(True).run()
+    assert not at.exception
+    assert "raw counterfactual" in at.warning[0].value and not at.success
+    assert "2 feature(s) changed" in _caption(at)  # age and occupation
+    # the uncertainty score stays the verified one
+    assert {m.label: m.value for m in at.metric}["Perturbation size percentile"] == "0"
+
+
+def test_tabular_view_offers_no_raw_toggle_for_a_method_that_does_not_verify(env):
+    run_id = finished_run(env, "emap", "adult", adult_like_emap())
+    at = _open("tabular", run=run_id, i=3)
+    assert at.toggle(key="tab_only_flips") is not None
+    assert all(t.key != "tab_raw" for t in at.toggle) and not at.error
 
 
 def test_compare_view_measures_agreement(env):
