@@ -60,8 +60,8 @@ def test_report_of_verified_counterfactuals_gives_raw_and_verified_flip_rates_an
     from tests.factories import adult_like_emap, verified_like_emap
 
     page = run_report_html(None, verified_like_emap(12), {})
-    assert "counterfactuals that flip the black box (verified)</th><td>66.7%" in page
-    assert "one pass) that flip the black box</th><td>33.3%" in page  # 4 of 12 flipped raw
-    assert "as is / repaired / failed</th><td>4 / 4 / 4" in page
+    assert "Counterfactuals that flip the model (verified)</th><td>66.7%" in page
+    assert "one pass) that flip the model</th><td>33.3%" in page  # 4 of 12 flipped raw
+    assert "Verification: as is / repaired / failed</th><td>4 / 4 / 4" in page
     plain = run_report_html(None, adult_like_emap(5), {})
     assert "(verified)" not in plain and "repaired" not in plain

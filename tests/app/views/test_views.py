@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from app import widgets
 from tests.app.views.prepared import finished_run
 from tests.app.views.prepared import open_view as _open
 from tests.factories import (
@@ -67,7 +68,8 @@ def test_tabular_view_shows_the_verified_counterfactual_marks_failures_and_toggl
     assert "raw counterfactual" in at.warning[0].value and not at.success
     assert "2 feature(s) changed" in _caption(at)  # age and occupation
     # the uncertainty score stays the verified one
-    assert {m.label: m.value for m in at.metric}["Perturbation size percentile"] == "0"
+    percentile = {m.label: m.value for m in at.metric}[widgets.PERCENTILE.capitalize()]
+    assert percentile == widgets.percentile_text(0.0)
 
 
 def test_tabular_view_offers_no_raw_toggle_for_a_method_that_does_not_verify(env):
