@@ -153,8 +153,6 @@ def _upload_picker() -> None:
     except NotYours:
         return  # the page says below that this data set cannot be opened
     _name_field(str(sel.dataset.upload), "data set")
-    if sel.model is not None and sel.model.source == "upload":
-        _name_field(sel.model.ref, "model")
     model_file = st.file_uploader("Model trained on this data set", key="model_file")
     if model_file is not None and st.button("Use this model", type="primary", key="use_model"):
         try:
@@ -179,6 +177,8 @@ def _upload_picker() -> None:
             return
         state.set_selection(state.Selection(sel.dataset, ModelSpec("upload", model_id)))
         st.rerun()
+    if sel.model is not None and sel.model.source == "upload":
+        _name_field(sel.model.ref, "model")  # below the model's upload field, as the data set's
 
 
 if source == "Built-in demo":

@@ -148,3 +148,16 @@ def test_tables_show_no_none_and_mixed_columns_as_text(env):
     for name in frame.columns:
         assert frame[name].map(type).nunique() == 1, name
     assert widgets.PERCENTILE in set(frame["feature"])
+
+
+def test_the_owner_renames_an_upload_on_the_data_and_model_page(env, data_dir):
+    uploads = UploadStore(data_dir / "uploads")
+    data_id, model_id = upload_with_model(uploads, None)
+    at = open_view("data_model", data=data_id, model=model_id)
+    assert at.text_input(key=f"name.{data_id}").value == "people0.csv"
+    at.text_input(key=f"name.{data_id}").set_value("Credit applicants").run()
+    at.text_input(key=f"name.{model_id}").set_value("Bank\x07 forest").run()
+    assert uploads.info(data_id).name == "Credit applicants"
+    assert "Credit applicants" in [s.value for s in at.subheader]
+    assert "control characters" in " ".join(as_text(str(e.value)) for e in at.error)
+    assert uploads.info(model_id).name == "forest.skops", "a refused name changes nothing"
