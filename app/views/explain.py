@@ -33,7 +33,7 @@ except (ValueError, LookupError) as exc:
     )
     st.stop()
 st.caption(
-    f"Data: **{md(dataset.name)}** ({dataset.modality}, {len(dataset.X_test):,} test rows). "
+    f"Data: **{md(widgets.dataset_name(sel.dataset))}** ({dataset.modality}, {len(dataset.X_test):,} test rows). "
     "Jobs run in the background: closing the tab loses nothing, and results stay after a restart."
 )
 
@@ -210,7 +210,7 @@ else:
         {
             "run": [r.id[:8] for r in runs],
             "method": [title(r.kind) for r in runs],
-            "data": [r.dataset.get("name") or "upload" for r in runs],
+            "data": [widgets.data_label(r) for r in runs],
             "status": [r.status for r in runs],
             "progress": [r.progress.fraction for r in runs],
             "device": [r.device or "" for r in runs],

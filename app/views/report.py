@@ -52,7 +52,10 @@ notes = st.text_area(
 )
 html = run_report_html(
     run, exp, figures, notes=notes, data_name=widgets.data_label(run),
-    model_name=exp.provenance.model or None, quality={title(run.kind): widgets.stored_quality(run)},
+    model_name=(
+        widgets.model_name(run.model) if "upload" in (run.model or {}) else exp.provenance.model
+    )
+    or None, quality={title(run.kind): widgets.stored_quality(run)},
 )  # fmt: skip
 st.download_button(
     "Download the HTML report",
