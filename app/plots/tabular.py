@@ -259,13 +259,10 @@ def options_table(explanation: Explanation, index: int) -> Styler | None:
         moved = np.zeros(len(schema.original_names), dtype=bool)
         np.logical_or.at(moved, owner, np.abs(np.asarray(Z, np.float64) - x) > 1e-6)
         mask[col] = [*(moved & ok), False, False, False]
-    frame = pd.DataFrame(cols, index=mask.index).astype(object)
+    # Text cells, as in counterfactual_table: a column mixes numbers and category names.
+    frame = pd.DataFrame({c: [_fmt(v) for v in vs] for c, vs in cols.items()}, index=mask.index)
     css = mask.replace({True: HIGHLIGHT, False: ""}).astype(str)
-    return (
-        frame.style.apply(lambda _: css, axis=None)
-        .format(_fmt)
-        .set_caption(
-            f"Instance {index}: {sum(valid)} of {k} options valid; changed cells of valid "
-            "options highlighted; values in original units."
-        )
+    return frame.style.apply(lambda _: css, axis=None).set_caption(
+        f"Instance {index}: {sum(valid)} of {k} options valid; changed cells of valid "
+        "options highlighted; values in original units."
     )

@@ -138,3 +138,24 @@ def test_tabular_view_shows_the_options_side_by_side_and_offers_the_csv(env):
     assert table.loc["valid", "option 3"] == "no"
     assert table.loc["why not", "option 3"] == "same as option 1"
     assert len(at.get("download_button")) == 1
+
+
+def test_the_options_table_converts_to_arrow_without_a_fallback():
+    """A column mixes numbers and category names: shown as text, so Streamlit does not log a
+    pyarrow traceback on every render before it falls back."""
+    import numpy as np
+    import pyarrow as pa
+
+    from app.plots.tabular import options_table
+    from explainers.counterfactuals import AS_IS
+
+    exp = adult_like_emap()
+    n = exp.n
+    exp.diagnostics.update(
+        counterfactual_reason=np.array([""] * n),
+        option_counterfactuals=exp.inputs.copy()[:, None, :],
+        option_predictions=exp.targets[:, None],
+        option_status=np.full((n, 1), AS_IS, dtype=np.int8),
+        option_reasons=np.full((n, 1), ""),
+    )
+    pa.Table.from_pandas(options_table(exp, 0).data)  # raises ArrowInvalid on a mixed column
