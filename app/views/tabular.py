@@ -198,9 +198,15 @@ def what_if_panel(what: WhatIf, row: np.ndarray, row_class: int, key: str) -> No
         md(names[cls_cf]),
         delta="flips" if answer.flipped else "does not flip",
         delta_color="normal" if answer.flipped else "inverse",
+        delta_arrow="off",
         help=f"Judged by the black box: {answer.counterfactual_proba[cls_cf]:.1%} for "
         f"{names[cls_cf]}.",
     )
+    if not answer.flipped and not verify and what.verifies:
+        st.warning(
+            "The method's one pass does not flip the black box for this row. Switch on the check "
+            "above to repair it on the black box, as the run did for its own rows."
+        )
     st.caption(
         ("Edited: " + "; ".join(edits) + ". " if edits else "No value edited yet. ")
         + f"Server time for this edit: {answer.seconds * 1000:.0f} ms ("

@@ -54,3 +54,18 @@ def test_a_run_without_its_fitted_method_says_why(env):
     run_id = finished_run(env, "emap", "adult", tabular_explanation())
     at = open_view("tabular", run=run_id)
     assert any("kept no fitted method" in i.value for i in at.info), [i.value for i in at.info]
+
+
+def test_a_one_pass_counterfactual_that_does_not_flip_points_to_the_check(env):
+    """Row 0 of the shipped unpinned Adult run: EMAP's one pass does not flip the forest (the run
+    repaired that row); the editor says so and the check on the black box repairs it."""
+    run_id = install(env)["adult-emap"]
+    at = open_view("tabular", run=run_id, i=0)
+    assert _metric(at, "Its counterfactual's class") == ">50K"  # the row's own class: no flip
+    assert any("does not flip the black box" in w.value for w in at.warning)
+    check = next(t for t in at.toggle if t.key and t.key.endswith(".verify"))
+    check.set_value(True)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert _metric(at, "Its counterfactual's class") == "<=50K"
+    assert not any("does not flip the black box" in w.value for w in at.warning)
