@@ -4,6 +4,7 @@ upload a .skops model and a CSV -> EMAP -> counterfactual table. Screenshots go 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -85,7 +86,9 @@ def test_moons_emap_arrow_field_and_share_link(page, server, browser):
         other.close()
 
 
-def test_upload_skops_and_csv_then_counterfactual_table(page, server, tmp_path):
+def test_upload_skops_and_csv_then_counterfactual_table_share_link_and_report(
+    page, server, browser, tmp_path, tmp_path_factory
+):
     import skops.io as sio
     from sklearn.ensemble import RandomForestClassifier
 
@@ -133,3 +136,29 @@ def test_upload_skops_and_csv_then_counterfactual_table(page, server, tmp_path):
     page.get_by_text("After the change").first.wait_for(timeout=60_000)
     assert page.locator("[data-testid='stException']").count() == 0
     shot(page, "flow_upload_counterfactual_table")
+    # The newcomer's walk goes on: the run is named by its files, its share link opens the same
+    # run in a fresh browser, and the report names the data set and model.
+    main = page.locator("[data-testid='stMain']").inner_text()
+    assert "EMAP on loans.csv (forest.skops)" in main, main[:400]
+    go(page, "Share & export")
+    link = page.locator("[data-testid='stCode']").last.inner_text().strip()
+    assert "run=" in link, link
+    with page.expect_download(timeout=120_000) as download:
+        page.get_by_role("button", name="Download the HTML report").click()
+    report = Path(download.value.path()).read_text()
+    assert "EMAP on loans.csv" in report and "forest.skops" in report
+    assert '{"upload"' not in report and "{&quot;upload" not in report
+    other = browser.new_context(viewport={"width": 1400, "height": 1800})
+    try:
+        fresh = other.new_page()
+        fresh.goto(link)
+        settle(fresh)
+        fresh.get_by_text("The report holds").first.wait_for(timeout=180_000)
+        assert fresh.url == link and "demo=" not in fresh.url
+        assert "loans.csv" in fresh.locator("[data-testid='stSidebar']").inner_text()
+        assert fresh.locator("[data-testid='stException']").count() == 0
+    finally:
+        other.close()
+    logs = sorted(tmp_path_factory.getbasetemp().glob("server*/server.log"))
+    log = "\n".join(p.read_text(errors="replace") for p in logs)
+    assert "Traceback" not in log, log[-3000:]

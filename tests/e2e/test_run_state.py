@@ -123,8 +123,8 @@ def test_a_share_link_in_a_fresh_browser_shows_the_same_run_named(
         shot(fresh, "state_share_link_data_model")
         go(fresh, "Explain")
         explain = fresh.locator("[data-testid='stMain']").inner_text()
-        # Explain (the colleague's page) names the data set by its file; it is the run's upload
-        assert "Data: people3" in explain and "moons" not in explain, explain[:300]
+        # Explain names the run's upload by its display name, as every page does
+        assert "Data: Credit applicants" in explain and "moons" not in explain, explain[:300]
         no_error_page(fresh)
     finally:
         other.close()
