@@ -2,8 +2,8 @@
 choice), trained on first use with a fixed seed and cached as ``.skops`` in a cache folder. The cached
 file is read back through the same safe loader as an upload, so the demo path exercises it too.
 
-The 10-class MNIST demo is instead the pretrained small spectrally normalised ResNet shipped in
-``assets/mnist_resnet_sn_small`` (trained by ``flipscope train resnet``), a ``TorchModel`` with input
+The 10-class MNIST demo is instead the pretrained spectrally normalised ResNet shipped in
+``assets/mnist_resnet_sn_small`` (trained by ``flipscope train resnet``, see its README.md), a ``TorchModel`` with input
 gradients and its DDU feature density attached as ``model.density``, so DeDUCE and JSMA work at once.
 """
 
@@ -79,9 +79,11 @@ def sn_resnet_demo(name: str = "mnist", folder: str | Path | None = None) -> Mod
     folder = Path(folder) if folder is not None else SN_RESNET_DEMOS[name]
     path = folder / "model.safetensors"
     if not path.exists():
+        from explainers.train_resnet import SHIPPED_RECIPE
+
         raise FileNotFoundError(
             f"the pretrained SN-ResNet is missing ({path}); rebuild it with "
-            f"`flipscope train resnet --size small --out {folder}`"
+            f"`{SHIPPED_RECIPE} --out {folder}`"
         )
     dataset = load_dataset(name)
     model = load_model(path.read_bytes(), path.name, class_names=dataset.class_names)
@@ -91,9 +93,15 @@ def sn_resnet_demo(name: str = "mnist", folder: str | Path | None = None) -> Mod
     meta_path = folder / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     acc = meta.get("test_accuracy")
-    model.description = (
-        f"SN-ResNet ({meta.get('size', 'small')}, c={meta.get('coeff', 4.0):g}) on {name}"
-        + (f", test accuracy {acc:.2%}" if isinstance(acc, float) else "")
+    size = meta.get("size", "small")
+    if size == "custom" and "config" in meta:  # trained with --widths/--blocks
+        config = meta["config"]
+        size = (
+            f"widths {'-'.join(map(str, config['widths']))}, "
+            f"blocks {'-'.join(map(str, config['blocks']))}"
+        )
+    model.description = f"SN-ResNet ({size}, c={meta.get('coeff', 4.0):g}) on {name}" + (
+        f", test accuracy {acc:.2%}" if isinstance(acc, float) else ""
     )
     return model
 

@@ -52,6 +52,10 @@ def test_bench_deduce_quick_compares_with_jsma(tmp_path):
     assert result["n_pairs"] == 45
     for method in ("deduce", "jsma"):
         assert 0.0 <= result[method]["failure_pct"] <= 100.0 and result[method]["l0"] > 0
+    assert result["model_test_accuracy"] >= 0.99  # the shipped model's, measured by the bench
+    aurocs = result["density_auroc"]
+    assert {"uniform_noise", "shuffled_pixels", "deduce_counterfactuals"} <= set(aurocs)
+    assert all(0.0 <= v <= 1.0 for v in aurocs.values()) and aurocs["uniform_noise"] > 0.9
 
 
 def test_bench_attributions_measures_every_method(tmp_path):
