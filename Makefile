@@ -35,6 +35,9 @@ $(STAMP): pyproject.toml | .venv/bin/python
 
 $(TEST_STAMP): $(STAMP) pyproject.toml
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dev]"
+	# DiCE, the counterfactual peer of `flipscope bench emap --peer dice`: without its optional
+	# dependencies (xgboost, lightgbm and a CUDA library it never uses here).
+	$(PIP) install --quiet --no-deps dice-ml==0.12 raiutils==0.4.2
 	touch $@
 
 install: $(STAMP)

@@ -193,7 +193,7 @@ class Gate:
     ) -> None:
         """Refuse a job that names an upload or a run this user may not use: the data set, the
         model (an upload, or the model of a run) and the surrogate of an IG job. Takes the
-        normalised specs (``app.jobs.tasks.validate``)."""
+        normalised specs (``app.jobs.kinds.validate``)."""
         if "upload" in dataset:
             self.upload(dataset["upload"], USE)
         for key, value in (model or {}).items():
@@ -203,6 +203,6 @@ class Gate:
                 self.run(value, USE)
         surrogate = (params or {}).get("surrogate")
         if surrogate:
-            from app.jobs.resolve import normalize_surrogate_spec
+            from app.jobs.resolve import surrogate_spec
 
-            self.run(normalize_surrogate_spec(surrogate)["emap_run"], USE)
+            self.run(surrogate_spec(surrogate).ref, USE)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import streamlit as st
 from streamlit.errors import StreamlitSecretNotFoundError
 
+from app import text
 from app.config import ConfigError, settings
 
 Verdict = Literal["open", "granted", "sign_in", "denied", "misconfigured"]
@@ -130,17 +131,17 @@ def require_sign_in() -> str | None:
     if access.allowed:
         if access.verdict == "granted":
             with st.sidebar:
-                st.caption(f"Signed in as {access.user}")
+                st.caption(f"Signed in as {text.md(access.user)}")
                 if st.button("Sign out", key="auth_sign_out", icon=":material/logout:"):
                     st.logout()
         return access.user
     st.title("Flipscope")
     if access.verdict == "sign_in":
-        st.info(access.message, icon=":material/lock:")
+        st.info(text.md(access.message), icon=":material/lock:")
         if st.button("Sign in", type="primary", key="auth_sign_in", icon=":material/login:"):
             st.login()
     else:
-        st.error(access.message, icon=":material/block:")
+        st.error(text.md(access.message), icon=":material/block:")
         if access.user and st.button("Sign out", key="auth_sign_out"):
             st.logout()
     st.stop()

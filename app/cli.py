@@ -1,4 +1,4 @@
-"""The ``flipscope`` console script: run | worker | jobs | bench.
+"""The ``flipscope`` console script: run | worker | jobs | data | bench.
 
 Subcommands are an explicit registry: each names the module that adds its arguments
 (``add_arguments(parser)``) and runs it (``main(args) -> int``). Modules are imported only when
@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "serve the job queue (one per GPU, pinned with CUDA_VISIBLE_DEVICES)",
     ),
     "jobs": ("app.jobs.cli", "submit, list, show, cancel, retry background jobs"),
+    "data": (
+        "app.data_cli",
+        "register a data set file from FLIPSCOPE_DATA_IMPORT_DIR as an upload (large tables)",
+    ),
     "train": (
         "app.train_cli",
         "train the SN-ResNet on MNIST and write a model + density asset folder",
@@ -54,6 +58,10 @@ BENCHES: dict[str, tuple[str, str]] = {
         "benchmarks.load",
         "N browser sessions open one run's arrow field at once: time to a rendered chart",
     ),
+    "quality": (
+        "benchmarks.quality",
+        "the quality card of every applicable method on one data set, beside a random baseline",
+    ),
 }
 
 
@@ -68,8 +76,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def streamlit_command(port: int, address: str) -> list[str]:
+    """Streamlit serving app/server.py: the dashboard (app/main.py) behind the middleware that
+    forbids framing by other sites and closes /_stcore/metrics."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
+        sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "server.py"),
         "--server.port", str(port), "--server.address", address, "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
         # Streamlit's uploader has its own cap; keep it equal to Flipscope's configured limit.

@@ -5,16 +5,29 @@ Limits a hosted instance needs, each with a safe default:
 ================================  =======  ==============================================
 variable                          default  what it caps
 ================================  =======  ==============================================
-FLIPSCOPE_MAX_UPLOAD_MB           50       size of one uploaded file (data set or model)
+FLIPSCOPE_MAX_UPLOAD_MB           50       size of one uploaded file (data set or model), up
+                                           to 1,048,576 (a browser upload is held in the
+                                           dashboard's memory while it is checked)
 FLIPSCOPE_MAX_ROWS                200000   rows of an uploaded data set
 FLIPSCOPE_MAX_COLUMNS             1000     columns of an uploaded data set
-FLIPSCOPE_MAX_JOBS_PER_USER       4        jobs one user may have queued or running
-FLIPSCOPE_JOB_TIME_LIMIT_S        1800     seconds one job may run before it is stopped
+FLIPSCOPE_MAX_JOBS_PER_USER       4        jobs one signed-in user, or one browser session
+                                           without sign-in, may have queued or running
+FLIPSCOPE_MAX_JOBS_TOTAL          16       jobs queued or running on the whole instance
+                                           (dashboard and ``flipscope jobs submit`` alike)
+FLIPSCOPE_JOB_TIME_LIMIT_S        1800     seconds one job may run before it is killed
+FLIPSCOPE_JOB_MEMORY_MB           8192     resident memory one job may use (its worker process
+                                           and every process it started) before it is killed
 FLIPSCOPE_MODEL_CALL_TIMEOUT_S    60       seconds one call of an uploaded model may take
                                            (on at most 8,192 rows) before it is killed
 FLIPSCOPE_MODEL_MEMORY_MB         4096     address space of an uploaded model's sandbox process
+FLIPSCOPE_UPLOAD_TTL_DAYS         7        days an upload is kept when no run uses it
 FLIPSCOPE_ALLOWED_EMAILS          (none)   who may sign in (see ``app.auth``)
+FLIPSCOPE_DATA_IMPORT_DIR         (none)   the server folder ``flipscope data register``
+                                           takes data sets from (unset: registering is off)
 ================================  =======  ==============================================
+
+The three upload limits are checked once, when an upload is accepted, and recorded with it:
+a reader started with smaller ones (a worker, a dashboard) still reads it (``app.uploads``).
 """
 
 from __future__ import annotations
@@ -44,13 +57,19 @@ class Settings:
     max_rows: int = 200_000
     max_columns: int = 1_000
     max_jobs_per_user: int = 4
+    max_jobs_total: int = 16
     job_time_limit_s: int = 1_800
     model_call_timeout_s: int = 60
     model_memory_mb: int = 4_096
+    # An upload that no run names is deleted this many days after it was made (app.uploads).
+    upload_ttl_days: int = 7
+    job_memory_mb: int = 8_192
     # Lower-cased addresses, or ``*@domain`` patterns; empty: nobody named (see app.auth).
     allowed_emails: tuple[str, ...] = ()
     # Install the precomputed demo runs of assets/demo_runs into the run store (FLIPSCOPE_DEMO_RUNS=0: no).
     demo_runs: bool = True
+    # The folder ``flipscope data register`` reads from (None: registering server files is off).
+    data_import_dir: Path | None = None
 
     @property
     def cache_dir(self) -> Path:
@@ -104,23 +123,34 @@ def settings() -> Settings:
         data_dir=data_dir,
         queue_url=os.environ.get("FLIPSCOPE_QUEUE") or None,
         port=_int_env("FLIPSCOPE_PORT", 8501, 1, 65_535),
-        max_upload_mb=_int_env("FLIPSCOPE_MAX_UPLOAD_MB", 50, 1, 2_000),
+        max_upload_mb=_int_env("FLIPSCOPE_MAX_UPLOAD_MB", 50, 1, 1_048_576),
         max_rows=_int_env("FLIPSCOPE_MAX_ROWS", 200_000, 20, 100_000_000),
         max_columns=_int_env("FLIPSCOPE_MAX_COLUMNS", 1_000, 2, 1_000_000),
         max_jobs_per_user=_int_env("FLIPSCOPE_MAX_JOBS_PER_USER", 4, 1, 10_000),
+        max_jobs_total=_int_env("FLIPSCOPE_MAX_JOBS_TOTAL", 16, 1, 100_000),
         job_time_limit_s=_int_env("FLIPSCOPE_JOB_TIME_LIMIT_S", 1_800, 10, 7 * 24 * 3600),
         model_call_timeout_s=_int_env("FLIPSCOPE_MODEL_CALL_TIMEOUT_S", 60, 1, 24 * 3600),
         model_memory_mb=_int_env("FLIPSCOPE_MODEL_MEMORY_MB", 4_096, 1_536, 1_048_576),
+        upload_ttl_days=_int_env("FLIPSCOPE_UPLOAD_TTL_DAYS", 7, 1, 36_500),
+        # Below 256 MB not even a worker with scikit-learn loaded fits.
+        job_memory_mb=_int_env("FLIPSCOPE_JOB_MEMORY_MB", 8_192, 256, 1_048_576),
         allowed_emails=parse_emails(os.environ.get("FLIPSCOPE_ALLOWED_EMAILS", "")),
         demo_runs=_int_env("FLIPSCOPE_DEMO_RUNS", 1, 0, 1) == 1,
+        data_import_dir=_path_env("FLIPSCOPE_DATA_IMPORT_DIR"),
     )
+
+
+def _path_env(name: str) -> Path | None:
+    raw = os.environ.get(name, "").strip()
+    return Path(raw).expanduser() if raw else None
 
 
 def upload_limits(cfg: Settings | None = None) -> UploadLimits:
     """The data-upload caps of ``cfg`` (default: the current settings) as ``UploadLimits``.
 
     Cells (rows x columns) are capped at what a CSV of the size limit could hold ("0," per cell),
-    so Parquet and NPZ, which compress, cannot decode to more.
+    so Parquet and NPZ, which compress, cannot decode to more; model-space cells (one-hot
+    columns) at four times that.
     """
     from datasets.upload import UploadLimits
 
@@ -130,6 +160,7 @@ def upload_limits(cfg: Settings | None = None) -> UploadLimits:
         max_rows=cfg.max_rows,
         max_columns=cfg.max_columns,
         max_cells=cfg.max_upload_mb * MIB // 2,
+        max_model_cells=4 * (cfg.max_upload_mb * MIB // 2),
     )
 
 

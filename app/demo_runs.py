@@ -1,7 +1,7 @@
 """Precomputed demo runs: open a demo at once, with no training wait.
 
 ``flipscope demo build`` runs each demo job in this process through the ordinary job code
-(``app.jobs.tasks.execute``) and copies the finished run folders to ``assets/demo_runs/<slug>/``.
+(``app.jobs.runtime.execute``) and copies the finished run folders to ``assets/demo_runs/<slug>/``.
 The app installs them into its run store once (``install``), under fresh run ids, so they are
 listed, opened and shared like any other run. No streamlit import.
 """
@@ -102,7 +102,7 @@ def demo_runs_for(store: RunStore, dataset: str) -> dict[str, str]:
 
 def build(out: Path = DEMO_RUNS, only: list[str] | None = None) -> list[str]:
     """Run the demo jobs here and now and write their run folders to ``out`` (replacing them)."""
-    from app.jobs.tasks import execute
+    from app.jobs.runtime import execute
 
     chosen = [d for d in DEMOS if not only or d.slug in only]
     built = []

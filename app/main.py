@@ -13,7 +13,7 @@ if (
 
 import streamlit as st  # noqa: E402
 
-from app import auth, state  # noqa: E402
+from app import auth, state, text  # noqa: E402
 
 # An emoji favicon is inlined as SVG; a ":material/...:" one is fetched from Google's font CDN,
 # which a hosted link's viewers (and an offline machine) should not depend on.
@@ -50,6 +50,6 @@ sel = state.selection()
 with st.sidebar:
     st.markdown("### Flipscope")
     st.caption("What is the smallest change that would flip this decision?")
-    st.markdown(f"**Data:** {sel.label}")
+    st.markdown(f"**Data:** {text.md(sel.label)}")
 
 st.navigation(PAGES).run()

@@ -2,33 +2,42 @@
 spectral norm cannot be deep-copied, so ``st.cache_data`` would break torch models).
 
 A cache is shared by every session, so the owner check (``gate()``, ``app.access``) runs before a
-cached loader is called, never inside one: views load uploads through ``selected_*`` and a run's
-data set and model through ``run_dataset``/``run_model``; the ``_``-prefixed loaders check nothing."""
+cached loader is called, never inside one: views load what they show through the functions here
+(``selected_*`` for the session's choice, ``run_*`` for a run), which check first and then resolve
+specs with the same ``app.jobs.resolve.Resolver`` a job uses, fed with the caches; the
+``_``-prefixed loaders check nothing. Views never touch the run store's files: a run's results
+are read through the store's methods here.
+
+Pages never train: a demo black box that is not built yet raises ``DemoModelMissing``, and
+``demo_model_job`` queues the ``blackbox`` job that builds it.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import streamlit as st
 from numpy.typing import NDArray
 
-from app import state
+from app import analysis, state
 from app.access import VIEW, Gate
+from app.catalog import Holding
 from app.config import settings
-from app.jobs import JobBackend, Run, RunStore, get_backend
+from app.jobs import CANCELLED, FAILED, JobBackend, Run, RunStore, get_backend
+from app.jobs.resolve import Loaders, Resolver, load_run_model
 from app.state import Selection
-from app.uploads import UploadStore, upload_store
+from app.uploads import upload_store
 from datasets import Dataset, load_dataset
-from explainers.blackbox import demo_model, evaluate
+from explainers.blackbox import DemoModelMissing, demo_model, evaluate
 from explainers.explanation import Explanation
 from explainers.models import Model
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-    from app.plots.arrows import DecisionRegions, Projection2D
+    from app.analysis import DecisionRegions, Projection2D
 
 
 @st.cache_resource(show_spinner=False)
@@ -38,11 +47,16 @@ def dataset(name: str) -> Dataset:
 
 @st.cache_resource(show_spinner=False)
 def demo(name: str) -> Model:
-    return demo_model(name, settings().cache_dir)
+    """The demo black box of a built-in data set; ``DemoModelMissing`` until its ``blackbox``
+    job has built it (a page never trains one). The exception is not cached, the model is."""
+    return demo_model(name, settings().cache_dir, train=False)
 
 
-def uploads() -> UploadStore:
-    return upload_store()
+# Uploaded data sets and models are shared by the sessions that open them, but each can take
+# hundreds of MB (two 45 MB CSVs took the process from 0.5 to 1.3 GB): a few of each are kept,
+# for an hour after they were loaded, then read again from disk when asked for.
+UPLOADS_KEPT = 4
+UPLOAD_CACHE_TTL_S = 3600
 
 
 def gate() -> Gate:
@@ -50,35 +64,64 @@ def gate() -> Gate:
     and the share links it was opened with."""
     from app import auth
 
-    return Gate(auth.current_user(), backend().store, uploads(), links=state.share_links())
+    return Gate(auth.current_user(), backend().store, upload_store(), links=state.share_links())
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(show_spinner=False, max_entries=UPLOADS_KEPT, ttl=UPLOAD_CACHE_TTL_S)
 def _uploaded_dataset(upload_id: str) -> Dataset:
-    return uploads().dataset(upload_id)
+    return upload_store().dataset(upload_id)
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(show_spinner=False, max_entries=UPLOADS_KEPT, ttl=UPLOAD_CACHE_TTL_S)
 def _uploaded_model(upload_id: str) -> Model:
-    return uploads().model(upload_id)
+    return upload_store().model(upload_id)
 
 
-@st.cache_resource(show_spinner=False)
-def _scores(kind: str, key: str) -> dict[str, object]:
-    if kind == "demo":
-        return evaluate(demo(key), dataset(key))
-    model_info = uploads().info(key)
-    return evaluate(_uploaded_model(key), _uploaded_dataset(model_info.options["dataset"]))
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _run_model(run_id: str, root: str, class_names: tuple[str, ...]) -> Model:
+    # A finished run's model never changes, so one copy serves every session that may view it.
+    store = RunStore(root)
+    return load_run_model(store, store.get(run_id), "cpu", list(class_names))
+
+
+def _demo_for_page(name: str, progress: Any = None, should_stop: Any = None) -> Model:
+    return demo(name)
+
+
+def _run_model_for_page(store: RunStore, run: Run, device: str, class_names: list[str]) -> Model:
+    return _run_model(run.id, str(store.root), tuple(class_names))
+
+
+PAGE_LOADERS = Loaders(
+    builtin=dataset,
+    uploaded_dataset=_uploaded_dataset,
+    demo_model=_demo_for_page,
+    uploaded_model=_uploaded_model,
+    run_model=_run_model_for_page,
+)
+
+
+def _resolver(checked: Gate | None) -> Resolver:
+    """Specs -> objects through the page's caches; ``checked`` None: specs of a run already
+    checked (``gate().run(id, VIEW)``), shown through it."""
+    return Resolver(backend().store, checked, VIEW, PAGE_LOADERS)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64, ttl=UPLOAD_CACHE_TTL_S)
+def _scores(
+    model_key: str, dataset_key: str, _model: Model, _dataset: Dataset
+) -> dict[str, object]:
+    return evaluate(_model, _dataset)
 
 
 def selected_scores(sel: Selection) -> dict[str, object]:
     """Test-split accuracy, F1 and confusion matrix of the selected model (cached per model)."""
     if sel.model is None:
         raise ValueError("no model is selected")
-    if "demo" in sel.model:
-        return _scores("demo", sel.model["demo"])
-    gate().upload(sel.model["upload"], VIEW)
-    return _scores("upload", sel.model["upload"])
+    model, data = selected_model(sel), selected_dataset(sel)
+    assert model is not None
+    key = json.dumps(sel.model.to_json(), sort_keys=True)
+    return _scores(key, json.dumps(sel.dataset.to_json(), sort_keys=True), model, data)
 
 
 @st.cache_resource(show_spinner=False)
@@ -103,21 +146,16 @@ def demo_runs(dataset_name: str) -> dict[str, str]:
 
 
 def selected_dataset(sel: Selection) -> Dataset:
-    """The data set this session chose (``app.access.NotYours`` for another user's upload)."""
-    if sel.is_demo:
-        return dataset(sel.dataset["name"])
-    gate().upload(sel.dataset["upload"], VIEW)
-    return _uploaded_dataset(sel.dataset["upload"])
+    """The data set this session chose (``SpecError`` for another user's upload)."""
+    return _resolver(gate()).dataset(sel.dataset)
 
 
 def selected_model(sel: Selection) -> Model | None:
-    """The model this session chose (``app.access.NotYours`` for another user's upload)."""
+    """The model this session chose (``SpecError`` for another user's upload;
+    ``DemoModelMissing`` for a demo whose black box is being built)."""
     if sel.model is None:
         return None
-    if "demo" in sel.model:
-        return demo(sel.model["demo"])
-    gate().upload(sel.model["upload"], VIEW)
-    return _uploaded_model(sel.model["upload"])
+    return _resolver(gate()).model(sel.model, sel.dataset, selected_dataset(sel))
 
 
 def selected_capabilities(sel: Selection) -> frozenset[str]:
@@ -125,36 +163,52 @@ def selected_capabilities(sel: Selection) -> frozenset[str]:
     return frozenset() if model is None else frozenset(model.capabilities)
 
 
-# Rows explained by default: everything for amortised methods, a sample for per-instance ones.
-DEFAULT_ROWS = {"emap": 100_000, "ig": 500, "lime": 200, "shap": 200, "deduce": 100, "jsma": 100}
+# --------------------------------------------------------------------------- demo black boxes
+def demo_model_job(name: str, *, again: bool = False) -> Run:
+    """The ``blackbox`` job that builds the demo black box of ``name``: the newest one with the
+    demo's settings (queued, running or ended), or, when there is none or ``again``, one queued
+    now. It belongs to nobody (every visitor sees its progress) and counts only towards the
+    instance's job cap."""
+    jobs = backend()
+    wanted = {"name": name}
+    if not again:
+        for run in jobs.store.list(kind="blackbox"):
+            if run.dataset == wanted and not run.params and not run.model and run.owner is None:
+                return run
+    return jobs.store.get(jobs.submit("blackbox", dataset=wanted, params={}))
 
 
-def default_rows(kind: str, modality: str) -> int:
-    return DEFAULT_ROWS.get(kind, 200)
+def demo_build_failed(run: Run) -> bool:
+    """Whether the build job ended without a demo black box to show for it."""
+    return run.status in (FAILED, CANCELLED) or (run.finished and not _demo_ready(run))
 
 
-def _model_for_spec(spec: dict[str, str] | None) -> Model | None:
-    if not spec:
-        return None
-    if "demo" in spec:
-        return demo(spec["demo"])
-    if "upload" in spec:
-        return _uploaded_model(spec["upload"])
-    return None
+def _demo_ready(run: Run) -> bool:
+    from explainers.blackbox import demo_model_ready
+
+    return demo_model_ready(str(run.dataset.get("name")), settings().cache_dir)
 
 
+# --------------------------------------------------------------------------- runs
 def run_model(run: Run) -> Model | None:
     """The black box a run was made with, for drawing it (decision regions, class
-    probabilities): whoever may view the run may see it, read-only, even through a share link."""
-    return _model_for_spec(gate().run(run.id, VIEW).model)
+    probabilities): whoever may view the run may see it, read-only, even through a share link.
+    None when it cannot be loaded any more (a deleted upload or run); ``DemoModelMissing`` while
+    a demo black box is being built."""
+    checked = gate().run(run.id, VIEW)
+    if not checked.model:
+        return None
+    try:
+        return _resolver(None).model(checked.model, checked.dataset, run_dataset(checked))
+    except DemoModelMissing:
+        raise
+    except (ValueError, LookupError, OSError):
+        return None
 
 
 def run_dataset(run: Run) -> Dataset:
     """The data set a run was made on, for whoever may view the run (as ``run_model``)."""
-    spec = gate().run(run.id, VIEW).dataset
-    if "name" in spec:
-        return dataset(spec["name"])
-    return _uploaded_dataset(spec["upload"])
+    return _resolver(None).dataset(gate().run(run.id, VIEW).dataset)
 
 
 def run_explanation(run: Run) -> Explanation:
@@ -169,53 +223,66 @@ def _explanation(run_id: str, root: str) -> Explanation:
     return RunStore(root).load_explanation(run_id)
 
 
+def run_holding(run: Run) -> Holding:
+    """What a finished run's Explanation holds (read from its record alone, no arrays loaded);
+    its method's declared holdings when the record cannot be read. The caller lists runs it
+    may view (``gate().runs``)."""
+    return _holding(run.id, str(backend().store.root), run.kind)
+
+
+@st.cache_data(show_spinner=False, max_entries=1024)
+def _holding(run_id: str, root: str, kind: str) -> Holding:
+    try:
+        return Holding.from_meta(RunStore(root).explanation_meta(run_id))
+    except (ValueError, LookupError, OSError, KeyError, TypeError):
+        return Holding.declared(kind)
+
+
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _projection(run_id: str, root: str, axes: tuple) -> Projection2D | None:
     """The plane an arrow field is drawn in: None for 2-D data, PCA, or two chosen features."""
-    from app.plots.arrows import project_2d
-
     exp = _explanation(run_id, root)
     if axes[0] in ("identity", "features"):
         return None  # the arrow builder draws feature axes itself, labelled in original units
     if axes[0] == "pca":
-        return project_2d(exp.inputs, "pca")
-    return project_2d(exp.inputs, "features", (int(axes[1]), int(axes[2])), exp.feature_names)
-
-
-@st.cache_resource(show_spinner="Drawing the black box's decision regions", max_entries=16)
-def _regions(run_id: str, root: str, axes: tuple, resolution: int = 120) -> DecisionRegions | None:
-    """The black box's class probabilities on a grid of the plane (a slice for projections)."""
-    from app.plots.arrows import decision_regions, project_2d
-
-    store = RunStore(root)
-    model = _model_for_spec(store.get(run_id).model)
-    if model is None:
-        return None
-    exp = _explanation(run_id, root)
-    features = (int(axes[1]), int(axes[2])) if axes[0] == "features" else (0, 1)
-    proj = _projection(run_id, root, axes) or project_2d(exp.inputs, "features", features)
-    pts = proj.points(exp.inputs)
-    pad = 0.08 * (pts.max(axis=0) - pts.min(axis=0))
-    lo, hi = pts.min(axis=0) - pad, pts.max(axis=0) + pad
-    return decision_regions(
-        model,
-        (float(lo[0]), float(hi[0])),
-        (float(lo[1]), float(hi[1])),
-        resolution,
-        projection=proj if axes[0] != "identity" else None,
+        return analysis.project_2d(exp.inputs, "pca")
+    return analysis.project_2d(
+        exp.inputs, "features", (int(axes[1]), int(axes[2])), exp.feature_names
     )
 
 
-def arrow_field(run: Run, axes: tuple, *, plane_of: Run | None = None, **options: Any) -> go.Figure:
+@st.cache_resource(show_spinner="Drawing the black box's decision regions", max_entries=16)
+def _regions(run_id: str, root: str, axes: tuple, _model: Model) -> DecisionRegions:
+    """The black box's class probabilities on a grid of the plane (a slice for projections)."""
+    exp = _explanation(run_id, root)
+    if axes[0] == "identity":
+        projection = None
+    elif axes[0] == "features":
+        projection = analysis.project_2d(exp.inputs, "features", (int(axes[1]), int(axes[2])))
+    else:
+        projection = _projection(run_id, root, axes)
+    return analysis.regions_around(_model, exp, projection)
+
+
+def arrow_field(
+    run: Run, axes: tuple, *, model: Model | None = None, plane_of: Run | None = None,
+    **options: Any,
+) -> go.Figure:  # fmt: skip
     """A finished run's arrow field, built once per view and shared by every session that may
     view the run (a share link opened by many people). Read-only: ``st.plotly_chart`` copies a
-    figure (``to_dict``) before it serialises it. ``plane_of``: draw in that run's projection
-    (LIME's arrows in the plane of the EMAP field beside them). ``options``: ``k_pct``,
-    ``normalise``, ``regions_on``, ``selected``, ``title``, ``ranges`` of the figure."""
+    figure (``to_dict``) before it serialises it. ``model``: the run's black box, whose regions
+    go under the arrows (``run_model``; None: no regions). ``plane_of``: draw in that run's
+    projection (another method's arrows in the plane of the field beside them). ``options``:
+    ``k_pct``, ``normalise``, ``selected``, ``title``, ``ranges`` of the figure."""
     checked = gate()
     run_id = checked.run(run.id, VIEW).id
     plane = checked.run(plane_of.id, VIEW).id if plane_of is not None else None
-    return _arrow_field(run_id, str(checked.store.root), axes, plane_of=plane, **options)
+    root = str(checked.store.root)
+    background = None if model is None else _regions(run_id, root, axes, model)
+    return _arrow_field(
+        run_id, root, axes, plane_of=plane, regions_on=background is not None,
+        _background=background, **options,
+    )  # fmt: skip
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
@@ -226,22 +293,23 @@ def _arrow_field(
     *,
     k_pct: int,
     normalise: bool,
-    regions_on: bool,
     selected: int | None,
     title: str,
     ranges: tuple | None = None,
     plane_of: str | None = None,
+    regions_on: bool = False,
+    _background: DecisionRegions | None = None,
 ) -> go.Figure:
+    # ``regions_on`` is in the cache key; the regions themselves (unhashed) follow from the run.
     from app.plots.arrows import arrow_field_figure
 
     exp = _explanation(run_id, root)
     features = (int(axes[1]), int(axes[2])) if axes[0] == "features" else (0, 1)
-    background = _regions(run_id, root, axes) if regions_on else None
     return arrow_field_figure(
         exp,
         k_pct=k_pct,
         normalise=normalise,
-        background=background,
+        background=_background,
         selected=selected,
         projection=_projection(plane_of or run_id, root, axes),
         features=features,
@@ -251,8 +319,8 @@ def _arrow_field(
 
 
 def agreement(run: Run, other: Run) -> tuple[float, float]:
-    """Mean cosine between two runs' attributions over the rows both explain, and the same
-    without the first run's smallest 10% (by perturbation size)."""
+    """Mean cosine between two runs' vectors over the rows both explain, and the same without the
+    first run's smallest 10% (``app.analysis.mean_cosines``)."""
     checked = gate()
     first, second = checked.run(run.id, VIEW).id, checked.run(other.id, VIEW).id
     return _agreement(first, second, str(checked.store.root))
@@ -260,40 +328,17 @@ def agreement(run: Run, other: Run) -> tuple[float, float]:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _agreement(run_id: str, other_id: str, root: str) -> tuple[float, float]:
-    from app.plots.arrows import arrow_norms
-    from explainers.metrics import mean_cosine
+    return analysis.mean_cosines(_explanation(run_id, root), _explanation(other_id, root))
 
-    exp, other = _explanation(run_id, root), _explanation(other_id, root)
-    common = min(exp.n, other.n)
-    part = exp.subset(slice(0, common))
-    theirs = other.attributions[:common]
-    return (
-        mean_cosine(part.attributions, theirs),
-        mean_cosine(part.attributions, theirs, exclude_smallest_pct=10, size=arrow_norms(part)[0]),
-    )
+
+def true_labels(run: Run, exp: Explanation) -> NDArray[np.int64] | None:
+    """The true class of each row ``exp`` explains, when they are rows of its data set's test
+    split (``app.analysis.explained_test_rows``), else None."""
+    return analysis.true_labels(exp, run_dataset(run))
 
 
 def black_box_errors(run: Run, exp: Explanation) -> NDArray[np.bool_] | None:
-    """Whether the black box misclassifies each explained row (None if the rows are not the test split's)."""
-    data = run_dataset(run)
-    n = exp.n
-    if n > len(data.X_test) or not np.allclose(exp.inputs, data.X_test[:n], atol=1e-6):
-        return None
-    return exp.predictions != data.y_test[:n]
-
-
-@st.cache_data(show_spinner=False, max_entries=512)
-def _modality(path: str) -> str | None:
-    import json
-
-    try:
-        return json.loads(Path(path).read_text()).get("modality")
-    except (OSError, ValueError):
-        return None
-
-
-def modality(run: Run) -> str | None:
-    """A finished run's modality, read from its explanation.json only (no arrays loaded)."""
-    if run.path is None:
-        return None
-    return _modality(str(run.path / "artifacts" / "explanation" / "explanation.json"))
+    """Whether the black box misclassifies each explained row (None if the rows are not the
+    test split's)."""
+    labels = true_labels(run, exp)
+    return None if labels is None else exp.predictions != labels

@@ -1,19 +1,21 @@
 """The only code that reads or writes ``st.session_state`` and ``st.query_params``.
 
-What a session has chosen is a ``Selection``: a data set and a model, each a plain spec that jobs
-understand (``{"name": "moons"}`` / ``{"upload": id}`` and ``{"demo": "moons"}`` / ``{"upload": id}``).
-The URL mirrors it, so a link opens the same choice in another browser. A share link of a run
-carries ``run`` and its ``share`` token (``app.access``); the session remembers the links it was
+What a session has chosen is a ``Selection``: a data set and a model, each a typed spec
+(``app.jobs.resolve.DatasetSpec``/``ModelSpec``: a built-in data set or an upload, its demo model
+or an uploaded one) that the same resolver turns into objects for a page and for a job. The URL
+mirrors it, so a link opens the same choice in another browser. A share link of a run carries ``run`` and its ``share`` token (``app.access``); the session remembers the links it was
 opened with, so the run stays viewable as its viewer moves between pages.
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
 import streamlit as st
 
+from app.jobs.resolve import DatasetSpec, ModelSpec, SpecError
 from datasets import LOADERS
 
 DEFAULT_DEMO = "moons"
@@ -21,28 +23,42 @@ _SELECTION = "selection"
 _LINKS = "share_links"
 
 
+def _demo(name: str) -> Selection:
+    dataset = DatasetSpec(name=name)
+    return Selection(dataset, ModelSpec.demo_of(dataset))
+
+
 @dataclass(frozen=True)
 class Selection:
-    dataset: dict[str, str] = field(default_factory=lambda: {"name": DEFAULT_DEMO})
-    model: dict[str, str] | None = field(default_factory=lambda: {"demo": DEFAULT_DEMO})
+    """The data set and the model a session chose (None: no model yet, an upload without one)."""
+
+    dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec(name=DEFAULT_DEMO))
+    model: ModelSpec | None = field(default_factory=lambda: ModelSpec("demo", DEFAULT_DEMO))
 
     @property
     def is_demo(self) -> bool:
-        return "name" in self.dataset
+        return self.dataset.builtin
 
     @property
     def label(self) -> str:
-        return self.dataset.get("name") or f"upload {self.dataset.get('upload', '')[:6]}"
+        return self.dataset.label
 
 
 def _from_query() -> Selection | None:
     params = st.query_params
     if "demo" in params and params["demo"] in LOADERS:
-        name = params["demo"]
-        return Selection({"name": name}, {"demo": name})
+        return _demo(params["demo"])
     if "data" in params:
-        model = {"upload": params["model"]} if "model" in params else None
-        return Selection({"upload": params["data"]}, model)
+        try:
+            dataset = DatasetSpec.from_json({"upload": params["data"]})
+            model = (
+                ModelSpec.from_json({"upload": params["model"]}, dataset)
+                if "model" in params
+                else None
+            )
+        except SpecError:
+            return None  # an empty id: the default selection
+        return Selection(dataset, model)
     return None
 
 
@@ -56,12 +72,17 @@ def set_selection(sel: Selection) -> None:
     st.session_state[_SELECTION] = sel
     for key in ("demo", "data", "model"):
         st.query_params.pop(key, None)
-    if sel.is_demo:
-        st.query_params["demo"] = sel.dataset["name"]
+    if sel.dataset.name is not None:
+        st.query_params["demo"] = sel.dataset.name
     else:
-        st.query_params["data"] = sel.dataset["upload"]
-        if sel.model:
-            st.query_params["model"] = sel.model["upload"]
+        st.query_params["data"] = str(sel.dataset.upload)
+        if sel.model is not None:
+            st.query_params["model"] = sel.model.ref
+
+
+def demo_selection(name: str) -> Selection:
+    """A built-in data set with its demo black box."""
+    return _demo(name)
 
 
 def get(key: str, default: Any = None) -> Any:
@@ -70,6 +91,14 @@ def get(key: str, default: Any = None) -> Any:
 
 def put(key: str, value: Any) -> None:
     st.session_state[key] = value
+
+
+def session_id() -> str:
+    """A random id for this browser session, made on first use and kept in the session state: jobs
+    record it, and it caps how many one session may have queued or running without sign-in."""
+    if "session_id" not in st.session_state:
+        st.session_state["session_id"] = secrets.token_urlsafe(16)
+    return st.session_state["session_id"]
 
 
 def run_id() -> str | None:

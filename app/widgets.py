@@ -12,6 +12,7 @@ from typing import Any
 
 import streamlit as st
 
+from app.text import md
 from explainers.base import ParamSpec, param_specs
 
 
@@ -97,11 +98,18 @@ def age_text(timestamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
 
 
-def run_label(run: Any, titles: dict[str, str]) -> str:
-    data = run.dataset.get("name") or "upload"
+def data_label(run: Any) -> str:
+    """How a page names a run's data set: the built-in name, or "upload" and the id's start."""
+    return run.dataset.get("name") or f"upload {str(run.dataset.get('upload', ''))[:6]}"
+
+
+def run_label(run: Any) -> str:
+    from app.jobs.kinds import title
+
+    data = data_label(run)
     # A fixed time, not "5 s ago": widget options must not change between reruns.
     when = time.strftime("%d %b %H:%M", time.localtime(run.finished_at or run.created_at))
-    return f"{titles.get(run.kind, run.kind)} on {data} · {run.id[:8]} · {when}"
+    return f"{title(run.kind)} on {data} · {run.id[:8]} · {when}"
 
 
 def share_link(page: str, params: dict[str, Any]) -> None:
@@ -147,20 +155,26 @@ def refuse_foreign_run() -> None:
         state.drop_run()
 
 
-def finished_runs(keep: Any) -> list[Any]:
-    """Succeeded runs with an explanation that this user may view and ``keep(run)`` accepts,
-    newest first: their own, those without owner (demos) and those whose share link this session
-    was opened with (all of them without sign-in). A run in the URL that this user may not view
-    is refused first (``refuse_foreign_run``)."""
-    from app import resources
+def finished_runs(page: str, keep: Any = None) -> list[Any]:
+    """Succeeded runs that the view ``page`` shows (``app.catalog``: by what their Explanation
+    holds and its modality), that this user may view and ``keep(run)`` accepts, newest first:
+    their own, those without owner (demos) and those whose share link this session was opened
+    with (all of them without sign-in). A run in the URL that this user may not view is refused
+    first (``refuse_foreign_run``)."""
+    from app import catalog, resources
     from app.jobs import SUCCEEDED
 
     refuse_foreign_run()
+    view = catalog.view(page)
     runs = resources.gate().runs(status=SUCCEEDED)
-    return [r for r in runs if r.has_explanation and keep(r)]
+    return [
+        r
+        for r in runs
+        if r.has_explanation and view.shows(resources.run_holding(r)) and (keep is None or keep(r))
+    ]
 
 
-def open_explanation(run: Any, store: Any, stop: bool = True) -> Any:
+def open_explanation(run: Any, stop: bool = True) -> Any:
     """The run's Explanation for a view; for a run whose results cannot be read (a damaged or
     missing artifact, an unreadable disk) an error naming that run and the fault, then ``st.stop()``
     (or None when ``stop`` is False). No traceback: the pickers above the error stay, so every
@@ -178,12 +192,10 @@ def open_explanation(run: Any, store: Any, stop: bool = True) -> Any:
             st.stop()
         return None
     except (ExplanationFormatError, RunStateError, OSError) as exc:
-        # Paths inside the run store mean nothing to a viewer (and are not theirs to see).
-        reason = (
-            str(exc).replace(f"{store.root / run.id}/", "").replace(str(store.root), "the store")
-        )
+        # The store names files inside the run, never where the server keeps them.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         st.error(
-            f"Run {run.id[:8]}: this run's results cannot be read: {reason}; re-run it on the "
+            f"Run {run.id[:8]}: this run's results cannot be read: {md(reason)}; re-run it on the "
             "Explain page."
         )
         if stop:
@@ -191,29 +203,64 @@ def open_explanation(run: Any, store: Any, stop: bool = True) -> Any:
         return None
 
 
-def newest_per_method(runs: list[Any], store: Any, key: str) -> dict[str, tuple[Any, Any]]:
+def newest_per_method(runs: list[Any], key: str) -> dict[str, tuple[Any, Any]]:
     """The newest run of each method in ``runs`` (newest first), a multiselect of those methods
-    (all chosen by default), and ``{METHOD: (run, Explanation)}`` for the chosen ones, in order;
-    ``st.stop()`` when none is chosen."""
+    (all chosen by default), and ``{method title: (run, Explanation)}`` for the chosen ones, in
+    order; ``st.stop()`` when none is chosen."""
+    from app.jobs.kinds import title
+
     newest: dict[str, Any] = {}
     for r in runs:
         newest.setdefault(r.kind, r)
     chosen = st.multiselect(
-        "Methods", list(newest), default=list(newest), format_func=str.upper, key=key
+        "Methods", list(newest), default=list(newest), format_func=title, key=key
     )
     if not chosen:
         st.stop()
-    return {m.upper(): (newest[m], open_explanation(newest[m], store)) for m in chosen}
+    return {title(m): (newest[m], open_explanation(newest[m])) for m in chosen}
+
+
+def side_by_side(runs: list[Any], key: str) -> tuple[dict[str, tuple[Any, Any]], int]:
+    """One data set's runs side by side: a data set picker (the URL's run's preselected), the
+    newest run of each method (``newest_per_method``), and how many leading rows they all
+    explain; an error and ``st.stop()`` when they explain different rows."""
+    from app import analysis, state
+
+    labels = sorted({data_label(r) for r in runs})
+    wanted = next((r for r in runs if r.id == state.run_id()), runs[0])
+    label = st.selectbox(
+        "Data set", labels, index=labels.index(data_label(wanted)), key=f"{key}_data"
+    )
+    picked = newest_per_method([r for r in runs if data_label(r) == label], f"{key}_methods")
+    shared = analysis.shared_rows({m: e for m, (_, e) in picked.items()})
+    if shared is None:
+        st.error(
+            f"{md(', '.join(picked))} do not explain the same rows; pick runs made on the same "
+            "test rows."
+        )
+        st.stop()
+    return picked, shared
+
+
+def black_box(run: Any) -> Any:
+    """The black box a run was made with, for drawing it (regions, probabilities), or None; while
+    a demo black box is being built, that build's progress instead (``demo_model_progress``)."""
+    from app import resources
+    from explainers.blackbox import DemoModelMissing
+
+    try:
+        return resources.run_model(run)
+    except DemoModelMissing:
+        demo_model_progress(str(run.dataset.get("name")))
+        return None
 
 
 def run_picker(runs: list[Any], key: str, label: str = "Run") -> Any:
     """Pick one of ``runs``; the URL's run is preselected, and choosing one puts it in the URL."""
     from app import state
-    from app.jobs.tasks import KINDS
 
     if not runs:
         return None
-    titles = {k: v.title for k, v in KINDS.items()}
     ids = [r.id for r in runs]
     wanted = state.run_id()
     index = ids.index(wanted) if wanted in ids else 0
@@ -221,12 +268,55 @@ def run_picker(runs: list[Any], key: str, label: str = "Run") -> Any:
         label,
         ids,
         index=index,
-        format_func=lambda i: run_label(runs[ids.index(i)], titles),
+        format_func=lambda i: run_label(runs[ids.index(i)]),
         key=key,
     )
     if label == "Run" and st.query_params.get("run") != chosen:
         state.set_run(chosen)  # the URL names the run on view, so a copied link opens it
     return runs[ids.index(chosen)]
+
+
+def demo_model_progress(name: str) -> None:
+    """The demo black box of ``name`` is being built by a ``blackbox`` job (a page never trains
+    one): queue that job if nothing builds it yet, and show its progress until it ends; then the
+    page runs again with the model. A failed or cancelled build says why and offers to start
+    it again."""
+    from app import resources
+    from app.jobs.huey_backend import JobLimitError, QueueUnavailable
+
+    try:
+        run = resources.demo_model_job(name)
+        if resources.demo_build_failed(run):
+            reason = run.error or run.status
+            st.error(
+                f"Building the demo black box of {md(name)} did not finish (run {run.id[:8]}: "
+                f"{md(reason)})."
+            )
+            if st.button("Build it again", key=f"demo_build.{name}"):
+                resources.demo_model_job(name, again=True)
+                st.rerun()
+            return
+    except (JobLimitError, QueueUnavailable) as exc:
+        st.error(f"The demo black box of {md(name)} cannot be built now: {md(exc)}")
+        return
+    _build_progress(run.id, name)
+
+
+@st.fragment(run_every=1.0)
+def _build_progress(run_id: str, name: str) -> None:
+    from app import resources
+
+    run = resources.gate().run(run_id)
+    if run.finished:
+        st.rerun()  # the whole page, now with the model (or the build's failure)
+    p = run.progress
+    text = f"Building the demo black box of {md(name)} (a 200-tree random forest, once)"
+    text += f": {md(p.stage or run.status)}"
+    if p.message:
+        text += f", {md(p.message)}"
+    st.progress(min(max(p.fraction, 0.0), 1.0), text=text)
+    if run.status == "queued":
+        st.caption("Waiting for a worker (`flipscope run` starts one beside the dashboard).")
 
 
 def point_table(explanation: Any, i: int) -> Any:

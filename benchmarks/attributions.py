@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from app.console import ProgressLine, device_description
+from explainers.explanation import jsonable
 
 DATASETS = ("moons", "adult", "mnist38")
 TOPK = {"moons": 1, "adult": 5, "mnist38": 20}
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     emap_params = EMAPParams(seed=args.seed, device=device)
     line = ProgressLine("emap fit")
     emap = EMAP(emap_params).fit(dataset, model, progress=line)
-    line.done(f"trained in {emap.train_seconds_:.1f} s")
+    line.done(f"trained in {emap.fit_seconds_:.1f} s")
     emap.explain(X[:1])
     emap_exp, emap_s, emap_runs = timed("emap", lambda pr: emap.explain(X, progress=pr), n, repeats)
     original = emap_exp.predictions
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "lime": Lime(lime_params).fit(dataset, model),
         "shap_tree": Shap(tree_params).fit(dataset, model),
         "shap_permutation": Shap(perm_params).fit(dataset, model),
-        "ig_surrogate": IntegratedGradients().fit(dataset, model, surrogate=emap),
+        "ig_surrogate": IntegratedGradients().fit(dataset, model, surrogate=emap.surrogate_model()),
     }
     attributions: dict[str, np.ndarray] = {"emap": emap_exp.attributions}
     seconds = {"emap": emap_s, "emap_forward": forward_s}
@@ -168,7 +169,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "topk": k,
         "black_box": {k2: quality[k2] for k2 in ("accuracy", "f1")},
         "emap": {
-            "train_seconds": emap.train_seconds_,
+            "train_seconds": emap.fit_seconds_,
             "timing_runs": len(emap_runs),
             "flip_rate_blackbox": emap_exp.metrics.get("flip_rate_blackbox"),
             "surrogate_fidelity": emap_exp.metrics.get("surrogate_fidelity"),
@@ -178,14 +179,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "shap_permutation_params": perm_params,
     }
     return {"result": result, "extra": extra}
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def speedups(seconds: dict[str, float]) -> dict[str, dict[str, float]]:
@@ -323,7 +316,7 @@ def main(args: argparse.Namespace) -> int:
     print_table(result, extra)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(_finite(result), indent=1, allow_nan=False) + "\n")
+        args.json.write_text(json.dumps(jsonable(result), indent=1, allow_nan=False) + "\n")
         print(f"\nwrote {args.json}")
     if args.markdown:
         write_markdown(args.markdown, markdown_section(result, extra), result["dataset"])

@@ -150,7 +150,8 @@ def browser_seconds(fig_json: str, repeats: int) -> dict[str, object]:
 def main(args: argparse.Namespace) -> int:
     import plotly.io as pio
 
-    from app.plots.arrows import arrow_field_figure, decision_regions
+    from app.analysis import decision_regions
+    from app.plots.arrows import arrow_field_figure
 
     n, repeats = int(args.n), max(1, int(args.repeats))
     print(f"arrow field: {n:,} arrows, median of {repeats} runs", flush=True)

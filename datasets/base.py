@@ -131,30 +131,39 @@ class FeatureSchema:
             columns[cat.name] = np.array(cat.categories, dtype=object)[idx]
         return pd.DataFrame(columns)
 
-    def encode(self, frame: pd.DataFrame) -> NDArray[np.float32]:
-        """A frame in original units (columns named as ``original_names``) -> model space."""
+    def encode(
+        self, frame: pd.DataFrame, rows: NDArray[np.integer] | None = None
+    ) -> NDArray[np.float32]:
+        """A frame in original units (columns named as ``original_names``) -> model space.
+
+        ``rows``: encode only these rows (positions), taken one column at a time, so a split of a
+        large frame needs no copy of it. Errors name the row's position in ``frame``."""
         missing = [n for n in self.original_names if n not in frame.columns]
         if missing:
             raise DataValidationError(f"missing column(s): {', '.join(missing)}")
-        out = np.zeros((len(frame), self.width), dtype=np.float32)
+        positions = np.arange(len(frame)) if rows is None else np.asarray(rows)
+        out = np.zeros((len(positions), self.width), dtype=np.float32)
+
+        def column(name: str) -> pd.Series:
+            return frame[name] if rows is None else frame[name].iloc[positions]
+
         for j, f in enumerate(self.continuous):
-            values = pd.to_numeric(frame[f.name], errors="coerce").to_numpy(dtype=np.float64)
+            values = pd.to_numeric(column(f.name), errors="coerce").to_numpy(dtype=np.float64)
             if not np.all(np.isfinite(values)):
-                bad = int(np.flatnonzero(~np.isfinite(values))[0])
+                bad = int(positions[np.flatnonzero(~np.isfinite(values))[0]])
                 raise DataValidationError(
                     f"column {f.name!r} has a missing or non-numeric value at row {bad}"
                 )
             out[:, j] = (values - f.mean) / f.std
         for cat in self.categorical:
-            values = frame[cat.name].astype(str).to_numpy()
-            lookup = {c: i for i, c in enumerate(cat.categories)}
-            unknown = sorted({v for v in values if v not in lookup})
-            if unknown:
+            values = column(cat.name).astype(str).to_numpy(dtype=object)
+            codes = pd.Categorical(values, categories=list(cat.categories)).codes.astype(np.int64)
+            if (codes < 0).any():
+                unknown = sorted({str(v) for v in values[codes < 0]})
                 raise DataValidationError(
                     f"column {cat.name!r} has unknown categories {unknown[:5]}; known: {list(cat.categories)[:10]}"
                 )
-            idx = np.fromiter((lookup[v] for v in values), dtype=np.int64, count=len(values))
-            out[np.arange(len(frame)), cat.start + idx] = 1.0
+            out[np.arange(len(positions)), cat.start + codes] = 1.0
         return out
 
     def to_dict(self) -> dict:

@@ -38,7 +38,9 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from explainers.base import NotFittedError
+from explainers.base import NotFittedError, ProgressFn, StopFn, check_cancel, report
+from explainers.models import TorchModel
+from explainers.torch_utils import FeatureForward, module_device
 
 JITTER_LADDER: tuple[float, ...] = (0.0, *(10.0**k for k in range(-12, 0)))
 SHRINKAGE_GRID: tuple[float, ...] = (
@@ -311,6 +313,57 @@ class ClassGaussianDensity:
         self.cholesky_ = chol
         self.log_det_ = 2.0 * torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(1)
         return self
+
+
+# --------------------------------------------------------------------------- on a torch model's features
+def fit_feature_density(
+    model: TorchModel,
+    forward: FeatureForward,
+    X: NDArray,
+    y: NDArray,
+    n_classes: int,
+    *,
+    batch: int = 500,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> ClassGaussianDensity:
+    """Eval-mode features of ``X`` (concatenated batch by batch), then the DDU Gaussian fit."""
+    model.module.eval()
+    dev = module_device(model.module)
+    feats = []
+    with torch.no_grad():
+        for start in range(0, len(X), batch):
+            check_cancel(should_stop)
+            x = torch.as_tensor(np.asarray(X[start : start + batch], dtype=np.float32), device=dev)
+            feats.append(forward(x)[1].double().cpu())
+            report(
+                progress,
+                0.9 * (start + batch) / len(X),
+                f"features of {min(start + batch, len(X))}/{len(X)} training images",
+            )
+    return ClassGaussianDensity().fit(torch.cat(feats), y, n_classes)
+
+
+def feature_log_density(
+    forward: FeatureForward,
+    density: ClassGaussianDensity,
+    X: NDArray,
+    classes: NDArray,
+    batch: int = 1000,
+) -> NDArray[np.float64]:
+    """(n,) log N(phi(x); mu_c, Sigma_c) of rows ``X`` under ``classes``, in batches."""
+    dev = module_device(forward.module)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(X), batch):
+            x = torch.as_tensor(np.asarray(X[start : start + batch], dtype=np.float32), device=dev)
+            feat = forward(x)[1]
+            out.append(
+                density.log_prob_class(feat, torch.as_tensor(classes[start : start + batch]))
+                .cpu()
+                .numpy()
+            )
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 # --------------------------------------------------------------------------- helpers

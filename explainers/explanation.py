@@ -18,12 +18,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from datasets.base import FeatureSchema
+from explainers.counterfactuals import FAILED, STATUS_NAMES
+from explainers.registry import canonical_kind
 
 SCHEMA_VERSION = 1
 Modality = Literal["points2d", "tabular", "image"]
 ARRAYS = "arrays.npz"
 META = "explanation.json"
-_OPTIONAL = ("attributions", "counterfactuals", "counterfactual_predictions", "success")
+_OPTIONAL = (
+    "attributions", "counterfactuals", "counterfactual_predictions", "success",
+    "raw_counterfactuals", "raw_counterfactual_predictions", "counterfactual_status",
+)  # fmt: skip
 
 
 class ExplanationFormatError(ValueError):
@@ -47,16 +52,27 @@ class Explanation:
 
     Attributes
     ----------
-    method : registry name of the method (``"emap"``, ``"deduce"``, ``"lime"``, ...).
+    method : the method's kind in ``explainers.registry.METHODS`` (``"emap"``, ``"deduce"``,
+        ``"lime"``, ...); an old name a saved result carries is read as its kind.
     params : the method's parameters as plain JSON data.
     modality : ``"points2d"``, ``"tabular"`` or ``"image"``; views choose themselves by it.
     inputs : (n, d) model-space instances (images flattened row-major; see ``image_shape``).
     predictions : (n,) int, the black box's class for each input.
     targets : (n,) int, the class explained (attributions) or aimed at (counterfactuals).
     attributions : (n, d) float or None; signed feature weights towards ``targets``.
-    counterfactuals : (n, d) float or None; the changed inputs, in model space.
+    counterfactuals : (n, d) float or None; the changed inputs, in model space. For a method
+        whose counterfactuals are verified on the black box (``counterfactual_status`` set), the
+        verified ones; a row whose verification failed holds the method's own proposal.
     counterfactual_predictions : (n,) int or None; the black box's class for each counterfactual.
     success : (n,) bool or None; whether each counterfactual reached its target.
+    raw_counterfactuals : (n, d) float or None; the method's own output before verification
+        (EMAP's one pass), kept beside the verified ones; None for methods that do not verify and
+        for results saved before verification existed.
+    raw_counterfactual_predictions : (n,) int or None; the black box's class for each raw one.
+    counterfactual_status : (n,) int8 or None; how each verified counterfactual was obtained,
+        an index into ``STATUS_NAMES``: 0 "as is" (the raw one flipped; then shrunk and made
+        sparse), 1 "repaired" (the raw one did not flip; the black box confirmed a repair), 2
+        "failed" (no repair found: ``counterfactuals`` keeps the raw one, ``success`` is False).
     diagnostics : per-instance method extras, each an array with axis 0 of length n
         (perturbation norms, iterations, IG convergence deltas, ...). No object arrays.
     metrics : summary scalars over the run (surrogate fidelity, flip rates, seconds per explanation).
@@ -65,6 +81,9 @@ class Explanation:
     image_shape : (H, W) for images, else None.
     schema : the data set's FeatureSchema (original units, one-hot blocks), or None.
     provenance : where the result came from.
+    rows : which rows of which split were explained, ``{"split": "test", "start": s, "stop": e}``
+        (row i is row ``s + i`` of that split), or None when not known (results saved before
+        it was recorded, or a subset that is not a contiguous run of rows).
     """
 
     method: str
@@ -80,10 +99,14 @@ class Explanation:
     counterfactuals: NDArray[np.floating] | None = None
     counterfactual_predictions: NDArray[np.int64] | None = None
     success: NDArray[np.bool_] | None = None
+    raw_counterfactuals: NDArray[np.floating] | None = None
+    raw_counterfactual_predictions: NDArray[np.int64] | None = None
+    counterfactual_status: NDArray[np.int8] | None = None
     diagnostics: dict[str, NDArray] = field(default_factory=dict)
     metrics: dict[str, float | None] = field(default_factory=dict)
     image_shape: tuple[int, int] | None = None
     schema: FeatureSchema | None = None
+    rows: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.inputs = np.asarray(self.inputs)
@@ -104,11 +127,28 @@ class Explanation:
             setattr(self, name, value)
             if value.shape[0] != n:
                 raise ExplanationFormatError(f"{name} has {value.shape[0]} rows, inputs have {n}")
-        for name in ("attributions", "counterfactuals"):
+        for name in ("attributions", "counterfactuals", "raw_counterfactuals"):
             value = getattr(self, name)
             if value is not None and value.shape != self.inputs.shape:
                 raise ExplanationFormatError(
                     f"{name} has shape {value.shape}, inputs {self.inputs.shape}"
+                )
+        if self.counterfactual_status is not None:
+            status = np.asarray(self.counterfactual_status)
+            if status.size and (
+                not np.issubdtype(status.dtype, np.integer)
+                or status.min() < 0
+                or status.max() >= len(STATUS_NAMES)
+            ):
+                raise ExplanationFormatError(
+                    f"counterfactual_status must hold 0..{len(STATUS_NAMES) - 1} "
+                    f"({', '.join(STATUS_NAMES)}), got {np.unique(status)[:10].tolist()}"
+                )
+            self.counterfactual_status = status.astype(np.int8)
+            if self.raw_counterfactuals is None or self.counterfactuals is None:
+                raise ExplanationFormatError(
+                    "counterfactual_status describes verified counterfactuals: it needs both "
+                    "counterfactuals and raw_counterfactuals"
                 )
         for key, value in list(self.diagnostics.items()):
             value = np.asarray(value)
@@ -123,6 +163,10 @@ class Explanation:
                 raise ExplanationFormatError(
                     f"image_shape {self.image_shape} does not hold {d} pixels"
                 )
+        try:
+            self.rows = check_rows_record(self.rows, n)
+        except ValueError as exc:
+            raise ExplanationFormatError(str(exc)) from None
 
     @property
     def n(self) -> int:
@@ -133,11 +177,54 @@ class Explanation:
         """Counterfactual minus input, in model space (None without counterfactuals)."""
         return None if self.counterfactuals is None else self.counterfactuals - self.inputs
 
+    @property
+    def raw_perturbations(self) -> NDArray[np.floating] | None:
+        """The method's own counterfactual minus input, before verification (None when the
+        method does not verify)."""
+        return None if self.raw_counterfactuals is None else self.raw_counterfactuals - self.inputs
+
+    @property
+    def raw_success(self) -> NDArray[np.bool_] | None:
+        """Whether each raw counterfactual reached its target on the black box (None when the
+        method does not verify)."""
+        if self.raw_counterfactual_predictions is None:
+            return None
+        return np.asarray(self.raw_counterfactual_predictions == self.targets)
+
+    @property
+    def verified(self) -> bool:
+        """True when ``counterfactuals`` were checked on the black box (raw ones kept beside)."""
+        return self.counterfactual_status is not None
+
+    def status_names(self) -> list[str] | None:
+        """Per row, how its counterfactual was obtained: "as is", "repaired" or "failed"
+        (None when the method does not verify)."""
+        if self.counterfactual_status is None:
+            return None
+        return [STATUS_NAMES[int(s)] for s in self.counterfactual_status]
+
+    @property
+    def failed(self) -> NDArray[np.bool_] | None:
+        """Rows whose verification found no counterfactual (None when not verified)."""
+        if self.counterfactual_status is None:
+            return None
+        return np.asarray(self.counterfactual_status == FAILED)
+
     def subset(self, index: NDArray | slice | list[int]) -> Explanation:
-        """The same Explanation restricted to some instances (metrics are kept as they are)."""
+        """The same Explanation restricted to some instances (metrics are kept as they are).
+
+        ``rows`` follows when the chosen instances are still a contiguous, increasing run of the
+        split's rows; otherwise it is dropped (None), since one start and stop cannot say which."""
 
         def pick(a: NDArray | None) -> NDArray | None:
             return None if a is None else a[index]
+
+        rows = None
+        if self.rows is not None:
+            kept = np.arange(self.n)[index]
+            if kept.size and np.array_equal(kept, np.arange(kept[0], kept[0] + kept.size)):
+                start = int(self.rows["start"]) + int(kept[0])
+                rows = {**self.rows, "start": start, "stop": start + int(kept.size)}
 
         return Explanation(
             method=self.method,
@@ -153,10 +240,14 @@ class Explanation:
             counterfactuals=pick(self.counterfactuals),
             counterfactual_predictions=pick(self.counterfactual_predictions),
             success=pick(self.success),
+            raw_counterfactuals=pick(self.raw_counterfactuals),
+            raw_counterfactual_predictions=pick(self.raw_counterfactual_predictions),
+            counterfactual_status=pick(self.counterfactual_status),
             diagnostics={k: v[index] for k, v in self.diagnostics.items()},
             metrics=dict(self.metrics),
             image_shape=self.image_shape,
             schema=self.schema,
+            rows=rows,
         )
 
     # ------------------------------------------------------------------ persistence
@@ -177,14 +268,15 @@ class Explanation:
         meta = {
             "schema_version": SCHEMA_VERSION,
             "method": self.method,
-            "params": _jsonable(self.params),
+            "params": jsonable(self.params),
             "modality": self.modality,
             "feature_names": self.feature_names,
             "class_names": self.class_names,
             "image_shape": list(self.image_shape) if self.image_shape else None,
             "schema": self.schema.to_dict() if self.schema else None,
             "provenance": asdict(self.provenance),
-            "metrics": _jsonable(self.metrics),
+            "metrics": jsonable(self.metrics),
+            "rows": self.rows,
             "arrays": sorted(arrays),
         }
         tmp_npz = folder / (ARRAYS + ".tmp")
@@ -247,7 +339,7 @@ class Explanation:
             raise ExplanationFormatError(f"{folder / ARRAYS} lacks {', '.join(map(str, missing))}")
         try:
             return cls(
-                method=meta["method"],
+                method=canonical_kind(meta["method"]),
                 params=meta["params"],
                 modality=meta["modality"],
                 inputs=arrays["inputs"],
@@ -260,12 +352,16 @@ class Explanation:
                 counterfactuals=arrays.get("counterfactuals"),
                 counterfactual_predictions=arrays.get("counterfactual_predictions"),
                 success=arrays.get("success"),
+                raw_counterfactuals=arrays.get("raw_counterfactuals"),
+                raw_counterfactual_predictions=arrays.get("raw_counterfactual_predictions"),
+                counterfactual_status=arrays.get("counterfactual_status"),
                 diagnostics={
                     k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("diagnostics/")
                 },
                 metrics=meta["metrics"],
                 image_shape=tuple(meta["image_shape"]) if meta["image_shape"] else None,
                 schema=FeatureSchema.from_dict(meta["schema"]) if meta.get("schema") else None,
+                rows=meta.get("rows"),
             )
         except KeyError as exc:
             raise ExplanationFormatError(f"{folder / META} lacks the field {exc}") from None
@@ -273,14 +369,36 @@ class Explanation:
             raise ExplanationFormatError(f"{folder} is inconsistent: {exc}") from None
 
 
-def _jsonable(value: Any) -> Any:
+def check_rows_record(rows: Any, n: int) -> dict[str, Any] | None:
+    """``{"split": str, "start": int, "stop": int}`` describing ``n`` rows, as plain data; None
+    stays None. Raises ``ValueError`` naming what is wrong."""
+    if rows is None:
+        return None
+    if not isinstance(rows, dict) or set(rows) != {"split", "start", "stop"}:
+        raise ValueError(
+            f'rows must be {{"split": NAME, "start": FIRST, "stop": END}}, got {str(rows)[:200]}'
+        )
+    split, start, stop = rows["split"], rows["start"], rows["stop"]
+    if not isinstance(split, str) or not split:
+        raise ValueError(f"rows: split must be a name such as 'test', got {split!r}")
+    for value in (start, stop):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ValueError(f"rows: start and stop must be integers, got {start!r} and {stop!r}")
+    if start < 0 or stop - start != n:
+        raise ValueError(
+            f"rows: start {start} and stop {stop} do not describe the {n} rows explained"
+        )
+    return {"split": split, "start": int(start), "stop": int(stop)}
+
+
+def jsonable(value: Any) -> Any:
     """Plain JSON data: numpy scalars become Python numbers, NaN/inf become None, tuples lists."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):

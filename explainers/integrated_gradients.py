@@ -7,30 +7,36 @@ a baseline x' to x; by completeness the attributions sum to f(x) - f(x').
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from datasets.base import Dataset
-from explainers.attribution_common import (
-    batches,
-    check_inputs,
-    make_explanation,
-    require_fitted,
-    resolve_targets,
+from explainers.attribution_common import batches
+from explainers.base import (
+    Explainer,
+    ProgressFn,
+    Query,
+    Result,
+    StopFn,
+    check_cancel,
+    param,
+    report,
 )
-from explainers.base import ProgressFn, StopFn, check_cancel, param, report
-from explainers.explanation import Explanation
-from explainers.models import GRADIENTS, Model, TorchModel, check_compatible
+from explainers.models import Model
 
 METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right")
+BASELINE_FILE = "baseline.npy"
 
 
-class NoGradientsError(ValueError):
-    """The black box gives no gradients and no differentiable surrogate was given."""
+# Path points (input copies) in one forward and backward pass: captum evaluates
+# min(internal_batch_size, n_steps x batch_size) of them at once, and never fewer than batch_size.
+# Through the small SN-ResNet a 28x28 image costs about 0.36 MB (1,024 took 371 MB at peak), so
+# 4,096 stay near 1.5 GB; internal_batch_size=1e6 with n_steps=4096 tried to allocate 6.6 GB.
+MAX_POINTS_PER_PASS = 4096
 
 
 @dataclass(frozen=True)
@@ -59,26 +65,28 @@ class IntegratedGradientsParams:
         "its logit",
         choices=("probability", "logit"),
     )
-    batch_size: int = param(32, "instances per captum call (progress granularity)", lo=1, hi=4096)
+    batch_size: int = param(
+        32, "instances per captum call (progress granularity)", lo=1, hi=MAX_POINTS_PER_PASS
+    )
     internal_batch_size: int = param(
         1024,
         "path points evaluated per forward pass (captum's internal_batch_size); lower it if the "
         "model runs out of memory",
         lo=1,
-        hi=1_000_000,
+        hi=MAX_POINTS_PER_PASS,
         advanced=True,
     )
 
 
-class IntegratedGradients:
+class IntegratedGradients(Explainer[IntegratedGradientsParams]):
     """Integrated Gradients (Sundararajan et al., ICML 2017) over ``captum.attr.IntegratedGradients``.
 
     Which model is differentiated
         A ``TorchModel`` black box (``"gradients" in model.capabilities``) directly. A black box
         without gradients (a random forest, an ONNX graph) cannot be differentiated; pass
         ``surrogate=`` to ``fit`` (a ``TorchModel`` mimicking the black box, e.g. EMAP's surrogate,
-        ``emap.surrogate_model()``, or the fitted EMAP object itself) and IG explains the
-        surrogate instead. The Explanation then says so: ``params["on_surrogate"] = True``, a
+        ``emap.surrogate_model()``) and IG explains the surrogate instead (it is saved with the
+        explainer). The Explanation then says so: ``params["on_surrogate"] = True``, a
         provenance note, and per instance whether the surrogate agrees with the black box.
         Without gradients and without a surrogate, ``fit`` raises ``NoGradientsError``.
 
@@ -101,59 +109,24 @@ class IntegratedGradients:
             box's).
     """
 
-    name = "integrated_gradients"
+    kind = "ig"
+    Params = IntegratedGradientsParams
 
-    def __init__(self, params: IntegratedGradientsParams | None = None) -> None:
-        self.params = params or IntegratedGradientsParams()
-        self.torch_model_: TorchModel | None = None
-        self.baseline_: NDArray[np.float32] | None = None
-        self.on_surrogate_: bool = False
-        self.dataset_: Dataset | None = None
-        self.model_: Model | None = None
+    baseline_: NDArray[np.float32]
+    baseline_kind_: str
 
-    def fit(
+    def _fit(
         self,
         dataset: Dataset,
         model: Model,
         *,
-        surrogate: Any = None,
-        progress: ProgressFn | None = None,
-        should_stop: StopFn | None = None,
-    ) -> IntegratedGradients:
-        """Choose the differentiated model (the black box, or ``surrogate``) and the baseline.
-
-        Parameters
-        ----------
-        surrogate : a ``TorchModel``, or an object with ``surrogate_model() -> TorchModel`` such as
-            a fitted EMAP; used only when ``model`` gives no gradients.
-        """
-        check_compatible(model, dataset)
-        check_cancel(should_stop)
+        surrogate: Model | None,
+        progress: ProgressFn | None,
+        should_stop: StopFn | None,
+    ) -> None:
+        """Choose the baseline (the differentiated model, black box or surrogate, is the base's)."""
         report(progress, 0.0, "IG: preparing")
-        if GRADIENTS in model.capabilities:
-            differentiated, on_surrogate = model, False
-        elif surrogate is not None:
-            if hasattr(surrogate, "surrogate_model"):
-                surrogate = surrogate.surrogate_model()
-            if GRADIENTS not in getattr(surrogate, "capabilities", frozenset()) or not hasattr(
-                surrogate, "logits"
-            ):
-                raise NoGradientsError(
-                    f"the surrogate given ({type(surrogate).__name__}) is not a differentiable torch "
-                    "model; pass a TorchModel, e.g. a fitted EMAP's surrogate_model()"
-                )
-            check_compatible(surrogate, dataset)
-            differentiated, on_surrogate = surrogate, True
-        else:
-            raise NoGradientsError(
-                f"Integrated Gradients needs gradients, and the black box {model.description!r} "
-                f"({type(model).__name__}) gives none. Either explain a differentiable surrogate: "
-                "fit EMAP on this model and pass `surrogate=emap.surrogate_model()` to fit (in the "
-                "dashboard: run EMAP first, then IG on its surrogate); or use a model-agnostic "
-                "method, LIME or SHAP; or upload the model as torch weights."
-            )
-        p = self.params
-        kind = p.baseline
+        kind = self.params.baseline
         if kind == "auto":
             kind = "zeros" if dataset.modality == "image" else "train_mean"
         if kind == "zeros":
@@ -162,33 +135,25 @@ class IntegratedGradients:
             baseline = dataset.X_train.mean(axis=0).astype(np.float32)
         self.baseline_ = baseline
         self.baseline_kind_ = kind
-        self.torch_model_ = differentiated  # type: ignore[assignment]
-        self.on_surrogate_ = on_surrogate
-        self.dataset_, self.model_ = dataset, model
-        report(progress, 1.0, "IG: ready" + (" (on the surrogate)" if on_surrogate else ""))
-        return self
+        report(progress, 1.0, "IG: ready" + (" (on the surrogate)" if surrogate else ""))
 
-    def explain(
-        self,
-        X: NDArray,
-        *,
-        targets: NDArray | list[int] | None = None,
-        progress: ProgressFn | None = None,
-        should_stop: StopFn | None = None,
-    ) -> Explanation:
-        """IG attributions of each row of ``X`` (model space, (n, d)) towards its target class."""
+    def _explain(
+        self, query: Query, *, progress: ProgressFn | None, should_stop: StopFn | None
+    ) -> Result:
+        """IG attributions of each row towards its target class (default: the black box's)."""
         import torch
         from captum.attr import IntegratedGradients as CaptumIG
 
-        require_fitted(self, "torch_model_", "IntegratedGradients")
-        assert self.dataset_ is not None and self.model_ is not None
-        assert self.torch_model_ is not None and self.baseline_ is not None
-        dataset, model, net, p = self.dataset_, self.model_, self.torch_model_, self.params
-        X = check_inputs(X, dataset.n_features)
-        n, d = X.shape
-        t0 = time.perf_counter()
-        predictions = model.predict(X)
-        targets_ = resolve_targets(predictions, targets, model.n_classes)
+        from explainers.torch_utils import require_torch_model
+
+        model = self._fitted_model()
+        on_surrogate = self.gradient_surrogate_ is not None
+        differentiated = model if self.gradient_surrogate_ is None else self.gradient_surrogate_
+        net = require_torch_model(differentiated, self.title())
+        p = self.params
+        X, n, predictions = query.X, query.n, query.predictions
+        d = X.shape[1]
+        targets = predictions if query.targets is None else query.targets
         device = getattr(net, "device", "cpu")
 
         def forward(x: Any) -> Any:
@@ -202,7 +167,7 @@ class IntegratedGradients:
         for part in batches(n, p.batch_size):
             check_cancel(should_stop)
             x = torch.as_tensor(X[part], device=device)
-            t = torch.as_tensor(targets_[part], device=device)
+            t = torch.as_tensor(targets[part], device=device)
             b = baseline.expand_as(x)
             attr = ig.attribute(
                 x,
@@ -225,7 +190,6 @@ class IntegratedGradients:
             # Completeness error from our own outputs (captum's delta would miss the fix above).
             delta[part] = attr_np.sum(axis=1) - (out_x[part] - out_b[part])
             report(progress, part.stop / n, f"IG: explained {part.stop}/{n}")
-        seconds = time.perf_counter() - t0
         diagnostics: dict[str, NDArray] = {
             "convergence_delta": delta,
             "model_output": out_x,
@@ -235,7 +199,7 @@ class IntegratedGradients:
             "max_abs_convergence_delta": float(np.abs(delta).max()) if n else None
         }
         note = f"captum IntegratedGradients, {p.n_steps} steps ({p.method}), baseline {self.baseline_kind_}"
-        if self.on_surrogate_:
+        if on_surrogate:
             surrogate_prediction = net.predict(X)
             diagnostics["surrogate_prediction"] = surrogate_prediction
             diagnostics["surrogate_agrees"] = surrogate_prediction == predictions
@@ -244,26 +208,30 @@ class IntegratedGradients:
             )
             note += (
                 f"; computed on the surrogate {net.description!r} of the black box "
-                f"{model.description!r}, which gives no gradients"
+                f"{self.model_description_!r}, which gives no gradients"
             )
-        return make_explanation(
-            self.name,
-            p,
-            dataset,
-            model,
-            X,
-            predictions,
-            targets_,
-            attributions,
-            diagnostics,
-            seconds,
-            None,
-            device=str(device),
-            note=note,
-            extra_params={
-                "on_surrogate": self.on_surrogate_,
+        return Result(
+            targets=targets,
+            attributions=attributions,
+            diagnostics=diagnostics,
+            metrics=metrics,
+            params={
+                "on_surrogate": on_surrogate,
                 "baseline_used": self.baseline_kind_,
                 "differentiated_model": net.description,
             },
-            extra_metrics=metrics,
+            note=note,
+            device=str(device),
         )
+
+    # ------------------------------------------------------------------ persistence
+    def _save_state(self, folder: Path) -> dict[str, Any]:
+        """The baseline (.npy); a surrogate, if one was used, is saved by the base."""
+        np.save(folder / BASELINE_FILE, self.baseline_, allow_pickle=False)
+        return {"baseline_kind": self.baseline_kind_}
+
+    def _load_state(
+        self, folder: Path, state: dict[str, Any], model: Model | None, device: str
+    ) -> None:
+        self.baseline_ = np.load(folder / BASELINE_FILE, allow_pickle=False)
+        self.baseline_kind_ = str(state["baseline_kind"])

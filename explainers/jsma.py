@@ -12,27 +12,17 @@ search returns its last iterate (the reference returned a black image).
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
-from datasets.base import Dataset, FeatureSchema
-from explainers.base import NotFittedError, ProgressFn, StopFn, param, params_from_dict
-from explainers.deduce import (
-    FeatureForward,
-    check_image_rows,
-    require_torch_model,
-    resolve_cf_targets,
-    run_pixel_search,
-    summary_metrics,
-)
-from explainers.explanation import Explanation, Provenance
-from explainers.models import Model, TorchModel
-
-STATE_FILE = "jsma.json"
+from datasets.base import Dataset
+from explainers.base import Explainer, ProgressFn, Query, Result, StopFn, param, runner_up
+from explainers.deduce import run_pixel_search, summary_metrics
+from explainers.models import Model
+from explainers.torch_utils import FeatureForward, require_torch_model
 
 
 @dataclass(frozen=True)
@@ -49,7 +39,7 @@ class JSMAParams:
     )
     pixels: int = param(1, "pixels changed per step", lo=1, hi=64)
     batch_size: int = param(
-        1024, "examples searched together (memory vs. speed)", lo=1, hi=100_000, advanced=True
+        1024, "examples searched together (memory vs. speed)", lo=1, hi=4096, advanced=True
     )
     device: str = param(
         "auto",
@@ -59,75 +49,48 @@ class JSMAParams:
     )
 
 
-class JSMA:
+class JSMA(Explainer[JSMAParams]):
     """Greedy gradient-sign pixel counterfactuals (the DeDUCE paper's JSMA baseline) on a torch model.
 
     ``explain(X, targets=...)`` returns an ``Explanation`` with ``inputs`` and ``counterfactuals``
     (n, 784) in [0, 1] (the last iterate; never a black image), ``targets``, ``predictions``,
     ``counterfactual_predictions`` and ``success`` (n,), ``diagnostics`` ``iterations``, ``l0``, ``l1``,
     ``target_probability`` (n,) and ``pixel_changes`` (n, 784), ``image_shape`` (28, 28) and the
-    data set's ``schema``. ``fit`` learns nothing; it binds and checks the model.
+    data set's ``schema``. ``fit`` learns nothing; it binds and checks the model (nothing is saved
+    beyond the parameters).
     """
 
-    method = "jsma"
+    kind = "jsma"
+    Params = JSMAParams
 
-    def __init__(self, params: JSMAParams | None = None) -> None:
-        self.params = params or JSMAParams()
-
-    def fit(
+    def _fit(
         self,
         dataset: Dataset,
         model: Model,
         *,
-        progress: ProgressFn | None = None,
-        should_stop: StopFn | None = None,
-    ) -> JSMA:
-        tm = require_torch_model(model, "JSMA")
-        if dataset.modality != "image" or dataset.schema.image_shape is None:
-            raise ValueError(
-                f"JSMA changes pixels of images; data set {dataset.name!r} is {dataset.modality}"
-            )
-        if tm.n_features is not None and tm.n_features != dataset.n_features:
-            raise ValueError(
-                f"the model takes {tm.n_features} pixels per image but data set {dataset.name!r} has "
-                f"{dataset.n_features}; the SN-ResNet needs 28x28 images"
-            )
-        self._bind(tm)
-        self.dataset_name_ = dataset.name
-        self.schema_ = dataset.schema
-        self.class_names_ = list(tm.class_names or dataset.class_names)
-        return self
+        surrogate: Model | None,
+        progress: ProgressFn | None,
+        should_stop: StopFn | None,
+    ) -> None:
+        self._bind(model)
 
-    def _bind(self, model: TorchModel) -> None:
-        self.model_ = model
+    def _bind(self, model: Model) -> None:
         # JSMA needs only the output, so any torch classifier works (no feature layer required).
-        self.forward_ = FeatureForward(model, need_features=False)
+        self.forward_ = FeatureForward(require_torch_model(model, "JSMA"), need_features=False)
 
-    def explain(
-        self,
-        X: NDArray,
-        *,
-        targets: NDArray | list[int] | int | None = None,
-        progress: ProgressFn | None = None,
-        should_stop: StopFn | None = None,
-    ) -> Explanation:
-        """One counterfactual per row of ``X`` (n, 784); ``targets`` (n,), an int, or None (runner-up)."""
-        if getattr(self, "model_", None) is None:
-            raise NotFittedError("JSMA is not fitted: call fit(dataset, model) before explain(X)")
-        X = check_image_rows(X, self.model_, "JSMA")
-        t0 = time.perf_counter()
-        probs = self.model_.predict_proba(X) if len(X) else np.zeros((0, self.model_.n_classes))
-        predictions = probs.argmax(1).astype(np.int64)
-        t = resolve_cf_targets(targets, probs, self.model_.n_classes)
+    def _explain(
+        self, query: Query, *, progress: ProgressFn | None, should_stop: StopFn | None
+    ) -> Result:
+        """One counterfactual per row; default targets: each image's runner-up class."""
+        tm = require_torch_model(self._fitted_model(), "JSMA")
+        X = query.X
+        t = query.targets if query.targets is not None else runner_up(query.proba)
         result = run_pixel_search(
-            X, t, self.model_, self.forward_, None, self.params, progress=progress,
+            X, t, tm, self.forward_, None, self.params, progress=progress,
             should_stop=should_stop, method="JSMA",
         )  # fmt: skip
-        seconds = time.perf_counter() - t0
         cf = result["counterfactuals"]
-        cf_probs = (
-            self.model_.predict_proba(cf) if len(cf) else np.zeros((0, self.model_.n_classes))
-        )
+        cf_probs = tm.predict_proba(cf) if len(cf) else np.zeros((0, tm.n_classes))
         diagnostics = {
             "iterations": result["iterations"],
             "l0": (cf != X).sum(1).astype(np.int64),
@@ -135,61 +98,19 @@ class JSMA:
             "target_probability": cf_probs[np.arange(len(cf)), t] if len(cf) else np.zeros(0),
             "pixel_changes": np.minimum(result["changes"], 255).astype(np.uint8),
         }
-        return Explanation(
-            method=self.method,
-            params=asdict(self.params),
-            modality="image",
-            inputs=X,
-            predictions=predictions,
+        return Result(
             targets=t,
-            feature_names=list(self.schema_.feature_names),
-            class_names=list(self.class_names_),
-            provenance=Provenance(
-                dataset=self.dataset_name_,
-                model=self.model_.description,
-                device=result["device"],
-                seconds=seconds,
-            ),  # fmt: skip
             counterfactuals=cf,
             counterfactual_predictions=cf_probs.argmax(1).astype(np.int64),
             success=result["success"],
             diagnostics=diagnostics,
-            metrics=summary_metrics(diagnostics, result["success"], seconds, len(X)),
-            image_shape=self.schema_.image_shape,
-            schema=self.schema_,
+            metrics=summary_metrics(diagnostics, result["success"]),
+            device=result["device"],
         )
 
-    def save(self, folder: str | Path) -> Path:
-        """JSMA has no learned state: the params and the data set's layout are all there is."""
-        import json
-
-        if getattr(self, "schema_", None) is None:
-            raise NotFittedError("JSMA is not fitted: call fit(dataset, model) first")
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "params": asdict(self.params),
-            "dataset": self.dataset_name_,
-            "schema": self.schema_.to_dict(),
-            "class_names": self.class_names_,
-        }
-        (folder / STATE_FILE).write_text(json.dumps(meta, indent=1))
-        return folder
-
-    @classmethod
-    def load(cls, folder: str | Path, model: Model | None = None) -> JSMA:
-        import json
-
-        folder = Path(folder)
-        try:
-            meta = json.loads((folder / STATE_FILE).read_text())
-        except FileNotFoundError:
-            raise ValueError(f"{folder} holds no saved JSMA ({STATE_FILE} is missing)") from None
-        self = cls(params_from_dict(JSMAParams, meta["params"]))
-        self.dataset_name_ = meta["dataset"]
-        self.schema_ = FeatureSchema.from_dict(meta["schema"])
-        self.class_names_ = list(meta["class_names"])
-        self.model_ = None  # type: ignore[assignment]
+    def _load_state(
+        self, folder: Path, state: dict[str, Any], model: Model | None, device: str
+    ) -> None:
+        """JSMA learns nothing: the params and the data set's layout are all there is."""
         if model is not None:
-            self._bind(require_torch_model(model, "JSMA"))
-        return self
+            self._bind(model)

@@ -7,27 +7,37 @@ around it and the black box's probability of the target class on them.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from datasets.base import Dataset
+from datasets.base import Dataset, FeatureSchema
 from explainers.attribution_common import (
     categorical_codes,
-    check_inputs,
     feature_view,
-    make_explanation,
     model_space,
-    require_fitted,
-    resolve_targets,
     spread_to_columns,
 )
-from explainers.base import ProgressFn, StopFn, check_cancel, param, report
-from explainers.explanation import Explanation
-from explainers.models import Model, check_compatible
+from explainers.base import (
+    Explainer,
+    ProgressFn,
+    Query,
+    Result,
+    StopFn,
+    check_cancel,
+    over_limit,
+    param,
+    report,
+)
+from explainers.models import Model
+
+# Samples x features of one instance's perturbation table: lime holds about six float64 copies of
+# it at once (measured: 40,000 samples x 784 features, 1.46 GB at peak), so 2**25 values stay
+# near 1.6 GB.
+MAX_SAMPLE_VALUES = 2**25
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,7 @@ class LimeParams:
     seed: int = param(0, "random seed of the perturbation sampler", lo=0, hi=2**31 - 1)
 
 
-class Lime:
+class Lime(Explainer[LimeParams]):
     """LIME (Ribeiro et al., KDD 2016) over ``lime.lime_tabular.LimeTabularExplainer``.
 
     What is explained
@@ -106,76 +116,80 @@ class Lime:
         metrics : ``seconds_per_explanation``, ``mean_score``.
     """
 
-    name = "lime"
+    kind = "lime"
+    Params = LimeParams
 
-    def __init__(self, params: LimeParams | None = None) -> None:
-        self.params = params or LimeParams()
-        self.explainer_: Any = None
-        self.dataset_: Dataset | None = None
-        self.model_: Model | None = None
-        self.scale_: NDArray[np.float64] | None = None
+    explainer_: Any
+    scale_: NDArray[np.float64]
 
-    def fit(
+    def _check_data(self, dataset: Dataset) -> None:
+        schema = dataset.schema
+        features = schema.n_continuous + len(schema.categorical)
+        if self.params.num_samples * features > MAX_SAMPLE_VALUES:
+            raise over_limit(
+                f"num_samples x features = {self.params.num_samples:,} x {features:,}",
+                self.params.num_samples * features,
+                MAX_SAMPLE_VALUES,
+                "values in each instance's sample",
+                f"Lower num_samples to {MAX_SAMPLE_VALUES // features:,} or less for this data set.",
+            )
+
+    def _fit(
         self,
         dataset: Dataset,
         model: Model,
         *,
-        progress: ProgressFn | None = None,
-        should_stop: StopFn | None = None,
-    ) -> Lime:
-        """Store the training statistics lime samples from (standard deviations, category
-        frequencies) and the black box."""
+        surrogate: Model | None,
+        progress: ProgressFn | None,
+        should_stop: StopFn | None,
+    ) -> None:
+        """Read the training statistics lime samples from (standard deviations, category
+        frequencies, and the bins when discretising)."""
+        schema = dataset.schema
+        report(progress, 0.0, "LIME: reading training statistics")
+        train = feature_view(schema, dataset.X_train)
+        names = list(model.class_names or dataset.class_names)
+        self._set_explainer(self._lime_explainer(schema, train, names))
+
+    def _lime_explainer(
+        self, schema: FeatureSchema, train: NDArray, class_names: list[str], discretizer: Any = None
+    ) -> Any:
         from lime.lime_tabular import LimeTabularExplainer
 
-        check_compatible(model, dataset)
-        check_cancel(should_stop)
-        report(progress, 0.0, "LIME: reading training statistics")
-        schema = dataset.schema
-        train = feature_view(schema, dataset.X_train)
         p = self.params
-        self.explainer_ = LimeTabularExplainer(
+        # One RandomState, shared with the discretizer as lime shares it.
+        random_state = np.random.RandomState(p.seed)
+        return LimeTabularExplainer(
             train,
             mode="classification",
             feature_names=schema.original_names,
-            class_names=list(model.class_names or dataset.class_names),
+            class_names=list(class_names),
             categorical_features=list(categorical_codes(schema)),
             categorical_names=categorical_codes(schema),
             kernel_width=p.kernel_width or None,
             discretize_continuous=p.discretize_continuous,
-            discretizer=p.discretizer,
+            discretizer=discretizer or p.discretizer,
             sample_around_instance=p.sample_around_instance,
-            random_state=p.seed,
+            random_state=random_state,
         )
+
+    def _set_explainer(self, explainer: Any) -> None:
+        self.explainer_ = explainer
         # lime regresses on (x - mean) / scale; dividing its coefficients by the scale gives slopes
         # per model-space unit. Categorical and discretised columns have scale 1 (indicators).
-        scale = np.asarray(self.explainer_.scaler.scale_, dtype=np.float64).copy()
-        if p.discretize_continuous:
+        scale = np.asarray(explainer.scaler.scale_, dtype=np.float64).copy()
+        if self.params.discretize_continuous:
             scale[:] = 1.0
         self.scale_ = scale
-        self.dataset_ = dataset
-        self.model_ = model
-        report(progress, 1.0, "LIME: ready")
-        return self
 
-    def explain(
-        self,
-        X: NDArray,
-        *,
-        targets: NDArray | list[int] | None = None,
-        progress: ProgressFn | None = None,
-        should_stop: StopFn | None = None,
-    ) -> Explanation:
-        """One lime explanation per row of ``X`` (model space, (n, d))."""
-        require_fitted(self, "explainer_", "Lime")
-        assert self.dataset_ is not None and self.model_ is not None and self.scale_ is not None
-        dataset, model, p = self.dataset_, self.model_, self.params
-        schema = dataset.schema
-        X = check_inputs(X, schema.width)
-        n = len(X)
-        t0 = time.perf_counter()
-        proba = model.predict_proba(X)
-        predictions = proba.argmax(axis=1).astype(np.int64)
-        targets_ = resolve_targets(predictions, targets, model.n_classes)
+    def _explain(
+        self, query: Query, *, progress: ProgressFn | None, should_stop: StopFn | None
+    ) -> Result:
+        """One lime explanation per row, towards its target (default: the black box's class)."""
+        model = self._fitted_model()
+        schema, p = self.schema_, self.params
+        X, n = query.X, query.n
+        targets = query.predictions if query.targets is None else query.targets
         Z = feature_view(schema, X)
         m = Z.shape[1]
         num_features = p.num_features or m
@@ -193,7 +207,7 @@ class Lime:
             check_cancel(should_stop)
             # Re-seed per instance, so an instance's explanation does not depend on the batch it is in.
             self.explainer_.random_state = np.random.RandomState(p.seed)
-            label = int(targets_[i])
+            label = int(targets[i])
             exp = self.explainer_.explain_instance(
                 Z[i],
                 predict_fn,
@@ -207,26 +221,65 @@ class Lime:
             score[i] = float(exp.score)
             local_pred[i] = float(np.ravel(exp.local_pred)[0])
             report(progress, (i + 1) / n, f"LIME: explained {i + 1}/{n}")
-        seconds = time.perf_counter() - t0
-        attributions = spread_to_columns(schema, values / self.scale_, X)
-        return make_explanation(
-            self.name,
-            p,
-            dataset,
-            model,
-            X,
-            predictions,
-            targets_,
-            attributions,
-            {
+        return Result(
+            targets=targets,
+            attributions=spread_to_columns(schema, values / self.scale_, X),
+            diagnostics={
                 "score": score,
                 "intercept": intercept,
                 "local_prediction": local_pred,
-                "model_output": proba[np.arange(n), targets_],
+                "model_output": query.proba[np.arange(n), targets],
             },
-            seconds,
-            p.seed,
+            metrics={"mean_score": float(score.mean()) if n else None},
             note="lime LimeTabularExplainer, per feature"
             + (", per pixel" if schema.image_shape else ""),
-            extra_metrics={"mean_score": float(score.mean()) if n else None},
         )
+
+    # ------------------------------------------------------------------ persistence
+    def _save_state(self, folder: Path) -> dict[str, Any]:
+        """The training statistics lime derived (scaler, category frequencies, bins): enough to
+        rebuild the same sampler without the training split."""
+        e = self.explainer_
+        state: dict[str, Any] = {
+            "scaler": {k: getattr(e.scaler, k) for k in ("mean_", "scale_", "var_")},
+            "feature_values": {str(k): list(v) for k, v in e.feature_values.items()},
+            "feature_frequencies": {str(k): v for k, v in e.feature_frequencies.items()},
+        }
+        if e.discretizer is not None:
+            state["discretizer"] = {
+                k: getattr(e.discretizer, k) for k in ("means", "stds", "mins", "maxs")
+            }
+        return state
+
+    def _load_state(
+        self, folder: Path, state: dict[str, Any], model: Model | None, device: str
+    ) -> None:
+        from lime.discretize import StatsDiscretizer
+
+        schema = self.schema_
+        codes = categorical_codes(schema)
+        # A one-row stand-in for the training split: lime computes its statistics from it, and
+        # every one of them is then replaced by the saved value.
+        stand_in = np.zeros((1, len(schema.original_names)))
+        discretizer = None
+        if "discretizer" in state:
+            stats = {
+                name: {int(k): v for k, v in state["discretizer"][name].items()}
+                for name in ("means", "stds", "mins", "maxs")
+            }
+            # lime keeps [min, borders...] in mins; the borders are its bins.
+            stats["bins"] = {k: v[1:] for k, v in stats["mins"].items()}
+            discretizer = StatsDiscretizer(
+                stand_in, list(codes), schema.original_names,
+                random_state=np.random.RandomState(self.params.seed), data_stats=stats,
+            )  # fmt: skip
+        explainer = self._lime_explainer(schema, stand_in, self.class_names_, discretizer)
+        if discretizer is not None:
+            explainer.discretizer.random_state = explainer.random_state
+        for name, value in state["scaler"].items():
+            setattr(explainer.scaler, name, np.asarray(value, dtype=np.float64))
+        explainer.feature_values = {int(k): list(v) for k, v in state["feature_values"].items()}
+        explainer.feature_frequencies = {
+            int(k): np.asarray(v, dtype=np.float64) for k, v in state["feature_frequencies"].items()
+        }
+        self._set_explainer(explainer)

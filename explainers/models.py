@@ -38,13 +38,25 @@ GRADIENTS = "gradients"
 
 @runtime_checkable
 class Model(Protocol):
-    """What every explainer may rely on."""
+    """What every explainer may rely on.
+
+    Attributes
+    ----------
+    n_classes, class_names : the classes, in the order of ``predict_proba``'s columns.
+    n_features : the model-space width it takes, or None when it does not say.
+    capabilities : ``{"gradients"}`` for a torch model with input gradients, else empty.
+    description : one line for people ("random forest, 200 trees, on moons").
+    density : the DDU feature density of a torch classifier
+        (``explainers.density.ClassGaussianDensity``, what DeDUCE scores realism with), or None:
+        every model has the attribute, most hold None.
+    """
 
     n_classes: int
     class_names: list[str]
     n_features: int | None
     capabilities: frozenset[str]
     description: str
+    density: Any
 
     def predict_proba(self, X: NDArray) -> NDArray[np.float64]: ...
 
@@ -65,6 +77,8 @@ class ModelRuntimeError(ValueError):
 
 
 class _ArgmaxMixin:
+    density: Any = None  # see ``Model``; a loader that has one sets it (``load_sn_resnet``)
+
     def predict(self, X: NDArray) -> NDArray[np.int64]:
         return np.asarray(self.predict_proba(X)).argmax(axis=1).astype(np.int64)  # type: ignore[attr-defined]
 

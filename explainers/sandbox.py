@@ -128,6 +128,7 @@ class SandboxedModel:
     """
 
     capabilities: frozenset[str] = frozenset()
+    density: Any = None  # an uploaded program brings no feature density (see ``Model``)
 
     def __init__(
         self,

@@ -8,29 +8,38 @@ for trees", Nature Machine Intelligence; expected gradients: Erion et al. (2021)
 from __future__ import annotations
 
 import functools
-import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from datasets.base import Dataset
-from explainers.attribution_common import (
-    batches,
-    check_inputs,
-    feature_view,
-    make_explanation,
-    model_space,
-    require_fitted,
-    resolve_targets,
-    spread_to_columns,
+from explainers.attribution_common import batches, feature_view, model_space, spread_to_columns
+from explainers.base import (
+    Explainer,
+    ParamsError,
+    ProgressFn,
+    Query,
+    Result,
+    StopFn,
+    check_cancel,
+    over_limit,
+    param,
+    report,
 )
-from explainers.base import ParamsError, ProgressFn, StopFn, check_cancel, param, report
-from explainers.explanation import Explanation
-from explainers.models import GRADIENTS, Model, check_compatible
+from explainers.models import GRADIENTS, Model
+
+BACKGROUND_FILE = "background.npy"
 
 ALGORITHMS = ("auto", "tree", "permutation", "kernel", "gradient")
+
+
+# Rows the black box scores for one instance (each evaluation covers the whole background).
+MAX_ROWS_PER_INSTANCE = 2**25
+# Kernel SHAP's synthetic data, float64: 2**28 values are 2 GiB.
+MAX_KERNEL_VALUES = 2**28
 
 
 @dataclass(frozen=True)
@@ -69,10 +78,24 @@ class ShapParams:
     batch_size: int = param(
         64, "instances per call for tree and gradient (progress granularity)", lo=1, hi=10_000
     )
-    seed: int = param(0, "seed for the background sample and the explainers' sampling", lo=0)
+    seed: int = param(
+        0, "seed for the background sample and the explainers' sampling", lo=0, hi=2**31 - 1
+    )
+
+    def check_limits(self) -> None:
+        """Each evaluation scores every background row, so the two multiply."""
+        rows = self.max_evals * self.background_size
+        if rows > MAX_ROWS_PER_INSTANCE:
+            raise over_limit(
+                f"max_evals x background_size = {self.max_evals:,} x {self.background_size:,}",
+                rows,
+                MAX_ROWS_PER_INSTANCE,
+                "rows the model scores per instance",
+                "Lower max_evals (0: automatic) or background_size.",
+            )
 
 
-class Shap:
+class Shap(Explainer[ShapParams]):
     """SHAP values (Lundberg and Lee, NeurIPS 2017) over the ``shap`` package.
 
     Algorithms
@@ -110,35 +133,30 @@ class Shap:
         params : the declared parameters plus ``algorithm_used``.
     """
 
-    name = "shap"
+    kind = "shap"
+    Params = ShapParams
 
-    def __init__(self, params: ShapParams | None = None) -> None:
-        self.params = params or ShapParams()
-        self.algorithm_: str | None = None
-        self.background_: NDArray[np.float32] | None = None
-        self.dataset_: Dataset | None = None
-        self.model_: Model | None = None
-        self.tree_explainer_: Any = None
+    algorithm_: str
+    background_: NDArray[np.float32]
+    tree_explainer_: Any
 
     # ------------------------------------------------------------------ fit
-    def fit(
+    def _fit(
         self,
         dataset: Dataset,
         model: Model,
         *,
-        progress: ProgressFn | None = None,
-        should_stop: StopFn | None = None,
-    ) -> Shap:
+        surrogate: Model | None,
+        progress: ProgressFn | None,
+        should_stop: StopFn | None,
+    ) -> None:
         """Sample the background from the training split and choose the algorithm."""
-        check_compatible(model, dataset)
-        check_cancel(should_stop)
         p = self.params
         report(progress, 0.0, "SHAP: sampling the background")
         rng = np.random.default_rng(p.seed)
         size = min(p.background_size, len(dataset.X_train))
         index = np.sort(rng.choice(len(dataset.X_train), size=size, replace=False))
         self.background_ = np.asarray(dataset.X_train[index], dtype=np.float32)
-        self.dataset_, self.model_ = dataset, model
         self.tree_explainer_ = None
         algorithm = p.algorithm
         if algorithm in ("auto", "tree"):
@@ -154,7 +172,6 @@ class Shap:
             )
         self.algorithm_ = algorithm
         report(progress, 1.0, f"SHAP: ready ({algorithm})")
-        return self
 
     def _tree_explainer(self, model: Model, required: bool) -> Any:
         import shap
@@ -183,51 +200,47 @@ class Shap:
             return None
 
     # ------------------------------------------------------------------ explain
-    def explain(
-        self,
-        X: NDArray,
-        *,
-        targets: NDArray | list[int] | None = None,
-        progress: ProgressFn | None = None,
-        should_stop: StopFn | None = None,
-    ) -> Explanation:
-        """SHAP values of each row of ``X`` (model space, (n, d)) towards its target class."""
-        require_fitted(self, "algorithm_", "Shap")
-        assert self.dataset_ is not None and self.model_ is not None
-        dataset, model, p = self.dataset_, self.model_, self.params
-        X = check_inputs(X, dataset.schema.width)
-        n = len(X)
-        t0 = time.perf_counter()
-        proba = model.predict_proba(X)
-        predictions = proba.argmax(axis=1).astype(np.int64)
-        targets_ = resolve_targets(predictions, targets, model.n_classes)
+    def _explain(
+        self, query: Query, *, progress: ProgressFn | None, should_stop: StopFn | None
+    ) -> Result:
+        """SHAP values of each row towards its target class (default: the black box's class)."""
+        model = self._fitted_model()
+        X, n = query.X, query.n
+        targets = query.predictions if query.targets is None else query.targets
         run = {
             "tree": self._explain_tree,
             "permutation": self._explain_masked,
             "kernel": self._explain_masked,
             "gradient": self._explain_gradient,
-        }[str(self.algorithm_)]
-        values, base = run(X, targets_, progress, should_stop)
-        seconds = time.perf_counter() - t0
-        output = proba[np.arange(n), targets_]
+        }[self.algorithm_]
+        values, base = run(X, targets, progress, should_stop)
+        output = query.proba[np.arange(n), targets]
         gap = base + values.sum(axis=1) - output
-        return make_explanation(
-            self.name,
-            p,
-            dataset,
-            model,
-            X,
-            predictions,
-            targets_,
-            values,
-            {"base_value": base, "model_output": output, "additivity_gap": gap},
-            seconds,
-            p.seed,
-            device=getattr(model, "device", "cpu"),
-            note=f"shap {self.algorithm_} explainer, background of {len(self.background_)} training rows",  # type: ignore[arg-type]
-            extra_params={"algorithm_used": self.algorithm_},
-            extra_metrics={"max_abs_additivity_gap": float(np.abs(gap).max()) if n else None},
+        return Result(
+            targets=targets,
+            attributions=values,
+            diagnostics={"base_value": base, "model_output": output, "additivity_gap": gap},
+            metrics={"max_abs_additivity_gap": float(np.abs(gap).max()) if n else None},
+            params={"algorithm_used": self.algorithm_},
+            note=f"shap {self.algorithm_} explainer, background of {len(self.background_)} "
+            "training rows",
+            device=str(getattr(model, "device", "cpu")),
         )
+
+    # ------------------------------------------------------------------ persistence
+    def _save_state(self, folder: Path) -> dict[str, Any]:
+        """The background sample (.npy) and the algorithm; tree SHAP is rebuilt from the model."""
+        np.save(folder / BACKGROUND_FILE, self.background_, allow_pickle=False)
+        return {"algorithm": self.algorithm_}
+
+    def _load_state(
+        self, folder: Path, state: dict[str, Any], model: Model | None, device: str
+    ) -> None:
+        self.background_ = np.load(folder / BACKGROUND_FILE, allow_pickle=False)
+        self.algorithm_ = str(state["algorithm"])
+        self.tree_explainer_ = None
+        if model is not None and self.algorithm_ == "tree":
+            self.tree_explainer_ = self._tree_explainer(model, required=True)
 
     def _explain_tree(
         self, X: NDArray, targets: NDArray, progress: ProgressFn | None, should_stop: StopFn | None
@@ -258,10 +271,9 @@ class Shap:
     ) -> tuple[NDArray, NDArray]:
         import shap
 
-        assert self.dataset_ is not None and self.model_ is not None
-        schema, model, p = self.dataset_.schema, self.model_, self.params
+        schema, model, p = self.schema_, self._fitted_model(), self.params
         Z = feature_view(schema, X)
-        background = feature_view(schema, self.background_)  # type: ignore[arg-type]
+        background = feature_view(schema, self.background_)
         n, m = Z.shape
 
         def f(rows: NDArray) -> NDArray:
@@ -287,6 +299,18 @@ class Shap:
                 report(progress, (i + 1) / n, f"SHAP (permutation): explained {i + 1}/{n}")
         else:
             nsamples = p.max_evals or 2 * m + 2048
+            # shap tiles the background once per coalition (float64) before it scores them.
+            coalitions = min(nsamples, 2**m - 2) if m <= 30 else nsamples
+            kept = coalitions * len(background) * m
+            if kept > MAX_KERNEL_VALUES:
+                raise over_limit(
+                    f"coalitions x background rows x features = {coalitions:,} x "
+                    f"{len(background):,} x {m:,}",
+                    kept,
+                    MAX_KERNEL_VALUES,
+                    "values kernel SHAP holds at once",
+                    "Lower max_evals or background_size.",
+                )
             explainer = shap.KernelExplainer(f, background)
             expected = np.atleast_1d(np.asarray(explainer.expected_value, dtype=np.float64))
             state = np.random.get_state()
@@ -314,7 +338,7 @@ class Shap:
         import shap
         import torch
 
-        model, p = self.model_, self.params
+        model, p = self._fitted_model(), self.params
         device = getattr(model, "device", "cpu")
         n, d = X.shape
         values, base = np.zeros((n, d)), np.zeros(n)

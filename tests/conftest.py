@@ -22,3 +22,15 @@ def model_cache() -> Path:
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("FLIPSCOPE_DATA_DIR", str(tmp_path))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def demo_forests(model_cache: Path) -> Path:
+    """The demo forests of moons and adult in the shared cache, trained here (once, then cached)
+    as the ``blackbox`` job a page queues would, so page tests open those demos without a worker:
+    a page never trains one itself."""
+    from explainers.blackbox import demo_model
+
+    for name in ("moons", "adult"):
+        demo_model(name, model_cache / "cache")
+    return model_cache

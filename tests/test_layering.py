@@ -9,7 +9,16 @@ import pytest
 
 
 @pytest.mark.parametrize(
-    "package", ["explainers", "datasets", "app.jobs", "app.plots", "app.access"]
+    "package",
+    [
+        "explainers",
+        "datasets",
+        "app.jobs",
+        "app.plots",
+        "app.access",
+        "app.analysis",
+        "app.catalog",
+    ],
 )
 def test_compute_does_not_import_streamlit(package):
     code = (

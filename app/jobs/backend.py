@@ -29,10 +29,13 @@ class JobBackend(Protocol):
         model: str | dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
         owner: str | None = None,
+        session: str | None = None,
     ) -> str:
         """Validate and queue a job of ``kind``; returns the new run's id. ``owner``: the
-        signed-in user, who must be allowed to use every upload and run the job names (their
-        queued + running jobs are capped by FLIPSCOPE_MAX_JOBS_PER_USER)."""
+        signed-in user, who must be allowed to use every upload and run the job names;
+        ``session``: the dashboard session. The queued + running jobs of each are capped by
+        FLIPSCOPE_MAX_JOBS_PER_USER, and those of the instance by FLIPSCOPE_MAX_JOBS_TOTAL
+        (``JobLimitError``)."""
         ...
 
     def status(self, run_id: str, user: str | None = None) -> Run:
@@ -44,12 +47,13 @@ class JobBackend(Protocol):
         ...
 
     def cancel(self, run_id: str, user: str | None = None) -> Run:
-        """Ask a run to stop (queued: at once; running: at its next epoch or batch)."""
+        """Ask a run to stop (queued: at once; running: at its next epoch or batch, or killed by
+        its worker's watchdog a few seconds later)."""
         ...
 
-    def retry(self, run_id: str, user: str | None = None) -> str:
-        """Queue a failed or cancelled run again as ``user`` (charged to them); returns the new
-        run's id (linked both ways)."""
+    def retry(self, run_id: str, user: str | None = None, *, session: str | None = None) -> str:
+        """Queue a failed or cancelled run again as ``user`` (charged to them, and to the
+        dashboard ``session`` asking); returns the new run's id (linked both ways)."""
         ...
 
     def delete(self, run_id: str, user: str | None = None) -> None:

@@ -61,20 +61,25 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 def jobs_main(args: argparse.Namespace) -> int:
     from app.access import NotYours
     from app.jobs.backend import get_backend
-    from app.jobs.huey_backend import QueueConfigError, QueueUnavailable
+    from app.jobs.huey_backend import JobLimitError, QueueConfigError, QueueUnavailable
+    from app.jobs.kinds import JobError
     from app.jobs.resolve import SpecError
     from app.jobs.store import RunNotFound, RunStateError
-    from app.jobs.tasks import JobError
     from explainers.base import ParamsError
 
+    backend = None
     try:
         backend = get_backend()
         return _jobs(args, backend)
     except (
         SpecError, ParamsError, JobError, RunNotFound, NotYours, RunStateError,
-        QueueConfigError, QueueUnavailable, ValueError,
+        QueueConfigError, QueueUnavailable, JobLimitError, ValueError,
     ) as exc:  # fmt: skip
-        print(f"error: {exc}", file=sys.stderr)
+        # Messages for viewers do not name server folders; the operator at the CLI gets the store.
+        where = (
+            f" (run store {backend.store.root})" if isinstance(exc, RunNotFound) and backend else ""
+        )
+        print(f"error: {exc}{where}", file=sys.stderr)
         return 2
 
 
@@ -82,6 +87,7 @@ def _jobs(args: argparse.Namespace, backend: Any) -> int:
     store = backend.store
     cmd = args.jobs_command
     if cmd == "submit":
+        # The operator's command line: bound by FLIPSCOPE_MAX_JOBS_TOTAL only (no owner, no session).
         run_id = backend.submit(
             args.kind, dataset=args.dataset, model=args.model, params=parse_params(args.param)
         )
@@ -126,14 +132,11 @@ def _jobs(args: argparse.Namespace, backend: Any) -> int:
 
 
 def _print_kinds() -> int:
-    from app.jobs.tasks import KINDS
+    from app.jobs.kinds import KINDS
     from explainers.base import param_specs
 
     for kind in KINDS.values():
-        why = kind.available()
-        print(f"{kind.name:9} {kind.title}" + (f"  [unavailable: {why}]" if why else ""))
-        if why:
-            continue
+        print(f"{kind.name:9} {kind.title}")
         cls = kind.params()
         for spec in param_specs(cls) if cls else []:
             bounds = "" if spec.lo is None and spec.hi is None else f" [{spec.lo}, {spec.hi}]"
@@ -141,9 +144,7 @@ def _print_kinds() -> int:
         if "rows" in kind.job_params:
             print("    rows=all  test rows to explain (the first N of the test split)")
         if "surrogate" in kind.job_params:
-            print(
-                "    surrogate=none  emap_run:ID, an EMAP run whose surrogate gives the gradients"
-            )
+            print("    surrogate=none  run:ID, a run whose surrogate gives the gradients (EMAP's)")
     return 0
 
 

@@ -5,9 +5,11 @@ Layout under the store's root (``settings().runs_dir``, ``FLIPSCOPE_RUNS_DIR`` t
     <run id>/run.json      the record: kind, params, specs, status, timestamps, progress, metrics
     <run id>/log.txt       what the job said; the traceback of a failure
     <run id>/artifacts/    the Explanation (``explanation/``), weights (safetensors, skops), never a pickle
-    <run id>/cancel        present once a cancel was asked for (the job polls it between steps)
+    <run id>/cancel        present once a cancel was asked for (the job polls it between steps;
+                           its mtime, the first request, starts the watchdog's grace)
     <run id>/.lock         flock'ed around every read-modify-write of run.json
     .active/<run id>       one empty marker per queued or running run, so the reaper reads only those
+    .submit.lock           flock'ed while a submission counts the active runs and adds one
 
 Every write of ``run.json`` goes to a temporary file that is renamed over the old one, so a crash
 never leaves a half-written record; a record that is unreadable anyway (a disk error, a hand edit)
@@ -47,6 +49,7 @@ ARTIFACTS = "artifacts"
 CANCEL = "cancel"
 LOCK = ".lock"
 ACTIVE = ".active"
+SUBMIT_LOCK = ".submit.lock"
 EXPLANATION = "explanation"  # artifacts/explanation/ holds Explanation.save's files
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
@@ -64,13 +67,20 @@ HEARTBEAT_SECONDS = 2.0
 # whose worker vanished on another machine shows as failed well within 30 s.
 STALE_AFTER_SECONDS = 15.0
 WORKER_DIED = "worker died"
+REAP_LOCK_WAIT = 0.5  # seconds the reaper waits for a run's lock (a write takes milliseconds)
 
 # secrets.token_urlsafe(16): 22 characters of [A-Za-z0-9_-], 128 random bits.
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
 class RunNotFound(LookupError):
-    """No run with this id in the store."""
+    """No run with this id in the store (the message never names the store's folder: viewers
+    see it)."""
+
+
+class LockTimeout(TimeoutError):
+    """A run's lock stayed held longer than the caller would wait (its holder may be a job that
+    is stuck half-way through a write, e.g. a thread starved of the GIL)."""
 
 
 class RunStateError(ValueError):
@@ -98,7 +108,9 @@ class Run:
     ``{"host", "pid", "start"}`` of the process that ran it; ``retry_of``/``retried_by`` link a
     retry to the run it repeats; ``owner`` is the user who submitted it (None without sign-in);
     ``share_token`` is the secret a share link carries besides the id (``share_token()``, see
-    ``app.access``). ``artifacts`` lists files under ``artifacts/`` (relative paths).
+    ``app.access``). ``session`` the dashboard session it came from (None from the command line);
+    owner and session count towards the job caps. ``artifacts`` lists files under ``artifacts/``
+    (relative paths).
     """
 
     id: str
@@ -121,6 +133,7 @@ class Run:
     retried_by: str | None = None
     owner: str | None = None
     share_token: str | None = None
+    session: str | None = None
     cancel_requested: bool = False
     artifacts: list[str] = field(default_factory=list)
     path: Path | None = None
@@ -151,7 +164,7 @@ class Run:
 
 
 # --------------------------------------------------------------------------- worker identity
-def _process_start(pid: int) -> int | None:
+def process_start(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -164,7 +177,7 @@ def _process_start(pid: int) -> int | None:
 def this_worker() -> dict[str, Any]:
     """Who is running a job: host name, pid and the process's start time."""
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "start": _process_start(pid)}
+    return {"host": socket.gethostname(), "pid": pid, "start": process_start(pid)}
 
 
 def worker_alive(worker: dict[str, Any] | None) -> bool | None:
@@ -181,7 +194,7 @@ def worker_alive(worker: dict[str, Any] | None) -> bool | None:
     except PermissionError:
         pass  # exists, owned by someone else
     start = worker.get("start")
-    now_start = _process_start(pid)
+    now_start = process_start(pid)
     if start is not None and now_start is not None and start != now_start:
         return False  # the pid was reused by another process
     # A zombie (dead, not yet reaped by its parent) still answers kill(pid, 0).
@@ -196,6 +209,17 @@ def _is_zombie(pid: int) -> bool:
 
 
 # --------------------------------------------------------------------------- the store
+def hide_paths(text: str, *folders: Path, name: str = "the run's folder") -> str:
+    """``text`` without these server folders: a path inside one becomes relative to it, the
+    folder itself becomes ``name``. Messages that reach viewers (a run's error, why its results
+    cannot be read) name files the way a user knows them, never where the server keeps them."""
+    forms = {str(p) for folder in folders for p in (Path(folder), Path(folder).resolve())}
+    for form in sorted(forms, key=len, reverse=True):  # a folder inside another one goes first
+        text = text.replace(form + os.sep, "")
+        text = re.sub(re.escape(form) + r"(?![\w-]|\.\w)", lambda _: name, text)
+    return text
+
+
 def new_run_id() -> str:
     return secrets.token_urlsafe(16)
 
@@ -256,13 +280,16 @@ class RunStore:
         params: dict[str, Any] | None = None,
         retry_of: str | None = None,
         owner: str | None = None,
+        session: str | None = None,
+        waiting: str = "waiting for a worker",
     ) -> Run:
         """A new queued run with a fresh id (its folder, record and active marker); ``owner`` is
-        the signed-in user who asked for it (None when the app runs without sign-in)."""
+        the signed-in user who asked for it (None when the app runs without sign-in), ``session``
+        the dashboard session (None from the command line), ``waiting`` its progress message
+        until a worker takes it. A record that cannot be written (a disk error, a value JSON
+        cannot hold) leaves no folder behind."""
         run_id = new_run_id()
         folder = self.root / run_id
-        (folder / ARTIFACTS).mkdir(parents=True)
-        (self.root / ACTIVE).mkdir(parents=True, exist_ok=True)
         record = Run(
             id=run_id,
             kind=kind,
@@ -273,9 +300,16 @@ class RunStore:
             created_at=time.time(),
             retry_of=retry_of,
             owner=owner,
-            progress=Progress(0.0, "queued", "waiting for a worker"),
+            session=session,
+            progress=Progress(0.0, "queued", waiting),
         )
-        self._write(folder, record, fsync=True)
+        (folder / ARTIFACTS).mkdir(parents=True)
+        try:
+            self._write(folder, record, fsync=True)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        (self.root / ACTIVE).mkdir(parents=True, exist_ok=True)
         self._active(run_id).touch()
         return self.get(run_id)
 
@@ -292,13 +326,14 @@ class RunStore:
         try:
             record = self._read(folder)
         except FileNotFoundError:
-            raise RunNotFound(f"no run {run_id!r} in {self.root}") from None
+            raise RunNotFound(f"no run {run_id!r}") from None
         except ValueError as exc:
             run = Run(
                 id=run_id,
                 kind="unknown",
                 status=FAILED,
-                error=f"the run record is unreadable ({exc}); its files are kept in {folder}",
+                error=f"the run record (run.json) is unreadable ({hide_paths(str(exc), folder)}); "
+                "its files are kept in the run's folder",
                 created_at=_mtime(folder / RUN_JSON),
                 path=folder,
             )
@@ -333,13 +368,44 @@ class RunStore:
         runs.sort(key=lambda r: r.created_at, reverse=True)
         return runs
 
+    def active(self) -> list[Run]:
+        """The queued and running runs, read through their active markers only (cheap however
+        many runs have finished). A marker whose run is gone or finished is skipped."""
+        folder = self.root / ACTIVE
+        if not folder.is_dir():
+            return []
+        runs = []
+        for entry in os.scandir(folder):
+            if not _ID_RE.match(entry.name):
+                continue
+            try:
+                run = self.get(entry.name)
+            except RunNotFound:
+                continue
+            if not run.finished:
+                runs.append(run)
+        return runs
+
+    @contextlib.contextmanager
+    def admission(self) -> Iterator[None]:
+        """Hold the store's submission lock, so that counting the active runs and creating one
+        is a single step for every process sharing the store (job caps cannot be overrun by
+        submissions racing each other)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / SUBMIT_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def read_log(self, run_id: str, tail: int | None = None) -> str:
         """The run's log (the last ``tail`` characters if given); empty when nothing was logged."""
         try:
             text = self.log_path(run_id).read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             if not self.exists(run_id):
-                raise RunNotFound(f"no run {run_id!r} in {self.root}") from None
+                raise RunNotFound(f"no run {run_id!r}") from None
             return ""
         return text[-tail:] if tail else text
 
@@ -349,8 +415,9 @@ class RunStore:
 
     def load_explanation(self, run_id: str) -> Explanation:
         """The run's Explanation; ``RunStateError`` if the run has none (yet),
-        ``ExplanationFormatError`` (naming the file and the fault) if its files are damaged."""
-        from explainers.explanation import Explanation
+        ``ExplanationFormatError`` if its files are damaged or unreadable, naming the file
+        inside the run (``artifacts/explanation/arrays.npz``) and the fault, never a server path."""
+        from explainers.explanation import Explanation, ExplanationFormatError
 
         run = self.get(run_id)
         if not run.has_explanation:
@@ -358,28 +425,72 @@ class RunStore:
                 f"run {run_id} ({run.kind}, {run.status}) has no explanation"
                 + ("" if run.finished else "; it has not finished yet")
             )
-        return Explanation.load(self.artifacts_dir(run_id) / EXPLANATION)
+        try:
+            return Explanation.load(self.artifacts_dir(run_id) / EXPLANATION)
+        except (ExplanationFormatError, OSError) as exc:  # named inside the run, not the server
+            raise ExplanationFormatError(hide_paths(str(exc), self.run_dir(run_id))) from None
+
+    def explanation_meta(self, run_id: str) -> dict[str, Any]:
+        """What the run's saved Explanation holds, from its ``explanation.json`` alone (method,
+        modality, names, ``image_shape``, ``rows``, ``arrays``: the arrays saved), without reading
+        its arrays; errors as ``load_explanation``."""
+        from explainers.explanation import META, ExplanationFormatError
+
+        run = self.get(run_id)
+        if not run.has_explanation:
+            raise RunStateError(f"run {run_id} ({run.kind}, {run.status}) has no explanation")
+        path = self.artifacts_dir(run_id) / EXPLANATION / META
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ExplanationFormatError(
+                hide_paths(f"{path} cannot be read: {why}", self.run_dir(run_id))
+            ) from None
+        if not isinstance(meta, dict):
+            raise ExplanationFormatError(f"{ARTIFACTS}/{EXPLANATION}/{META} is not a record")
+        return meta
 
     # ------------------------------------------------------------------ updates
     @contextlib.contextmanager
-    def locked(self, run_id: str) -> Iterator[Path]:
-        """Hold the run's lock (exclusive flock) for a read-modify-write."""
+    def locked(self, run_id: str, timeout: float | None = None) -> Iterator[Path]:
+        """Hold the run's lock (exclusive flock) for a read-modify-write; ``LockTimeout`` if it is
+        not free within ``timeout`` seconds (None: wait as long as it takes)."""
         folder = self.run_dir(run_id)
         if not folder.is_dir():
-            raise RunNotFound(f"no run {run_id!r} in {self.root}")
+            raise RunNotFound(f"no run {run_id!r}")
         fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            if timeout is None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            else:
+                deadline = time.monotonic() + timeout
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() >= deadline:
+                            raise LockTimeout(
+                                f"run {run_id}: its lock stayed held for {timeout:.1f} s"
+                            ) from None
+                        time.sleep(0.02)
             yield folder
         finally:
             os.close(fd)  # closing releases the flock
 
     def update(
-        self, run_id: str, change: Callable[[dict[str, Any]], Any], *, fsync: bool = False
+        self,
+        run_id: str,
+        change: Callable[[dict[str, Any]], Any],
+        *,
+        fsync: bool = False,
+        lock_timeout: float | None = None,
     ) -> Run:
         """Apply ``change(record)`` (it edits the dict in place) under the run's lock, write it
-        atomically and return the new state. If ``change`` returns False nothing is written."""
-        with self.locked(run_id) as folder:
+        atomically and return the new state. If ``change`` returns False nothing is written.
+        ``lock_timeout``: see ``locked``."""
+        with self.locked(run_id, lock_timeout) as folder:
             record = self._read(folder)
             if change(record) is False:
                 return self.get(run_id)
@@ -391,12 +502,14 @@ class RunStore:
 
     def request_cancel(self, run_id: str) -> Run:
         """Ask a run to stop. A queued run is cancelled at once; a running one stops at its next
-        check (between epochs or batches); a finished run is left as it is."""
+        check (between epochs or batches), or is killed by its worker's watchdog a few seconds
+        later; a finished run is left as it is. Asking again does not move the first request."""
         self.run_dir(run_id)
         run = self.get(run_id)
         if run.finished:
             return run
-        (self.run_dir(run_id) / CANCEL).touch()
+        with contextlib.suppress(FileExistsError):
+            (self.run_dir(run_id) / CANCEL).touch(exist_ok=False)
 
         def cancel_if_queued(rec: dict[str, Any]) -> bool:
             if rec["status"] != QUEUED:
@@ -422,6 +535,13 @@ class RunStore:
 
     def cancel_requested(self, run_id: str) -> bool:
         return (self.run_dir(run_id) / CANCEL).exists()
+
+    def cancel_requested_at(self, run_id: str) -> float | None:
+        """When a cancel was first asked for (seconds since the epoch), or None."""
+        try:
+            return (self.run_dir(run_id) / CANCEL).stat().st_mtime
+        except FileNotFoundError:
+            return None
 
     def delete(self, run_id: str) -> None:
         """Remove a finished run and its files (cancel a queued or running run first)."""
@@ -471,15 +591,24 @@ class RunStore:
         *,
         error: str | None = None,
         metrics: dict[str, Any] | None = None,
+        message: str | None = None,
+        before_write: Callable[[], None] | None = None,
+        lock_timeout: float | None = None,
     ) -> Run:
         """Record the end of a run this worker holds (a run the reaper already marked failed is
-        left as it is)."""
+        left as it is). ``message``: the progress line (default: the error, else the status).
+        ``before_write`` is called under the run's lock once the run is known to be still this
+        worker's, before the end is written: the watchdog kills the worker there, so neither the
+        job nor another reaper can record a different end in between. ``lock_timeout``: see
+        ``locked``."""
         if status not in FINISHED:
             raise ValueError(f"finish with a final status, not {status!r}")
 
         def end(rec: dict[str, Any]) -> bool:
             if rec["status"] != RUNNING or rec.get("worker") != worker:
                 return False
+            if before_write is not None:
+                before_write()
             now = time.time()
             rec.update(status=status, finished_at=now, heartbeat_at=now, error=error)
             rec["seconds"] = round(now - (rec.get("started_at") or now), 3)
@@ -489,16 +618,18 @@ class RunStore:
             if status == SUCCEEDED:
                 progress.update(fraction=1.0, stage="done", message="finished", eta_seconds=None)
             else:
-                progress.update(stage=status, message=error or status, eta_seconds=None)
+                progress.update(stage=status, message=message or error or status, eta_seconds=None)
             rec["progress"] = progress
             return True
 
-        return self.update(run_id, end, fsync=True)
+        return self.update(run_id, end, fsync=True, lock_timeout=lock_timeout)
 
     def reap(self, stale_after: float = STALE_AFTER_SECONDS, now: float | None = None) -> list[str]:
         """Mark running runs whose worker is gone as failed ("worker died"); returns their ids.
 
-        Reads only the active markers, so it stays cheap with many finished runs."""
+        Reads only the active markers, so it stays cheap with many finished runs. A run whose
+        lock is held for more than ``REAP_LOCK_WAIT`` seconds is left for the next pass: its
+        holder may be a stuck job, and the reaper must not stall behind it."""
         active = self.root / ACTIVE
         if not active.is_dir():
             return []
@@ -535,9 +666,9 @@ class RunStore:
                 return True
 
             try:
-                self.update(run_id, mark_dead, fsync=True)
-            except (RunNotFound, ValueError):
-                continue  # deleted meanwhile, or an unreadable record (listed as failed anyway)
+                self.update(run_id, mark_dead, fsync=True, lock_timeout=REAP_LOCK_WAIT)
+            except (RunNotFound, ValueError, LockTimeout):
+                continue  # deleted meanwhile, an unreadable record (listed as failed anyway), busy
         return reaped
 
     # ------------------------------------------------------------------ internals

@@ -1,7 +1,7 @@
 """Arrow fields: one arrow per point, for EMAP's negative perturbations or any attribution.
 
 An arrow starts at the point ``x`` and ends at ``x + v`` where ``v`` is the Explanation's vector
-for that point (:func:`app.plots.attributions.explanation_vectors`): for EMAP the negative
+for that point (:func:`app.analysis.explanation_vectors`): for EMAP the negative
 perturbation ``-(x' - x)``, so it points AWAY from the decision boundary, and the counterfactual
 ``x'`` lies the same distance the other way; for LIME the local linear model's coefficients
 towards the explained class. The smallest k% of perturbations (by ``diagnostics
@@ -21,20 +21,28 @@ many hosted-link viewers: 10,000 arrows painted in 3.7 s as SVG, 19.6 s as softw
 ``flipscope bench plots --browser``), while WebGL keeps pan and zoom smooth for bigger fields on a
 real GPU.
 
-Data with more than two features is drawn through a :class:`Projection2D`: a chosen pair of
-features, or the first two principal components, whose axis labels say "(projection)".
+Data with more than two features is drawn through an ``app.analysis.Projection2D``: a chosen pair
+of features, or the first two principal components, whose axis labels say "(projection)". The
+black box's regions under the arrows are computed there too (``decision_regions``): a figure
+never calls a model.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
 from numpy.typing import NDArray
 
-from app.plots.attributions import explanation_vectors
-from app.plots.triage import smallest_k_mask
+from app.analysis import (
+    PERTURBATION_NORM,
+    DecisionRegions,
+    Projection2D,
+    explanation_vectors,
+    project_2d,
+    smallest_k_mask,
+    vector_sizes,
+)
+from app.text import plot_text, plot_texts
 from explainers.explanation import Explanation
 
 SVG_MAX_ARROWS = 5000  # "auto" renderer: SVG up to this many drawn arrows, WebGL above
@@ -54,171 +62,11 @@ CLASS_COLOURS = (
     "#ff7f0e",
     "#393b79",
 )
-PERTURBATION_NORM = "‖x′ − x‖"
 HEAD_FRACTION = 0.3  # barb length as a share of the arrow's length
 HEAD_ANGLE = np.pi / 9  # 20 degrees between shaft and barb
 
 
-# --------------------------------------------------------------------------- projections
-@dataclass(frozen=True)
-class Projection2D:
-    """A linear map from model space (d) to the plane, and back onto a 2-D slice of model space.
-
-    ``coords = (X - center) @ components.T``; ``lift(U) = base + U @ components`` puts plane
-    coordinates back into model space (``coords(lift(U)) == U``). Vectors (arrows) map with
-    ``components`` alone.
-
-    Attributes
-    ----------
-    method : ``"identity"`` (2-D data), ``"features"`` or ``"pca"``.
-    components : (2, d) the two directions (unit vectors).
-    center : (d,) subtracted before projecting (the data mean for PCA, zeros otherwise).
-    base : (d,) the model-space point that plane coordinates (0, 0) lift to.
-    labels : the two axis titles; projections say "(projection)".
-    coords : (n, 2) float64, the projected rows of the X it was made from.
-    explained_variance : for PCA, the share of variance along each component.
-    """
-
-    method: str
-    components: NDArray[np.float64]
-    center: NDArray[np.float64]
-    base: NDArray[np.float64]
-    labels: tuple[str, str]
-    coords: NDArray[np.float64]
-    explained_variance: tuple[float, float] | None = None
-
-    @property
-    def is_slice(self) -> bool:
-        """True when the plane is a slice of a higher-dimensional space (background is a slice too)."""
-        return self.method != "identity"
-
-    def points(self, X: NDArray) -> NDArray[np.float64]:
-        return (np.asarray(X, dtype=np.float64) - self.center) @ self.components.T
-
-    def vectors(self, V: NDArray) -> NDArray[np.float64]:
-        return np.asarray(V, dtype=np.float64) @ self.components.T
-
-    def lift(self, U: NDArray) -> NDArray[np.float64]:
-        return self.base + np.asarray(U, dtype=np.float64) @ self.components
-
-
-def project_2d(
-    X: NDArray,
-    method: str = "pca",
-    features: tuple[int, int] = (0, 1),
-    feature_names: list[str] | None = None,
-) -> Projection2D:
-    """Project (n, d) rows to the plane, with axis labels that say what the axes are.
-
-    ``method="features"`` keeps columns ``features`` (other features are not shown; the
-    background slice holds them at their mean). ``method="pca"`` uses the first two principal
-    components of ``X`` (signs fixed so the largest loading is positive) and labels the axes
-    "PCA component 1 (projection)", so nobody reads them as raw features. Two-column data with
-    ``features=(0, 1)`` gives the identity.
-    """
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2 or X.shape[0] == 0:
-        raise ValueError(f"need a non-empty (n, d) array to project, got shape {X.shape}")
-    n, d = X.shape
-    names = feature_names or [f"feature {j}" for j in range(d)]
-    if method == "features":
-        i, j = (int(f) for f in features)
-        if not (0 <= i < d and 0 <= j < d) or i == j:
-            raise ValueError(
-                f"features must be two different columns in 0..{d - 1}, got {features}"
-            )
-        comps = np.zeros((2, d))
-        comps[0, i] = comps[1, j] = 1.0
-        identity = d == 2 and (i, j) == (0, 1)
-        base = X.mean(axis=0)
-        base[[i, j]] = 0.0
-        suffix = "" if identity else " (projection: other features at their mean)"
-        return Projection2D(
-            method="identity" if identity else "features",
-            components=comps,
-            center=np.zeros(d),
-            base=np.zeros(d) if identity else base,
-            labels=(names[i] + ("" if identity else " (projection)"), names[j] + suffix),
-            coords=X[:, [i, j]].copy(),
-        )
-    if method != "pca":
-        raise ValueError(f"method must be 'pca' or 'features', got {method!r}")
-    if d < 2:
-        raise ValueError("PCA to two components needs at least two features")
-    center = X.mean(axis=0)
-    _, s, vt = np.linalg.svd(X - center, full_matrices=False)
-    comps = vt[:2].copy()
-    # SVD signs are arbitrary; fix them so the same data always gives the same picture.
-    flip = np.sign(comps[np.arange(2), np.abs(comps).argmax(axis=1)])
-    comps *= np.where(flip == 0, 1.0, flip)[:, None]
-    var = s**2
-    share = var[:2] / var.sum() if var.sum() > 0 else np.zeros(2)
-    return Projection2D(
-        method="pca",
-        components=comps,
-        center=center,
-        base=center.copy(),
-        labels=("PCA component 1 (projection)", "PCA component 2 (projection)"),
-        coords=(X - center) @ comps.T,
-        explained_variance=(float(share[0]), float(share[1])),
-    )
-
-
 # --------------------------------------------------------------------------- decision regions
-@dataclass(frozen=True)
-class DecisionRegions:
-    """The black box's class probabilities on a grid of the plane.
-
-    ``proba[r, c]`` is the probability vector at ``(xs[c], ys[r])``; shape (len(ys), len(xs), C).
-    ``is_slice`` says the grid is a 2-D slice of a higher-dimensional space (the other features
-    are fixed), so a point's own region may differ from the background under it.
-    """
-
-    xs: NDArray[np.float64]
-    ys: NDArray[np.float64]
-    proba: NDArray[np.float32]
-    class_names: list[str]
-    is_slice: bool = False
-
-
-def decision_regions(
-    model,
-    xlim: tuple[float, float],
-    ylim: tuple[float, float],
-    resolution: int = 150,
-    projection: Projection2D | None = None,
-    batch_size: int = 20_000,
-) -> DecisionRegions:
-    """Evaluate ``model.predict_proba`` on a ``resolution`` x ``resolution`` grid.
-
-    With a ``projection`` the grid is lifted into model space with ``projection.lift`` (a slice
-    through ``projection.base``); without one the model must take two features.
-    """
-    if resolution < 2:
-        raise ValueError("resolution must be at least 2")
-    xs = np.linspace(float(xlim[0]), float(xlim[1]), resolution)
-    ys = np.linspace(float(ylim[0]), float(ylim[1]), resolution)
-    gx, gy = np.meshgrid(xs, ys)
-    plane = np.column_stack([gx.ravel(), gy.ravel()])
-    rows = plane if projection is None else projection.lift(plane)
-    rows = rows.astype(np.float32)
-    proba = np.concatenate(
-        [
-            np.asarray(model.predict_proba(rows[s : s + batch_size]))
-            for s in range(0, len(rows), batch_size)
-        ]
-    )
-    return DecisionRegions(
-        xs=xs,
-        ys=ys,
-        proba=proba.reshape(resolution, resolution, -1).astype(np.float32),
-        class_names=list(
-            getattr(model, "class_names", None) or [str(c) for c in range(proba.shape[1])]
-        ),
-        is_slice=projection is not None and projection.is_slice,
-    )
-
-
 def _pale(hex_colour: str, amount: float = 0.75) -> str:
     """Mix a colour with white so the background never competes with the arrows."""
     r, g, b = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
@@ -245,7 +93,7 @@ def decision_region_traces(regions: DecisionRegions) -> list[go.BaseTraceType]:
                 showscale=False,
                 name="black box",
                 hoverongaps=False,
-                hovertemplate=f"black box{where}: P({regions.class_names[1]}) = %{{z:.2f}}<extra></extra>",
+                hovertemplate=f"black box{where}: P({plot_text(regions.class_names[1])}) = %{{z:.2f}}<extra></extra>",
             )
         )
         traces.append(
@@ -314,22 +162,6 @@ def arrow_segments(
     return seq[:, 0].astype(np.float32), seq[:, 1].astype(np.float32)
 
 
-def arrow_norms(explanation: Explanation) -> tuple[NDArray[np.float64], str]:
-    """The size that decides the red set, and its name: ``perturbation_norm`` if present, else
-    the full-dimensional norm of the drawn vectors."""
-    if "perturbation_norm" in explanation.diagnostics:
-        return (
-            np.asarray(explanation.diagnostics["perturbation_norm"], dtype=np.float64).reshape(
-                explanation.n
-            ),
-            PERTURBATION_NORM,
-        )
-    vectors, _ = explanation_vectors(explanation)
-    if explanation.counterfactuals is not None:
-        return np.linalg.norm(vectors, axis=1), PERTURBATION_NORM
-    return np.linalg.norm(vectors, axis=1), "‖attribution‖"
-
-
 def normalised(vectors: NDArray, length: float) -> NDArray[np.float64]:
     """Every non-zero vector rescaled to ``length``; zero vectors stay zero (no direction)."""
     v = np.asarray(vectors, dtype=np.float64)
@@ -366,14 +198,14 @@ def arrow_field_figure(
     Parameters
     ----------
     explanation : any Explanation with attributions or counterfactuals.
-    k_pct : share of arrows (by size, see :func:`arrow_norms`) drawn red as the uncertain region;
+    k_pct : share of arrows (by size, see ``app.analysis.vector_sizes``) drawn red as the uncertain region;
         exactly ``ceil(k_pct / 100 * n)`` of them, chosen over ALL n instances.
     normalise : draw every arrow with the same length (direction only); the legend says so.
-    background : the black box's regions (:func:`decision_regions`), drawn under the arrows.
+    background : the black box's regions (``app.analysis.decision_regions``), drawn under the arrows.
     max_arrows : draw at most this many (a reproducible random subset; the selected one is kept).
     selected : an instance to mark with a ring and a black arrow.
     features, projection : what the axes show for data with more than two features; default the
-        columns ``features`` (a projection, labelled as such). Pass :func:`project_2d` for PCA.
+        columns ``features`` (a projection, labelled as such). Pass ``app.analysis.project_2d`` for PCA.
     arrow_length : the common length when ``normalise`` (default 4% of the plot's larger extent).
     scale : multiplies raw arrow lengths (1 = true to scale, tip at ``x + v``); named in the legend.
     ranges : fixed ``((x0, x1), (y0, y1))``, e.g. to put EMAP's and LIME's fields on one frame.
@@ -387,7 +219,7 @@ def arrow_field_figure(
     if renderer not in ("auto", "webgl", "svg"):
         raise ValueError(f"renderer must be 'auto', 'webgl' or 'svg', got {renderer!r}")
     vectors, what = explanation_vectors(explanation)
-    norms, norm_name = arrow_norms(explanation)
+    norms, norm_name = vector_sizes(explanation)
     n, d = explanation.inputs.shape
     if projection is None:
         projection = project_2d(explanation.inputs, "features", features, explanation.feature_names)
@@ -438,7 +270,7 @@ def arrow_field_figure(
     # Points, one trace per black-box class so the legend names the classes.
     custom = np.column_stack([np.arange(n), norms, vec2]).astype(np.float32)
     point_size = 4 if len(shown) > 2000 else 6
-    for c, cname in enumerate(explanation.class_names):
+    for c, cname in enumerate(plot_texts(explanation.class_names)):
         idx = shown[explanation.predictions[shown] == c]
         if not len(idx):
             continue
@@ -537,9 +369,13 @@ def arrow_field_figure(
     default_title = f"{explanation.method}: {what} from each point{subset}{var}"
     fig.update_layout(
         title=title or default_title,
-        xaxis={"title": projection.labels[0], "range": list(xlim), "constrain": "domain"},
+        xaxis={
+            "title": plot_text(projection.labels[0]),
+            "range": list(xlim),
+            "constrain": "domain",
+        },
         yaxis={
-            "title": projection.labels[1],
+            "title": plot_text(projection.labels[1]),
             "range": list(ylim),
             "scaleanchor": "x",
             "scaleratio": 1,

@@ -1,6 +1,6 @@
 """Side-by-side attributions: one instance through several methods, and how much they agree.
 
-Every method takes part through one vector per instance (:func:`explanation_vectors`): its
+Every method takes part through one vector per instance (``app.analysis.explanation_vectors``): its
 ``attributions`` if it has them (LIME, SHAP, IG, and EMAP's negative perturbation), otherwise the
 negative of its perturbation ``-(x' - x)`` (DeDUCE, JSMA), the same convention EMAP uses, so that
 signs line up across methods. Views choose themselves by the fields present, never by method name.
@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 from numpy.typing import NDArray
 from plotly.subplots import make_subplots
 
+from app.analysis import explanation_vectors
 from app.plots.images import image_axes
+from app.text import plot_texts
 from explainers.explanation import Explanation
 
 POSITIVE = "#d6604d"  # red: pushes towards the explained class / pixel increased
@@ -27,27 +28,6 @@ MEASURE_LABELS = {
     "sign": "sign agreement (share of shared non-zero features)",
     "topk": "top-k overlap",
 }
-
-
-def explanation_vectors(explanation: Explanation) -> tuple[NDArray[np.float64], str]:
-    """One signed vector per instance, (n, d), and a phrase saying what it is.
-
-    ``attributions`` when present; else ``-(counterfactual - input)``. Raises ``ValueError`` for an
-    Explanation with neither.
-    """
-    if explanation.attributions is not None:
-        vectors = np.asarray(explanation.attributions, dtype=np.float64)
-        if explanation.counterfactuals is not None:
-            return vectors, "negative perturbation −(x′ − x)"
-        return vectors, "attribution towards the explained class"
-    if explanation.counterfactuals is not None:
-        return -np.asarray(
-            explanation.perturbations, dtype=np.float64
-        ), "negative perturbation −(x′ − x)"
-    raise ValueError(
-        f"the {explanation.method!r} explanation has neither attributions nor counterfactuals; "
-        "there is nothing to draw"
-    )
 
 
 def _pick(index: int | Mapping[str, int], name: str) -> int:
@@ -97,7 +77,7 @@ def attribution_bars_figure(
             for m in names
         ],
     )
-    labels = [features[j] for j in order]
+    labels = plot_texts(features[j] for j in order)
     for c, m in enumerate(names, start=1):
         values = vectors[m][order]
         fig.add_trace(
@@ -242,30 +222,12 @@ def agreement_matrix_figure(
     return fig
 
 
-def agreement_rows_by_pair(
-    vectors: Mapping[str, NDArray], measure: str = "cosine", k: int = 5
-) -> dict[str, NDArray[np.float64]]:
-    """Per-instance ``measure`` for every pair of methods (``{"a|b": (n,) values}``).
-
-    ``vectors`` maps a method to its (n, d) vectors for the same instances in the same order
-    (:func:`explanation_vectors`).
-    """
-    from explainers.metrics import agreement_rows
-
-    names = list(vectors)
-    return {
-        f"{a}|{b}": agreement_rows(vectors[a], vectors[b], k)[measure]
-        for i, a in enumerate(names)
-        for b in names[i + 1 :]
-    }
-
-
 def agreement_distribution_figure(
     rows: Mapping[str, NDArray], measure: str = "cosine"
 ) -> go.Figure:
     """Distribution of per-instance agreement over the data set, one box per pair of methods.
 
-    ``rows`` maps ``"a|b"`` to the (n,) per-instance values (:func:`agreement_rows_by_pair`).
+    ``rows`` maps ``"a|b"`` to the (n,) per-instance values (``app.analysis.agreement_rows_by_pair``).
     Undefined values (NaN, e.g. a zero vector) are left out and counted in the pair's label.
     """
     if measure not in MEASURE_LABELS:
@@ -297,11 +259,3 @@ def agreement_distribution_figure(
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )
     return fig
-
-
-def agreement_table(matrix: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
-    """The agreement matrix as a frame: one row per pair, one column per measure."""
-    frame = pd.DataFrame.from_dict({k: dict(v) for k, v in matrix.items()}, orient="index")
-    frame.index = [k.replace("|", " vs ") for k in frame.index]
-    frame.index.name = "pair"
-    return frame

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from app.text import plot_texts
+
 
 def confusion_matrix_figure(
     matrix: list[list[int]] | np.ndarray, class_names: list[str]
@@ -19,8 +21,8 @@ def confusion_matrix_figure(
     fig = go.Figure(
         go.Heatmap(
             z=row_share,
-            x=class_names,
-            y=class_names,
+            x=plot_texts(class_names),
+            y=plot_texts(class_names),
             text=text if m.shape[0] <= 12 else None,
             texttemplate="%{text}" if m.shape[0] <= 12 else None,
             colorscale="Blues",
@@ -42,7 +44,7 @@ def confusion_matrix_figure(
 
 
 def class_balance_figure(counts: dict[str, int]) -> go.Figure:
-    names, values = list(counts), list(counts.values())
+    names, values = plot_texts(counts), list(counts.values())
     fig = go.Figure(go.Bar(x=names, y=values, text=[f"{v:,}" for v in values], textposition="auto"))
     fig.update_layout(
         title="Rows per class (train + test)",

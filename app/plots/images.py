@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from numpy.typing import NDArray
 from plotly.subplots import make_subplots
 
+from app.text import plot_texts
 from explainers.explanation import Explanation
 
 PAPER_THRESHOLD = 0.2
@@ -112,7 +113,7 @@ def image_counterfactual_figure(
     titles = []
     for m in labels:
         e, i = explanations[m], _pick(index, m)
-        names = e.class_names
+        names = plot_texts(e.class_names)
         pred, tgt = names[e.predictions[i]], names[e.targets[i]]
         cf_pred = (
             names[e.counterfactual_predictions[i]]
@@ -226,25 +227,6 @@ def difference_heatmaps_figure(
     return fig
 
 
-def class_probabilities(
-    model, explanations: Mapping[str, Explanation], index: int | Mapping[str, int]
-) -> tuple[NDArray[np.float64], dict[str, NDArray[np.float64]]]:
-    """The black box's probabilities for the original image (of the first explanation) and for
-    each method's counterfactual. One ``predict_proba`` call per method; nothing is trained."""
-    labels = list(explanations)
-    if not labels:
-        raise ValueError("no explanations given")
-    first = explanations[labels[0]]
-    before = np.asarray(model.predict_proba(first.inputs[[_pick(index, labels[0])]]))[0]
-    after = {}
-    for m in labels:
-        e = explanations[m]
-        if e.counterfactuals is None:
-            continue
-        after[m] = np.asarray(model.predict_proba(e.counterfactuals[[_pick(index, m)]]))[0]
-    return before, after
-
-
 def probability_change_figure(
     before: NDArray,
     after: Mapping[str, NDArray],
@@ -255,7 +237,7 @@ def probability_change_figure(
 ) -> go.Figure:
     """Grouped bars: the black box's class probabilities before (grey) and after each method."""
     fig = go.Figure()
-    labels = [str(c) for c in class_names]
+    labels = plot_texts(class_names)
     fig.add_trace(
         go.Bar(
             x=labels,
@@ -278,9 +260,9 @@ def probability_change_figure(
         )
     bits = []
     if original is not None:
-        bits.append(f"original class {class_names[original]}")
+        bits.append(f"original class {labels[original]}")
     if target is not None:
-        bits.append(f"target {class_names[target]}")
+        bits.append(f"target {labels[target]}")
     fig.update_layout(
         title="Black box's class probabilities before and after"
         + (f" ({', '.join(bits)})" if bits else ""),

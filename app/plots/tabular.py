@@ -8,7 +8,8 @@ category names. A feature "changed" when
 * other continuous: ``|x' - x| > rel_tol * std`` in original units (default 1% of a standard
   deviation), so float noise from the optimiser does not count as a change.
 
-The same rule (:func:`change_mask`) drives the table's highlights and the change-rate figure.
+The same rule (``app.analysis.change_mask``, which is ``explainers.quality.changed_units``) drives
+the table's highlights, the change-rate figure and the quality report's sparsity.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from numpy.typing import NDArray
 from pandas.io.formats.style import Styler
 
+from app.analysis import change_mask
+from app.text import plot_text
 from datasets.base import ContinuousFeature, FeatureSchema
 from explainers.explanation import Explanation
+from explainers.quality import CHANGE_REL_TOL
 
 HIGHLIGHT = "background-color: #ffe08a; font-weight: 600"
 CLASS_ROW = "black box's class"
-DEFAULT_REL_TOL = 0.01
+DEFAULT_REL_TOL = CHANGE_REL_TOL
 
 
 def _schema(explanation: Explanation) -> FeatureSchema:
@@ -34,36 +37,6 @@ def _schema(explanation: Explanation) -> FeatureSchema:
     if explanation.schema is not None:
         return explanation.schema
     return FeatureSchema(tuple(ContinuousFeature(name) for name in explanation.feature_names))
-
-
-def _need_counterfactuals(explanation: Explanation) -> None:
-    if explanation.counterfactuals is None:
-        raise ValueError(
-            f"the {explanation.method!r} explanation has no counterfactuals; the counterfactual "
-            "table needs a counterfactual method (EMAP, DeDUCE, JSMA)"
-        )
-
-
-def change_mask(
-    explanation: Explanation, *, rel_tol: float = DEFAULT_REL_TOL, rows: NDArray | None = None
-) -> pd.DataFrame:
-    """(n, original features) bool frame: which features each counterfactual changes."""
-    _need_counterfactuals(explanation)
-    schema = _schema(explanation)
-    idx = np.arange(explanation.n) if rows is None else np.asarray(rows)
-    before = schema.decode(explanation.inputs[idx])
-    after = schema.decode(explanation.counterfactuals[idx])  # type: ignore[index]
-    out = {}
-    for f in schema.continuous:
-        a, b = before[f.name].to_numpy(), after[f.name].to_numpy()
-        if f.integer:
-            out[f.name] = a != b
-        else:
-            tol = rel_tol * (f.std if f.std > 0 else 1.0)
-            out[f.name] = np.abs(b.astype(np.float64) - a.astype(np.float64)) > tol
-    for f in schema.categorical:
-        out[f.name] = before[f.name].to_numpy() != after[f.name].to_numpy()
-    return pd.DataFrame(out, index=idx)
 
 
 def _pinned(explanation: Explanation, pinned: Sequence[str] | None) -> set[str]:
@@ -88,13 +61,12 @@ def counterfactual_frame(
     and ``change`` cells of changed features, and of the class row when the class changed.
     ``pinned`` defaults to the method's ``params["pinned"]``.
     """
-    _need_counterfactuals(explanation)
     if not 0 <= index < explanation.n:
         raise IndexError(f"instance {index} is outside 0..{explanation.n - 1}")
+    changed = change_mask(explanation, rel_tol=rel_tol, rows=np.array([index])).iloc[0]
     schema = _schema(explanation)
     before = schema.decode(explanation.inputs[[index]]).iloc[0]
     after = schema.decode(explanation.counterfactuals[[index]]).iloc[0]  # type: ignore[index]
-    changed = change_mask(explanation, rel_tol=rel_tol, rows=np.array([index])).iloc[0]
     pins = _pinned(explanation, pinned)
     rows = []
     for f in schema.continuous:
@@ -211,7 +183,7 @@ def change_frequency_figure(
     share = counts / n if n else counts * 0.0
     order = share.sort_values(ascending=True, kind="stable").index  # largest at the top
     pins = _pinned(explanation, pinned)
-    labels = [f"{f} (pinned)" if f in pins else f for f in order]
+    labels = [plot_text(f) + (" (pinned)" if f in pins else "") for f in order]
     fig = go.Figure(
         go.Bar(
             x=share[order].to_numpy(),

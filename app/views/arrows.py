@@ -1,41 +1,45 @@
-"""Arrow field: EMAP's negative perturbations as arrows, the smallest k% in red as the uncertain region."""
+"""Arrow field: one arrow per test point, the run's vector for it (a counterfactual method's
+negative perturbation, another method's attribution), the smallest k% in red as the uncertain
+region."""
 
 from __future__ import annotations
 
 import numpy as np
 import streamlit as st
 
-from app import resources, state, widgets
-from app.plots.arrows import arrow_norms
-from app.plots.triage import smallest_k_mask
+from app import analysis, catalog, resources, state, widgets
+from app.jobs.kinds import title
+from app.text import md, plot_text
 from explainers.explanation import Explanation
+from explainers.registry import METHODS
 
 PAGE = "arrows"
 st.title("Arrow field")
 st.caption(
-    "Each arrow starts at a test point and shows EMAP's **negative perturbation** −g(x): the direction "
-    "that feature-weighting methods such as LIME point to. The flip itself lies the other way. The smallest k% "
-    "of perturbations, the points nearest the decision boundary, are drawn in red."
+    "Each arrow starts at a test point. For a method that gives counterfactuals it shows the "
+    "**negative perturbation** −(x′ − x): the direction that feature-weighting methods such as "
+    "LIME point to; the flip itself lies the other way. The smallest k% of arrows, for "
+    "perturbations the points nearest the decision boundary, are drawn in red."
 )
 
-store = resources.backend().store
-runs = widgets.finished_runs(lambda r: r.kind == "emap")
+runs = widgets.finished_runs(PAGE)
 run = widgets.run_picker(runs, key="arrows_run")
 if run is None:
     st.info(
-        "No finished EMAP run yet. Start one on the Explain page, or open a demo on the Data & model page."
+        "No finished run with counterfactuals or attributions yet. Start one on the Explain page, "
+        "or open a demo on the Data & model page."
     )
     st.stop()
-exp: Explanation = widgets.open_explanation(run, store)
+exp: Explanation = widgets.open_explanation(run)
 
 c1, c2, c3 = st.columns([2, 1, 1])
 k_pct = c1.slider(
-    "Uncertain region: smallest k% of perturbations",
+    "Uncertain region: smallest k% of arrows",
     1,
     50,
     value=state.query_int("k", 10, 1, 50),
     key="k",
-    help="The paper highlights the smallest 10% (moons) or 20% (blob).",
+    help="The EMAP paper highlights the smallest 10% (moons) or 20% (blob).",
 )
 normalise = c2.toggle(
     "Same length for every arrow",
@@ -47,7 +51,9 @@ normalise = c2.toggle(
 show_regions = c3.toggle("Black box's regions", value=True, key="regions")
 state.set_query({"k": k_pct})
 
-axes = ("identity",)
+model = widgets.black_box(run) if show_regions and run.model else None
+
+axes: tuple = ("identity",)
 if exp.inputs.shape[1] > 2:
     how = st.radio(
         "Axes",
@@ -68,14 +74,16 @@ if exp.inputs.shape[1] > 2:
         axes = ("features", fx, fy)
 n = exp.n
 selected = state.query_int("i", 0, 0, n - 1)
+what = "negative perturbations" if exp.counterfactuals is not None else "attributions"
 fig = resources.arrow_field(
     run,
     axes,
+    model=model,
     k_pct=k_pct,
     normalise=normalise,
-    regions_on=bool(show_regions and run.model),
     selected=selected,
-    title=f"EMAP negative perturbations on {run.dataset.get('name', 'upload')} ({n:,} test points)",
+    title=f"{plot_text(title(run.kind))} {what} on "
+    f"{plot_text(widgets.data_label(run))} ({n:,} test points)",
 )
 event = st.plotly_chart(fig, key="field", on_select="rerun", selection_mode="points")
 points = event.get("selection", {}).get("points", []) if event else []
@@ -85,14 +93,15 @@ if points and points[0].get("customdata") is not None:
         state.set_query({"i": picked})
         st.rerun()
 
-norms, _ = arrow_norms(exp)
-red = smallest_k_mask(norms, k_pct)
+sizes, _ = analysis.vector_sizes(exp)
+red = analysis.smallest_k_mask(sizes, k_pct)
 m = exp.metrics
 cols = st.columns(4)
 cols[0].metric(
     "Surrogate fidelity",
     widgets.fmt(m.get("surrogate_fidelity")),
-    help="Share of held-out points where the surrogate's class equals the black box's.",
+    help="Share of held-out points where the surrogate's class equals the black box's "
+    "(methods that learn a surrogate).",
 )
 cols[1].metric(
     "Flip rate (black box)",
@@ -106,50 +115,57 @@ cols[3].metric(
     help="Share of test points the black box misclassifies, among the red points and overall.",
 )
 
-st.subheader("Compare with LIME")
-lime_runs = widgets.finished_runs(lambda r: r.kind == "lime" and r.dataset == run.dataset)
-if not lime_runs:
+st.subheader("Compare with another method")
+others = widgets.finished_runs(
+    PAGE,
+    keep=lambda r: (
+        r.dataset == run.dataset
+        and r.kind != run.kind
+        and catalog.ATTRIBUTIONS in resources.run_holding(r).holds
+    ),
+)
+if not others:
+    attributing = [i.title for i in METHODS.values() if catalog.ATTRIBUTIONS in i.holds]
     st.caption(
-        "Run LIME on this data set (Explain page) to see its arrows here and how much the two agree."
+        f"Run a method that gives attributions ({', '.join(attributing)}) on this data set "
+        "(Explain page) to see its arrows here and how much the two agree."
     )
 else:
-    lime_run = widgets.run_picker(lime_runs, key="lime_run", label="LIME run")
-    lime = widgets.open_explanation(lime_run, store, stop=False)
-    common = 0 if lime is None else min(lime.n, exp.n)
-    if lime is None:
-        pass  # open_explanation said why; the EMAP field above stands on its own
-    elif not np.allclose(lime.inputs[:common], exp.inputs[:common]):
+    other_run = widgets.run_picker(others, key="other_run", label="Run to compare with")
+    other = widgets.open_explanation(other_run, stop=False)
+    shared = None if other is None else analysis.shared_rows({"this": exp, "other": other})
+    if other is None:
+        pass  # open_explanation said why; the field above stands on its own
+    elif shared is None:
         st.warning(
-            "The LIME run explains other rows than this EMAP run, so agreement is not computed."
+            f"The {md(title(other_run.kind))} run explains other rows than this run, so agreement "
+            "is not computed."
         )
     else:
-        cos, cos10 = resources.agreement(run, lime_run)
+        cos, cos10 = resources.agreement(run, other_run)
+        mine, theirs = title(run.kind), title(other_run.kind)
         a, b, c = st.columns(3)
         a.metric(
-            "Mean cosine, EMAP vs LIME",
+            f"Mean cosine, {mine} vs {theirs}",
             widgets.fmt(cos),
-            help=f"Over the {common:,} rows both explain.",
+            help=f"Over the {shared:,} rows both explain.",
         )
-        b.metric("Without EMAP's smallest 10%", widgets.fmt(cos10))
-        width = lime.params.get("kernel_width") or "lime's default (0.75 sqrt(d))"
-        c.caption(
-            f"LIME settings: kernel width {width}, {lime.params.get('num_samples', '?')} samples, "
-            f"discretize_continuous {lime.params.get('discretize_continuous', '?')}"
-        )
-        if st.toggle("Show LIME's arrows", key="lime_arrows"):
+        b.metric(f"Without {mine}'s smallest 10%", widgets.fmt(cos10))
+        settings_text = ", ".join(f"{k} {v}" for k, v in list(other.params.items())[:6])
+        c.caption(f"{md(theirs)} settings: {md(settings_text or 'defaults')}")
+        if st.toggle(f"Show {md(theirs)}'s arrows", key="other_arrows"):
             st.plotly_chart(
                 resources.arrow_field(
-                    lime_run,
+                    other_run,
                     axes,
                     k_pct=k_pct,
                     normalise=True,
-                    regions_on=False,
                     selected=None,
-                    title="LIME coefficients as arrows (directions only)",
+                    title=f"{plot_text(theirs)} as arrows (directions only)",
                     plane_of=run,
                     ranges=(tuple(fig.layout.xaxis.range), tuple(fig.layout.yaxis.range)),
                 ),
-                key="lime_field",
+                key="other_field",
             )
 
 st.subheader(f"Point {selected}")

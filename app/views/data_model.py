@@ -5,24 +5,18 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import resources, state
+from app import catalog, resources, state, widgets
 from app.access import USE, NotYours
+from app.jobs.kinds import title
+from app.jobs.resolve import DatasetSpec, ModelSpec
 from app.plots.common import class_balance_figure, confusion_matrix_figure
+from app.text import md
 from app.uploads import UploadWriteError
 from datasets import DEMO_TITLES, Dataset, DataValidationError
 from datasets.upload import infer_kinds, read_table
+from explainers.blackbox import DemoModelMissing
 from explainers.models import ModelCompatibilityError, ModelFormatError, ModelRuntimeError
-
-# Which view opens a precomputed demo run of each kind (EMAP on tabular data or images opens
-# the table or the image view instead of the arrow field).
-VIEW_FOR_KIND = {
-    "emap": "views/arrows.py",
-    "lime": "views/compare.py",
-    "shap": "views/compare.py",
-    "ig": "views/compare.py",
-    "deduce": "views/images.py",
-    "jsma": "views/images.py",
-}
+from explainers.registry import METHODS, surrogate_providers
 
 st.title("Data & model")
 st.caption(
@@ -44,32 +38,28 @@ def _demo_picker() -> None:
     chosen = st.selectbox(
         "Demo",
         names,
-        index=names.index(current.dataset["name"]) if current.is_demo else 0,
+        index=names.index(current.dataset.name) if current.dataset.name in names else 0,
         format_func=DEMO_TITLES.get,
         key="demo_name",
     )
-    if not current.is_demo or chosen != current.dataset["name"]:
-        state.set_selection(state.Selection({"name": chosen}, {"demo": chosen}))
+    if not current.is_demo or chosen != current.dataset.name:
+        state.set_selection(state.demo_selection(chosen))
     ready = resources.demo_runs(chosen)
     if ready:
         st.caption("Precomputed results, no training wait:")
         cols = st.columns(len(ready))
+        gate = resources.gate()
         for col, (kind, run_id) in zip(cols, ready.items(), strict=True):
-            modality = resources.dataset(chosen).modality
-            view = (
-                {"tabular": "views/tabular.py", "image": "views/images.py"}.get(modality)
-                if kind == "emap"
-                else None
-            )
-            view = view or VIEW_FOR_KIND.get(kind)
-            if view and col.button(f"Open {kind.upper()}", key=f"demo_open.{kind}"):
+            # The view that shows what the run holds (counterfactual images, a table, arrows...).
+            home = catalog.home_view(resources.run_holding(gate.run(run_id)))
+            if home and col.button(f"Open {md(title(kind))}", key=f"demo_open.{kind}"):
                 state.set_run(run_id)
-                st.switch_page(view)
+                st.switch_page(home.page)
 
 
 def _upload_picker() -> None:
-    store = resources.uploads()
     gate = resources.gate()
+    uploads = gate.uploads
     st.markdown(
         "**Data**: `.csv` (UTF-8, header row), `.parquet` or `.npz` (arrays `X` and `y`, or one array per column). "
         "**Model**: `.skops`, `.onnx`, `.safetensors` or a torch state dict; pickle, joblib, dill, "
@@ -78,9 +68,9 @@ def _upload_picker() -> None:
     data_file = st.file_uploader("Data set", key="data_file")
     if data_file is not None:
         try:
-            frame = read_table(data_file.getvalue(), data_file.name, store.limits)
+            frame = read_table(data_file.getvalue(), data_file.name, uploads.limits)
         except DataValidationError as exc:
-            st.error(f"The data set was not accepted: {exc}")
+            st.error(f"The data set was not accepted: {md(exc)}")
             return
         st.dataframe(frame.head(8), width="stretch")
         columns = list(frame.columns)
@@ -106,34 +96,34 @@ def _upload_picker() -> None:
         if st.button("Use this data set", type="primary", key="use_data"):
             kinds = dict(zip(edited["column"], edited["kind"], strict=True))
             try:
-                upload_id, _ = store.add_dataset(
+                upload_id, _ = uploads.add_dataset(
                     data_file.getvalue(), data_file.name, label, kinds, owner=gate.user
                 )
             except DataValidationError as exc:
-                st.error(f"The data set was not accepted: {exc}")
+                st.error(f"The data set was not accepted: {md(exc)}")
                 return
             except UploadWriteError as exc:
                 st.error(
-                    f"The data set could not be saved on the server ({exc}); nothing was kept. Try again later."
+                    f"The data set could not be saved on the server ({md(exc)}); nothing was kept. Try again later."
                 )
                 return
-            state.set_selection(state.Selection({"upload": upload_id}, None))
+            state.set_selection(state.Selection(DatasetSpec(upload=upload_id), None))
             st.rerun()
     sel = state.selection()
     if sel.is_demo:
         st.info("Upload a data set first; then upload the model that was trained on it.")
         return
     try:
-        gate.upload(sel.dataset["upload"], USE)
+        gate.upload(str(sel.dataset.upload), USE)
     except NotYours:
         return  # the page says below that this data set cannot be opened
     model_file = st.file_uploader("Model trained on this data set", key="model_file")
     if model_file is not None and st.button("Use this model", type="primary", key="use_model"):
         try:
-            model_id, _ = store.add_model(
+            model_id, _ = uploads.add_model(
                 model_file.getvalue(),
                 model_file.name,
-                sel.dataset["upload"],
+                str(sel.dataset.upload),
                 owner=gate.user,
             )
         except (
@@ -142,14 +132,14 @@ def _upload_picker() -> None:
             ModelRuntimeError,
             DataValidationError,
         ) as exc:
-            st.error(str(exc))
+            st.error(md(exc))
             return
         except UploadWriteError as exc:
             st.error(
-                f"The model could not be saved on the server ({exc}); nothing was kept. Try again later."
+                f"The model could not be saved on the server ({md(exc)}); nothing was kept. Try again later."
             )
             return
-        state.set_selection(state.Selection(sel.dataset, {"upload": model_id}))
+        state.set_selection(state.Selection(sel.dataset, ModelSpec("upload", model_id)))
         st.rerun()
 
 
@@ -164,18 +154,20 @@ sel = state.selection()
 def _load() -> tuple[Dataset | None, str | None]:
     try:
         return resources.selected_dataset(sel), None
-    except (DataValidationError, LookupError) as exc:
+    except (ValueError, LookupError) as exc:  # a bad file, a spec naming nothing (or not yours)
         return None, str(exc)
 
 
 dataset, error = _load()
 if dataset is None:
-    st.error(f"The selected data set cannot be opened: {error}. Choose a demo or upload it again.")
+    st.error(
+        f"The selected data set cannot be opened: {md(error)}. Choose a demo or upload it again."
+    )
     st.stop()
 
-st.subheader(dataset.name)
+st.subheader(md(dataset.name))
 if dataset.description:
-    st.caption(dataset.description)
+    st.caption(md(dataset.description))
 summary = dataset.summary()
 cols = st.columns(4)
 cols[0].metric("Training rows", f"{summary['rows_train']:,}")
@@ -190,15 +182,17 @@ if sel.model is None:
     st.plotly_chart(balance, key="balance")
     st.stop()
 try:
-    with st.spinner(
-        "Loading the model (a demo forest trains once, a few seconds, then it is cached)"
-    ):
+    with st.spinner("Loading the model"):
         model = resources.selected_model(sel)
         scores = resources.selected_scores(sel)
-except (ValueError, LookupError) as exc:
-    st.error(f"The model cannot be used: {exc}")
+except DemoModelMissing:
+    widgets.demo_model_progress(str(sel.dataset.name))
+    st.plotly_chart(balance, key="balance")
     st.stop()
-st.caption(model.description)
+except (ValueError, LookupError) as exc:
+    st.error(f"The model cannot be used: {md(exc)}")
+    st.stop()
+st.caption(md(model.description))
 cols = st.columns(3)
 cols[0].metric("Test accuracy", f"{scores['accuracy']:.3f}")
 f1_label = "Test F1" + (" (macro)" if scores["f1_average"] == "macro" else "")
@@ -210,11 +204,19 @@ cols[1].metric(
     delta_color="off",
 )
 has_gradients = "gradients" in model.capabilities
+need = [i for i in METHODS.values() if "gradients" in i.needs]
+through = [i.title for i in need if i.accepts_surrogate]
+providers = [METHODS[k].title for k in surrogate_providers()]
 cols[2].metric(
     "Gradients",
     "yes" if has_gradients else "no",
-    help="Integrated Gradients, DeDUCE and JSMA need a model with gradients. Without them, "
-    "Integrated Gradients runs on EMAP's surrogate network and says so.",
+    help=f"{', '.join(i.title for i in need)} need a model with gradients."
+    + (
+        f" Without them, {', '.join(through)} runs on the surrogate network of "
+        f"{' or '.join(providers)} and says so."
+        if through and providers
+        else ""
+    ),
 )
 left, right = st.columns(2)
 left.plotly_chart(balance, key="balance")

@@ -5,11 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import resources, state, widgets
+from app import catalog, resources, state, widgets
 from app.access import CANCEL, RETRY, USE, NotYours
 from app.jobs import FAILED, RUNNING, SUCCEEDED
-from app.jobs.tasks import KINDS
-from explainers.registry import METHODS
+from app.jobs.kinds import title
+from app.jobs.resolve import ModelSpec
+from app.text import md
+from explainers.blackbox import DemoModelMissing
+from explainers.registry import METHODS, surrogate_providers
 
 st.title("Explain")
 widgets.refuse_foreign_run()
@@ -20,14 +23,17 @@ gate = resources.gate()
 try:
     dataset = resources.selected_dataset(sel)
     model_caps = resources.selected_capabilities(sel)
+except DemoModelMissing:
+    widgets.demo_model_progress(str(sel.dataset.name))
+    st.stop()
 except (ValueError, LookupError) as exc:
     st.error(
-        f"The selected data set or model cannot be opened: {exc}. Pick another on the Data & "
+        f"The selected data set or model cannot be opened: {md(exc)}. Pick another on the Data & "
         "model page."
     )
     st.stop()
 st.caption(
-    f"Data: **{dataset.name}** ({dataset.modality}, {len(dataset.X_test):,} test rows). "
+    f"Data: **{md(dataset.name)}** ({dataset.modality}, {len(dataset.X_test):,} test rows). "
     "Jobs run in the background: closing the tab loses nothing, and results stay after a restart."
 )
 
@@ -39,13 +45,14 @@ if sel.model is None:
 def _applicable() -> dict[str, str]:
     """Method kinds that fit this data set and model, with the reason for those that do not."""
     out: dict[str, str] = {}
-    for name, kind in KINDS.items():
-        info = METHODS.get(kind.method or "")
-        if info is None:
-            continue
+    for name, info in METHODS.items():
         if dataset.modality not in info.modalities:
             out[name] = f"not for {dataset.modality} data"
-        elif info.needs_gradients and "gradients" not in model_caps:
+        elif (
+            "gradients" in info.needs
+            and "gradients" not in model_caps
+            and not info.accepts_surrogate
+        ):
             out[name] = "needs a model with gradients (the MNIST demo's SN-ResNet)"
         else:
             out[name] = ""
@@ -61,34 +68,42 @@ unusable = {k: why for k, why in applicable.items() if why}
 if unusable:
     st.caption(
         "Not available here: "
-        + "; ".join(f"{METHODS[KINDS[k].method].title}: {why}" for k, why in unusable.items())
-    )  # type: ignore[index]
+        + "; ".join(f"{METHODS[k].title}: {why}" for k, why in unusable.items())
+    )
 
 kind_name = st.selectbox(
     "Method",
     usable,
-    format_func=lambda k: METHODS[KINDS[k].method].title,  # type: ignore[index]
+    format_func=lambda k: METHODS[k].title,
     key="method",
 )
-info = METHODS[KINDS[kind_name].method]  # type: ignore[index]
+info = METHODS[kind_name]
 if info.summary:
     st.caption(info.summary)
 
-model_spec = dict(sel.model)
-if kind_name == "ig" and "gradients" not in model_caps:
-    emap_runs = [
-        r for r in gate.runs(status=SUCCEEDED, kind="emap", action=USE) if r.dataset == sel.dataset
+opens_in = catalog.views_for(kind_name, dataset.modality)
+if opens_in:
+    st.caption("Its results show in: " + ", ".join(v.title for v in opens_in) + ".")
+
+model_spec = sel.model
+if info.accepts_surrogate and "gradients" in info.needs and "gradients" not in model_caps:
+    providers = surrogate_providers()
+    named = " or ".join(METHODS[k].title for k in providers) or "a method that learns one"
+    surrogates = [
+        r
+        for r in gate.runs(status=SUCCEEDED, action=USE)
+        if r.kind in providers and r.dataset == sel.dataset.to_json()
     ]
-    if not emap_runs:
+    if not surrogates:
         st.info(
-            "This black box gives no gradients, so Integrated Gradients runs on EMAP's surrogate network. "
-            "Train EMAP on this data set first."
+            f"This black box gives no gradients, so {info.title} runs on the surrogate network "
+            f"of {named}. Train {named} on this data set first."
         )
         st.stop()
     chosen = widgets.run_picker(
-        emap_runs, key="ig_emap_run", label="EMAP run whose surrogate to explain"
-    ).id
-    model_spec = {"emap_run": chosen}
+        surrogates, key="surrogate_run", label="Run whose surrogate to explain"
+    )
+    model_spec = ModelSpec("run", chosen.id, chosen.kind)
 
 with st.form("job_form"):
     n_test = len(dataset.X_test)
@@ -96,9 +111,10 @@ with st.form("job_form"):
         "Test rows to explain",
         min_value=1,
         max_value=n_test,
-        value=min(n_test, resources.default_rows(kind_name, dataset.modality)),
-        help="Slow methods (LIME, SHAP's permutation explainer, DeDUCE on a CPU) take seconds per row.",
-        key="rows",
+        value=info.default_rows(n_test),
+        help="The method's default. Methods that search or sample per row can take seconds "
+        "per row on a CPU.",
+        key=f"rows.{kind_name}",
     )
     values = widgets.params_form(info.load_params(), key=f"params.{kind_name}")
     submitted = st.form_submit_button("Start", type="primary")
@@ -107,13 +123,14 @@ if submitted:
     try:
         run_id = backend.submit(
             kind_name,
-            dataset=sel.dataset,
-            model=model_spec,
+            dataset=sel.dataset.to_json(),
+            model=None if model_spec is None else model_spec.to_json(),
             params={**values, "rows": int(rows)},
             owner=gate.user,
+            session=state.session_id(),
         )
     except (ValueError, LookupError, RuntimeError) as exc:
-        st.error(f"The job was not started: {exc}")
+        st.error(f"The job was not started: {md(exc)}")
     else:
         state.set_run(run_id)
         st.toast(f"Started {info.title} ({run_id[:8]})")
@@ -123,9 +140,9 @@ if submitted:
 def live_progress(run_id: str) -> None:
     run = gate.run(run_id)
     p = run.progress
-    label = f"{info_title(run.kind)} {run_id[:8]}: {p.stage or run.status}"
+    label = f"{title(run.kind)} {run_id[:8]}: {md(p.stage or run.status)}"
     if p.message:
-        label += f": {p.message}"
+        label += f": {md(p.message)}"
     if run.status == RUNNING:
         label += f" ({widgets.eta_text(p.eta_seconds)})"
     st.progress(min(max(p.fraction, 0.0), 1.0), text=label)
@@ -136,14 +153,9 @@ def live_progress(run_id: str) -> None:
             except NotYours as exc:
                 st.error(f"The run was not cancelled: {exc}.")
             else:
-                st.toast("Cancelling: the job stops at its next epoch or batch")
+                st.toast("Cancelling: the job stops within a few seconds")
     else:
         st.rerun()
-
-
-def info_title(kind: str) -> str:
-    method = KINDS[kind].method if kind in KINDS else None
-    return METHODS[method].title if method in METHODS else kind
 
 
 active = state.run_id()  # refuse_foreign_run above dropped one this user may not view
@@ -156,20 +168,20 @@ if active and run is not None:
         live_progress(active)
     elif run.status == SUCCEEDED:
         st.success(
-            f"{info_title(run.kind)} {active[:8]} finished in {run.seconds or 0:.1f} s on {run.device}. "
+            f"{title(run.kind)} {active[:8]} finished in {run.seconds or 0:.1f} s on {run.device}. "
             "Open a view from the sidebar to see it."
         )
     elif run.status == FAILED:
-        st.error(f"{info_title(run.kind)} {active[:8]} failed: {run.error}")
+        st.error(f"{title(run.kind)} {active[:8]} failed: {md(run.error)}")
         if gate.may(run, RETRY) and st.button("Retry", key="retry"):
             try:
-                state.set_run(backend.retry(active, user=gate.user))
+                state.set_run(backend.retry(active, user=gate.user, session=state.session_id()))
             except (ValueError, LookupError, RuntimeError) as exc:
-                st.error(f"The run was not retried: {exc}")
+                st.error(f"The job was not started again: {md(exc)}")
             else:
                 st.rerun()
     else:
-        st.warning(f"{info_title(run.kind)} {active[:8]} was {run.status}.")
+        st.warning(f"{title(run.kind)} {active[:8]} was {run.status}.")
 
 st.subheader("Runs")
 runs = gate.runs()
@@ -179,7 +191,7 @@ else:
     table = pd.DataFrame(
         {
             "run": [r.id[:8] for r in runs],
-            "method": [info_title(r.kind) for r in runs],
+            "method": [title(r.kind) for r in runs],
             "data": [r.dataset.get("name") or "upload" for r in runs],
             "status": [r.status for r in runs],
             "progress": [r.progress.fraction for r in runs],

@@ -1,4 +1,5 @@
-"""Image counterfactuals: one digit, what EMAP, DeDUCE and JSMA change to flip it, and what that costs."""
+"""Image counterfactuals: one digit, what each method that gives image counterfactuals changes to
+flip it, and what that costs."""
 
 from __future__ import annotations
 
@@ -6,14 +7,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import resources, state, widgets
+from app import analysis, resources, state, widgets
 from app.plots.images import (
     PAPER_THRESHOLD,
-    class_probabilities,
     image_change_stats,
     image_counterfactual_figure,
     probability_change_figure,
 )
+from app.text import md
 
 PAGE = "images"
 st.title("Image counterfactuals")
@@ -22,41 +23,33 @@ st.caption(
     "brighter (more ink) and **blue** ones darker; all methods share one colour range."
 )
 
-store = resources.backend().store
-runs = widgets.finished_runs(
-    lambda r: r.kind in ("emap", "deduce", "jsma") and resources.modality(r) == "image"
-)
+runs = widgets.finished_runs(PAGE)
 if not runs:
     st.info(
-        "No finished image counterfactual run yet. On the Explain page pick MNIST (DeDUCE, JSMA) or "
-        "MNIST 3 vs 8 (EMAP), or open the precomputed demo on the Data & model page."
+        "No finished image counterfactual run yet. On the Explain page pick an image data set "
+        "(MNIST, MNIST 3 vs 8) and a method that gives counterfactuals, or open the precomputed "
+        "demo on the Data & model page."
     )
     st.stop()
 
-datasets = sorted({r.dataset.get("name") or "upload" for r in runs})
-wanted = next((r for r in runs if r.id == state.run_id()), runs[0])
-data_name = st.selectbox(
-    "Data set",
-    datasets,
-    index=datasets.index(wanted.dataset.get("name") or "upload"),
-    key="img_data",
-)
-runs = [r for r in runs if (r.dataset.get("name") or "upload") == data_name]
-picked = widgets.newest_per_method(runs, store, "img_methods")
+# The rows every chosen run explains (runs may explain different numbers of test rows).
+picked, n_common = widgets.side_by_side(runs, "img")
 exps = {m: e for m, (_, e) in picked.items()}
 first_run, first = next(iter(picked.values()))
-
 dataset = resources.run_dataset(first_run)
-# Rows every chosen run explains (runs may explain different numbers of test rows).
-n_common = min(e.n for e in exps.values())
-labels = dataset.y_test[:n_common]
-wrong = first.predictions[:n_common] != labels
+labels = analysis.true_labels(first.subset(slice(0, n_common)), dataset)
+wrong = (
+    first.predictions[:n_common] != labels if labels is not None else np.zeros(n_common, dtype=bool)
+)
 order = np.concatenate([np.flatnonzero(wrong), np.flatnonzero(~wrong)])
 
 
 def _row_label(i: int) -> str:
+    said = first.class_names[first.predictions[i]]
+    if labels is None:
+        return f"image {i}: black box says {said}"
     mark = " · misclassified" if wrong[i] else ""
-    return f"test image {i}: true {dataset.class_names[labels[i]]}, black box says {first.class_names[first.predictions[i]]}{mark}"
+    return f"test image {i}: true {dataset.class_names[labels[i]]}, black box says {said}{mark}"
 
 
 start = state.query_int("i", int(order[0]), 0, n_common - 1)
@@ -76,13 +69,13 @@ threshold = st.toggle(
 thr = PAPER_THRESHOLD if threshold else None
 
 targets = {name: e.class_names[int(e.targets[index])] for name, e in exps.items()}
-st.caption("Target class: " + ", ".join(f"{m}: {t}" for m, t in targets.items()))
+st.caption("Target class: " + ", ".join(f"{m}: {md(t)}" for m, t in targets.items()))
 fig = image_counterfactual_figure(exps, index, threshold=thr)
 st.plotly_chart(fig, key="img_fig")
 
-model = resources.run_model(first_run)
+model = widgets.black_box(first_run)
 if model is not None:
-    before, after = class_probabilities(model, exps, index)
+    before, after = analysis.class_probabilities(model, exps, index)
     st.plotly_chart(
         probability_change_figure(
             before,
@@ -98,6 +91,6 @@ rows = [{"method": name, **image_change_stats(e, index, thr)} for name, e in exp
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 st.caption(
     "Log density: the DDU feature density of the counterfactual under the target class; higher means more "
-    "like real digits of that class. Only DeDUCE and JSMA runs on the SN-ResNet have it."
+    "like real digits of that class. Only runs on a model with a feature density (the SN-ResNet) have it."
 )
 widgets.share_link(PAGE, {"run": first_run.id, "i": index})  # type: ignore[attr-defined]

@@ -1,37 +1,41 @@
-"""Tabular counterfactuals: the EMAP paper's Table 1 for any row, and how often each feature changes."""
+"""Tabular counterfactuals: the EMAP paper's Table 1 for any row of any run whose Explanation holds
+counterfactuals of tabular data, and how often each feature changes."""
 
 from __future__ import annotations
 
 import numpy as np
 import streamlit as st
 
-from app import resources, state, widgets
+from app import state, widgets
 from app.plots.tabular import change_frequency_figure, counterfactual_table
+from app.text import md
 
 PAGE = "tabular"
 st.title("Counterfactual table")
 st.caption(
-    "For one row: its features, the smallest change EMAP found that flips the black box, and the "
+    "For one row: its features, the change the method found that flips the black box, and the "
     "black box's class before and after, all in original units. Changed cells are highlighted."
 )
 
-store = resources.backend().store
-runs = widgets.finished_runs(lambda r: r.kind == "emap" and resources.modality(r) == "tabular")
+runs = widgets.finished_runs(PAGE)
 run = widgets.run_picker(runs, key="tab_run")
 if run is None:
     st.info(
-        "No finished EMAP run on tabular data yet. Train EMAP on UCI Adult (Explain page) or on your own "
-        "upload, or open the precomputed Adult demo on the Data & model page."
+        "No finished counterfactual run on tabular data yet. Start a method that gives "
+        "counterfactuals on UCI Adult (Explain page) or on your own upload, or open the "
+        "precomputed Adult demo on the Data & model page."
     )
     st.stop()
-exp = widgets.open_explanation(run, store)
+exp = widgets.open_explanation(run)
 pinned = tuple(run.params.get("pinned") or ())
 if pinned:
-    st.caption(f"This run pinned {', '.join(pinned)}: EMAP was not allowed to change them.")
-else:
     st.caption(
-        "No feature was pinned in this run. To keep features such as race and sex fixed, start EMAP "
-        "with them in `pinned` on the Explain page."
+        f"This run pinned {md(', '.join(pinned))}: the method was not allowed to change them."
+    )
+elif "pinned" in exp.params:
+    st.caption(
+        "No feature was pinned in this run. To keep features such as race and sex fixed, start "
+        "the method with them in `pinned` on the Explain page."
     )
 
 n = exp.n
@@ -63,10 +67,10 @@ after = (
 )
 flipped = exp.success is not None and bool(exp.success[index])
 c1, c2, c3 = st.columns(3)
-c1.metric("Black box's class", before)
+c1.metric("Black box's class", md(before))
 c2.metric(
     "After the change",
-    after,
+    md(after),
     delta="flipped" if flipped else "not flipped",
     delta_color="normal" if flipped else "inverse",
 )

@@ -5,16 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import resources, state, widgets
-from app.plots.triage import (
-    errors_of,
-    ranking_frame,
-    ranking_keys,
-    ranking_score,
-    triage_figure,
-    triage_scatter_figure,
-    triage_scores,
-)
+from app import analysis, resources, state, widgets
+from app.plots.triage import triage_figure, triage_scatter_figure
 
 PAGE = "triage"
 st.title("Uncertainty triage")
@@ -23,30 +15,29 @@ st.caption(
     "and see how many of the black box's real mistakes on the test split that catches."
 )
 
-store = resources.backend().store
-runs = widgets.finished_runs(lambda r: r.kind in ("emap", "deduce", "jsma"))
+runs = widgets.finished_runs(PAGE)
 run = widgets.run_picker(runs, key="tri_run")
 if run is None:
-    st.info("No finished EMAP, DeDUCE or JSMA run yet. Start one on the Explain page.")
+    st.info(
+        "No finished run of a method that gives counterfactuals yet. Start one on the Explain page."
+    )
     st.stop()
-exp = widgets.open_explanation(run, store)
-dataset = resources.run_dataset(run)
-if exp.n > len(dataset.X_test) or (exp.inputs[:5] != dataset.X_test[: min(5, exp.n)]).any():
+exp = widgets.open_explanation(run)
+y_true = resources.true_labels(run, exp)
+if y_true is None:
     st.error(
         "This run did not explain the test split's rows in order, so its points cannot be checked against labels."
     )
     st.stop()
-y_true = dataset.y_test[: exp.n]
-wrong = errors_of(exp, y_true)
+wrong = analysis.errors_of(exp, y_true)
 
-keys = ranking_keys(exp)
+keys = analysis.ranking_keys(exp)
 rank_by = st.radio("Rank by", keys, horizontal=True, key="tri_rank") if len(keys) > 1 else keys[0]
 k_pct = st.slider("Flag the smallest k%", 1, 50, value=state.query_int("k", 10, 1, 50), key="tri_k")
 state.set_query({"k": k_pct})
-score = ranking_score(
-    exp, rank_by
-)  # small = suspicious, for a perturbation size and a log density alike
-scores = triage_scores(score, wrong, k_pct)
+# Small = suspicious, for a perturbation size and a log density alike.
+score = analysis.ranking_score(exp, rank_by)
+scores = analysis.triage_scores(score, wrong, k_pct)
 c = st.columns(4)
 c[0].metric("Black box errors", f"{int(wrong.sum()):,} of {exp.n:,}")
 c[1].metric(
@@ -71,10 +62,10 @@ left.plotly_chart(
 density = exp.diagnostics.get("original_log_density")
 right.plotly_chart(
     triage_scatter_figure(
-        ranking_score(exp, "perturbation_norm"), wrong, density=density, k_pct=k_pct
+        analysis.ranking_score(exp, "perturbation_norm"), wrong, density=density, k_pct=k_pct
     ),
     key="tri_scatter",
 )
 st.subheader("Most suspicious rows")
-st.dataframe(ranking_frame(exp, y_true=y_true, rank_by=rank_by, top=50), width="stretch")
+st.dataframe(analysis.ranking_frame(exp, y_true=y_true, rank_by=rank_by, top=50), width="stretch")
 widgets.share_link(PAGE, {"run": run.id, "k": k_pct})

@@ -82,7 +82,7 @@ def server_runs(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(model_cache, server_runs, tmp_path_factory):
+def server(model_cache, demo_forests, server_runs, tmp_path_factory):
     """`flipscope run` (dashboard + worker) on a free loopback port; runs in a fresh folder."""
     port = free_port()
     runs = server_runs

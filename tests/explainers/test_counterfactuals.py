@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from datasets.base import CategoricalFeature, ContinuousFeature, FeatureSchema
 from explainers.counterfactuals import (
@@ -12,8 +13,10 @@ from explainers.counterfactuals import (
     MAX_CALLS,
     REPAIRED,
     BlackBoxCallError,
+    TorchGuide,
     refine,
 )
+from explainers.models import TorchModel
 
 # x0, x1, x2 continuous (x2 a whole number in original units: mean 10, std 2), colour one-hot
 SCHEMA = FeatureSchema(
@@ -191,3 +194,104 @@ def test_a_black_box_that_fails_mid_way_gives_a_clear_error_and_changes_nothing(
     with pytest.raises(BlackBoxCallError, match="connection to the model server lost"):
         refine(flaky, SCHEMA, X, P, np.ones(40, dtype=np.int64))
     assert np.array_equal(X, X0) and np.array_equal(P, P0)
+
+
+# ---------------------------------------------------------------- with a surrogate as the guide
+def _guide(tilt: float = 0.2) -> TorchGuide:
+    """A linear surrogate of ``black_box`` that is slightly wrong (its boundary is tilted and it
+    gives x2 a small weight): it ranks candidates, the black box still decides."""
+    net = torch.nn.Linear(D, 2)
+    with torch.no_grad():
+        w = torch.zeros(2, D)
+        w[1, 0], w[1, 1], w[1, 2], w[1, 6] = 3.0, 3.0 * (1 + tilt), 0.3, 6.0
+        net.weight.copy_(w)
+        net.bias.copy_(torch.tensor([0.0, -3.0]))
+    return TorchGuide(TorchModel(net.eval(), 2))
+
+
+def test_guided_refinement_flips_never_grows_keeps_pins_and_ends_minimal():
+    X = _rows(400, seed=12)
+    P = _proposals(X, seed=13)
+    targets = np.ones(len(X), dtype=np.int64)
+    raw_valid = black_box(P) == 1
+    out = refine(black_box, SCHEMA, X, P, targets, pinned=("x3",), guide=_guide())
+    ok = out.status != FAILED
+    assert ok.mean() > 0.99 and np.all(black_box(out.counterfactuals[ok]) == 1)
+    assert np.all(out.status[raw_valid] == AS_IS)
+    raw_l2 = np.linalg.norm(P - X, axis=1)
+    new_l2 = np.linalg.norm(out.counterfactuals - X, axis=1)
+    assert np.all(new_l2[raw_valid] <= raw_l2[raw_valid] + 1e-5)
+    Z = out.counterfactuals
+    np.testing.assert_array_equal(Z[:, 3], X[:, 3])
+    assert np.allclose(Z[:, 4:].sum(axis=1), 1.0) and set(np.unique(Z[:, 4:])) <= {0.0, 1.0}
+    whole = Z[:, 2] * 2 + 10
+    assert np.allclose(whole, np.rint(whole), atol=1e-4)
+    changed = _changed(X, Z)
+    for i in np.flatnonzero(ok):
+        for j in np.flatnonzero(changed[i]):
+            assert black_box(_revert(X[i], Z[i], j)[None])[0] != 1, (i, j)
+    assert out.calls <= MAX_CALLS
+    # one feature instead of two wherever one is enough and fits: the guide finds them
+    unguided = refine(black_box, SCHEMA, X, P, targets, pinned=("x3",))
+    assert out.changed[ok].mean() < unguided.changed[unguided.valid].mean()
+
+
+def test_surrogate_steps_repair_what_scaling_and_switches_cannot():
+    X = _rows(60, seed=14)
+    P = X.copy()
+    P[:, 1] -= 0.3  # the wrong way: scaling it only moves further from the boundary
+    targets = np.ones(len(X), dtype=np.int64)
+    pinned = ("colour",)  # no switch can help
+    plain = refine(black_box, SCHEMA, X, P, targets, pinned=pinned)
+    guided = refine(black_box, SCHEMA, X, P, targets, pinned=pinned, guide=_guide())
+    assert np.all(plain.status == FAILED)
+    assert np.all(guided.status == REPAIRED)
+    assert np.all(black_box(guided.counterfactuals) == 1)
+    np.testing.assert_array_equal(guided.counterfactuals[:, 4:], X[:, 4:])
+
+
+def test_whole_number_features_are_snapped_towards_the_input():
+    """x2 is a whole number in original units (mean 10, std 2); a proposal of 12.6 is checked as
+    12, never as 13: checking never makes a change larger."""
+    X = _rows(30, seed=15)
+    X[:, :2] = 2.0  # class 1 already for x0 + x1, so only x2 matters below
+
+    def by_x2(Z):
+        return (np.asarray(Z)[:, 2] * 2 + 10 >= 11.5).astype(np.int64)
+
+    X[:, 2] = 0.0  # 10 in original units: class 0
+    P = X.copy()
+    P[:, 2] = (12.6 - 10) / 2
+    out = refine(by_x2, SCHEMA, X, P, np.ones(30, dtype=np.int64), sparsify=False)
+    assert np.all(out.status == AS_IS)
+    np.testing.assert_allclose(out.counterfactuals[:, 2] * 2 + 10, 12.0, atol=1e-4)
+
+
+def test_low_dimensional_points_turn_towards_the_nearest_boundary_point():
+    """Class 1 iff x + y > 1; the method proposes moves along x alone, which reach the boundary at
+    distance 1 - x - y, while the nearest point lies along the diagonal, at (1 - x - y) / sqrt 2."""
+    schema = FeatureSchema(
+        continuous=(ContinuousFeature("x", lo=-3, hi=3), ContinuousFeature("y", lo=-3, hi=3))
+    )
+
+    def diagonal(Z):
+        return (np.asarray(Z)[:, 0] + np.asarray(Z)[:, 1] > 1.0).astype(np.int64)
+
+    net = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[0.0, 0.0], [4.0, 4.0]]))
+        net.bias.copy_(torch.tensor([0.0, -4.0]))
+    guide = TorchGuide(TorchModel(net.eval(), 2))
+    rng = np.random.default_rng(16)
+    X = rng.uniform(-1.0, 0.5, size=(300, 2)).astype(np.float32)
+    X = X[X.sum(axis=1) < 0.8]
+    P = X.copy()
+    P[:, 0] += 1.5 * (1.0 - X.sum(axis=1))
+    targets = np.ones(len(X), dtype=np.int64)
+    nearest = (1.0 - X.sum(axis=1)) / np.sqrt(2)
+    for use_guide, most, least in ((None, None, 1.35), (guide, 1.1, None)):
+        out = refine(diagonal, schema, X, P, targets, guide=use_guide)
+        assert np.all(out.status == AS_IS) and np.all(diagonal(out.counterfactuals) == 1)
+        ratio = np.median(np.linalg.norm(out.counterfactuals - X, axis=1) / nearest)
+        assert (most is None or ratio <= most) and (least is None or ratio >= least), ratio
+        assert out.calls <= MAX_CALLS

@@ -1,0 +1,207 @@
+"""What the views compute before they draw (``app.analysis``): which rows a run explained, the
+vectors and their agreement, triage scores, projections and decision regions, the change mask."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.analysis import (
+    change_mask,
+    decision_regions,
+    explained_test_rows,
+    explanation_vectors,
+    mean_cosines,
+    plane_limits,
+    project_2d,
+    ranking_frame,
+    regions_around,
+    shared_rows,
+    smallest_k_mask,
+    triage_curve,
+    triage_scores,
+    true_labels,
+)
+from datasets import load_dataset
+from tests.factories import (
+    emap_like_moons,
+    image_explanation,
+    points_explanation,
+    tabular_explanation,
+)
+
+NORMS = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+ERRORS = np.array([1, 0, 1, 0, 0, 0, 0, 0, 0, 1], dtype=bool)
+
+
+# --------------------------------------------------------------------------- which rows
+def test_the_rows_a_run_explained_come_from_its_record():
+    moons = load_dataset("moons")
+    exp = emap_like_moons(50)  # the first 50 test rows, recorded
+    assert exp.rows == {"split": "test", "start": 0, "stop": 50}
+    assert explained_test_rows(exp, moons) == slice(0, 50)
+    np.testing.assert_array_equal(true_labels(exp, moons), moons.y_test[:50])
+    # Rows 10..29 of the test split, recorded as such: their labels, not the first 20.
+    later = exp.subset(slice(10, 30))
+    assert later.rows == {"split": "test", "start": 10, "stop": 30}
+    np.testing.assert_array_equal(true_labels(later, moons), moons.y_test[10:30])
+
+
+def test_a_result_saved_before_rows_were_recorded_is_matched_by_its_inputs():
+    moons = load_dataset("moons")
+    old = emap_like_moons(40)
+    old.rows = None
+    assert explained_test_rows(old, moons) == slice(0, 40)
+    shuffled = old.subset(np.arange(40)[::-1])
+    assert shuffled.rows is None and explained_test_rows(shuffled, moons) is None
+
+
+def test_rows_of_another_split_or_data_set_have_no_labels():
+    moons = load_dataset("moons")
+    exp = emap_like_moons(30)
+    exp.rows = {"split": "train", "start": 0, "stop": 30}
+    assert explained_test_rows(exp, moons) is None
+    # A record that names test rows the inputs are not (a data set changed since) is not trusted.
+    moved = emap_like_moons(30)
+    moved.inputs = moved.inputs + 1.0
+    assert true_labels(moved, moons) is None
+    assert explained_test_rows(emap_like_moons(30), load_dataset("blob")) is None
+
+
+def test_runs_share_rows_by_their_records_or_else_their_inputs():
+    a, b = emap_like_moons(50), emap_like_moons(80, seed=1)
+    assert shared_rows({"a": a, "b": b}) == 50
+    assert shared_rows({"a": a, "b": b.subset(slice(5, 80))}) is None  # another start
+    a.rows = b.rows = None
+    assert shared_rows({"a": a, "b": b}) == 50
+    c = emap_like_moons(50)
+    c.rows, c.inputs = None, c.inputs[::-1].copy()
+    assert shared_rows({"a": a, "c": c}) is None
+
+
+# --------------------------------------------------------------------------- vectors
+def test_two_runs_agree_by_their_vectors():
+    exp = points_explanation(60)
+    same = exp.subset(slice(0, 40))
+    cos, cos10 = mean_cosines(exp, same)
+    assert cos == pytest.approx(1.0) and cos10 == pytest.approx(1.0)
+    flipped = exp.subset(slice(0, 60))
+    flipped.attributions = -flipped.attributions
+    assert mean_cosines(exp, flipped)[0] == pytest.approx(-1.0)
+
+
+# --------------------------------------------------------------------------- decision regions
+def test_regions_reach_beyond_the_points_by_one_padding():
+    pts = np.array([[0.0, 10.0], [2.0, 14.0]])
+    assert plane_limits(pts) == (pytest.approx((-0.16, 2.16)), pytest.approx((9.68, 14.32)))
+
+    class Half:
+        class_names = ["left", "right"]
+
+        def predict_proba(self, X):
+            right = (X[:, 0] > 1.0).astype(float)
+            return np.column_stack([1 - right, right])
+
+    exp = points_explanation(30)
+    regions = regions_around(Half(), exp, resolution=12)
+    (xlo, xhi), (ylo, yhi) = plane_limits(exp.inputs)
+    assert regions.xs[0] == pytest.approx(xlo) and regions.ys[-1] == pytest.approx(yhi)
+    assert not regions.is_slice and regions.proba.shape == (12, 12, 2)
+    direct = decision_regions(Half(), (xlo, xhi), (ylo, yhi), 12)
+    np.testing.assert_array_equal(regions.proba, direct.proba)
+
+
+# --------------------------------------------------------------------------- triage, projections, changes
+def test_hand_made_precision_recall_auroc():
+    s = triage_scores(NORMS, ERRORS, k_pct=20)  # flags 0.1 (error) and 0.2 (right)
+    assert s["flagged"] == 2 and s["errors"] == 3 and s["n"] == 10
+    assert s["precision"] == pytest.approx(1 / 2)
+    assert s["recall"] == pytest.approx(1 / 3)
+    # errors at 0.1, 0.3, 1.0 against 7 right ones: 0.1 beats 7, 0.3 beats 6, 1.0 beats 0 -> 13/21
+    assert s["auroc"] == pytest.approx(13 / 21)
+    assert s["base_rate"] == pytest.approx(0.3)
+    s30 = triage_scores(NORMS, ERRORS, k_pct=30)
+    assert (s30["precision"], s30["recall"]) == pytest.approx((2 / 3, 2 / 3))
+
+
+def test_auroc_ties_count_half_and_undefined_cases_are_nan():
+    assert triage_scores([1.0, 1.0], [True, False], 50)["auroc"] == pytest.approx(0.5)
+    assert triage_scores([0.1, 0.9], [True, False], 50)["auroc"] == pytest.approx(1.0)
+    assert triage_scores([0.9, 0.1], [True, False], 50)["auroc"] == pytest.approx(0.0)
+    none = triage_scores(NORMS, np.zeros(10, dtype=bool), 10)
+    assert np.isnan(none["recall"]) and np.isnan(none["auroc"]) and none["precision"] == 0
+    assert np.isnan(triage_scores(NORMS, ERRORS, 0)["precision"])
+    with pytest.raises(ValueError, match="entries"):
+        triage_scores(NORMS, ERRORS[:5], 10)
+
+
+def test_smallest_k_mask_is_exact_with_ties_and_nan():
+    s = np.array([0.5, 0.0, 0.0, 0.0, np.nan, 0.2])
+    m = smallest_k_mask(s, 50)  # 3 of 6
+    assert m.sum() == 3 and m[[1, 2, 3]].all()
+    assert smallest_k_mask(s, 100).sum() == 6
+    assert smallest_k_mask(s, 80).sum() == 5 and not smallest_k_mask(s, 80)[4], (
+        "NaN is flagged last"
+    )
+    assert smallest_k_mask(np.arange(100.0), 10).sum() == 10
+    assert smallest_k_mask([], 10).sum() == 0
+
+
+def test_curve_agrees_with_scores_at_every_k():
+    rng = np.random.default_rng(0)
+    norms, err = rng.random(137), rng.random(137) < 0.2
+    curve = triage_curve(norms, err, ks=[1, 5, 10, 33, 50, 100])
+    for _, row in curve.iterrows():
+        s = triage_scores(norms, err, row.k_pct)
+        assert row.flagged == s["flagged"]
+        assert row.precision == pytest.approx(s["precision"]) and row.recall == pytest.approx(
+            s["recall"]
+        )
+    assert curve.recall.iloc[-1] == pytest.approx(1.0)
+
+
+def test_ranking_frame_orders_smallest_first_and_marks_errors():
+    e = points_explanation(30)
+    y_true = e.predictions.copy()
+    y_true[:5] = 1 - y_true[:5]
+    frame = ranking_frame(e, y_true=y_true)
+    norms = e.diagnostics["perturbation_norm"]
+    assert list(frame["instance"]) == list(np.argsort(norms))
+    assert frame["perturbation_norm"].is_monotonic_increasing
+    assert frame.set_index("instance").loc[list(range(5)), "black box wrong"].all()
+    assert frame["black box wrong"].sum() == 5
+    with pytest.raises(ValueError, match="true labels"):
+        ranking_frame(e, y_true=y_true[:3])
+
+
+def test_feature_pair_projection_is_labelled_and_identity_for_2d():
+    X = np.arange(12.0).reshape(4, 3)
+    proj = project_2d(X, "features", (2, 0), ["a", "b", "c"])
+    np.testing.assert_array_equal(proj.coords, X[:, [2, 0]])
+    assert "(projection" in proj.labels[0] and proj.labels[0].startswith("c")
+    np.testing.assert_allclose(proj.points(proj.lift([[7.0, 9.0]])), [[7.0, 9.0]])
+    ident = project_2d(X[:, :2], "features", (0, 1), ["a", "b"])
+    assert ident.labels == ("a", "b") and not ident.is_slice
+    with pytest.raises(ValueError, match="two different columns"):
+        project_2d(X, "features", (1, 1))
+
+
+def test_vectors_fall_back_to_negative_perturbation():
+    x = np.zeros((1, 16))
+    cf = x.copy()
+    cf[0, 3] = 0.4
+    v, what = explanation_vectors(image_explanation(x, cf, "deduce"))
+    assert v[0, 3] == pytest.approx(-0.4) and "−(x′ − x)" in what
+
+
+def test_change_mask_follows_original_units():
+    mask = change_mask(tabular_explanation())
+    assert list(mask.columns) == ["age", "capital", "workclass", "sex"]
+    np.testing.assert_array_equal(
+        mask.to_numpy(),
+        [
+            [True, False, True, False],  # age 39 -> 41, workclass changed
+            [False, False, False, False],  # float noise and +0.3 years round away
+            [False, True, False, True],  # capital +5000, sex F -> M
+        ],
+    )
