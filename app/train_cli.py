@@ -1,13 +1,13 @@
 """``flipscope train resnet``: train the SN-ResNet on MNIST, fit its feature density, write an asset folder.
 
-    flipscope train resnet --size small --epochs 15 --out assets/mnist_resnet_sn_small
-    flipscope train resnet --blocks 1,1,2,2 --epochs 40 --augment --schedule cosine \
-        --warmup-epochs 2 --weight-decay 5e-4 --out /tmp/asset
+    flipscope train resnet --size small --epochs 15 --out DIR      # DeDUCE's recipe, CPU minutes
+    flipscope train resnet --size small --blocks 1,1,2,2 --epochs 40 --weight-decay 5e-4 \
+        --schedule cosine --warmup-epochs 2 --augment --out DIR      # the shipped demo model
 
 Trains on the offline MNIST split (or the standard 60,000/10,000 split with ``--mnist-dir``), reports
 the test accuracy, fits the DDU density on the training images' features, and writes
 ``model.safetensors`` + ``density.safetensors``/``density.json`` + ``meta.json`` + ``README.md``.
-Without the options that follow ``--lr`` the recipe is DeDUCE's (spec 1.2).
+With the default options the recipe is DeDUCE's (spec 1.2).
 """
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ def _readme(meta: dict) -> str:
         f"random shifts up to {aug['max_shift_pixels']:g} pixels and rotations up to "
         f"{aug['max_rotation_degrees']:g} degrees of every batch"
         if aug
-        else "no augmentation"
+        else "none"
     )
     widths, blocks = meta["config"]["widths"], meta["config"]["blocks"]
     return f"""# {meta["model"]} for MNIST (Flipscope demo black box)
@@ -234,10 +234,13 @@ leaky ReLU, parameter-free shortcuts, log-softmax output; channels {widths}, blo
 
 - data: {meta["dataset"]} ({meta["split"]}); {meta["n_train"]} training and {meta["n_test"]} test images
 - test accuracy: **{meta["test_accuracy"]:.4f}** (train {meta["train_accuracy"]:.4f}, on the batches as trained)
-- training: {meta["epochs"]} epochs, SGD {opt["sgd_lr"]:g} / momentum {opt["momentum"]:g} / weight decay
-  {opt["weight_decay"]:g}, batch {opt["batch_size"]}, {schedule}; {augmentation};
-  {meta["train_seconds"]} s on {meta["device"]} ({meta["cpu_threads"]} threads; {meta["machine"]})
-- feature density (DDU, one Gaussian per class, float64): {meta["density"]}; fitted in {meta["density_seconds"]} s
+- training: {meta["epochs"]} epochs of SGD (learning rate {opt["sgd_lr"]:g}, momentum {opt["momentum"]:g},
+  weight decay {opt["weight_decay"]:g}, batch {opt["batch_size"]})
+- schedule: {schedule}
+- augmentation: {augmentation}
+- time: {meta["train_seconds"]} s on {meta["device"]} ({meta["cpu_threads"]} threads; {meta["machine"]})
+- feature density (DDU, one Gaussian per class, float64; fitted in {meta["density_seconds"]} s):
+  {meta["density"]}
 
 Files: `model.safetensors` (weights with `flipscope_arch`/`flipscope_config` in the header; loads through
 `explainers.models.load_model`), `density.safetensors` + `density.json`, `meta.json` (everything above plus

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -88,10 +89,11 @@ def parse_images(text: str, limit: int) -> list[int]:
 
 
 def method_summary(
-    exp: Any, both: np.ndarray, log_density: np.ndarray, seconds: float
+    exp: Any, both: np.ndarray, log_density: np.ndarray, seconds: float, cpu_seconds: float
 ) -> dict[str, Any]:
     ok = exp.success.astype(bool)
     n = len(ok)
+    its = exp.diagnostics["iterations"]
     return {
         "l0": float(exp.diagnostics["l0"][both].mean()) if both.any() else None,
         "l1": float(exp.diagnostics["l1"][both].mean()) if both.any() else None,
@@ -100,14 +102,54 @@ def method_summary(
         "seconds_total": round(seconds, 2),
         "seconds_per_cf": seconds / max(n, 1),
         "target_log_density": float(log_density[both].mean()) if both.any() else None,
+        "cpu_seconds_total": round(cpu_seconds, 2),
+        # model passes: each pair costs one forward and backward per step it took (the search's cost)
+        "iterations_total": int(its.sum()),
+        "search_seconds": {
+            k.removeprefix("search_seconds_"): v
+            for k, v in exp.metrics.items()
+            if k.startswith("search_seconds_")
+        },
     }
+
+
+def head_to_head(
+    runs: dict[str, tuple[Any, float, float]],
+    both: np.ndarray,
+    densities: dict[str, np.ndarray],
+    pairs: list[tuple[int, int]],
+) -> dict[str, Any]:
+    """DeDUCE against JSMA pair by pair on the pairs both solved, and the pairs DeDUCE failed."""
+    d, j = runs["deduce"][0], runs["jsma"][0]
+    out: dict[str, Any] = {"n_both_solved": int(both.sum())}
+    if both.any():
+        for key in ("l0", "l1"):
+            a, b = d.diagnostics[key][both], j.diagnostics[key][both]
+            out[f"deduce_minus_jsma_{key}"] = float(a.mean() - b.mean())
+            out[f"deduce_{key}_below_jsma"] = bool(a.mean() < b.mean())
+            out[f"pairs_deduce_{key}_lower_pct"] = 100.0 * float((a < b).mean())
+            out[f"pairs_deduce_{key}_higher_pct"] = 100.0 * float((a > b).mean())
+        dd, dj = densities["deduce"][both], densities["jsma"][both]
+        out["deduce_minus_jsma_target_log_density"] = float(dd.mean() - dj.mean())
+        out["deduce_target_log_density_above_jsma"] = bool(dd.mean() > dj.mean())
+    failed = np.flatnonzero(~d.success.astype(bool))
+    out["deduce_failed_pairs"] = [
+        {
+            "image": pairs[i][0],
+            "target": pairs[i][1],
+            "iterations": int(d.diagnostics["iterations"][i]),
+            "target_probability": round(float(d.diagnostics["target_probability"][i]), 4),
+        }
+        for i in failed
+    ]
+    return out
 
 
 def density_aurocs(
     deduce: Any,
     model: Any,
     X0: np.ndarray,
-    runs: dict[str, tuple[Any, float]],
+    runs: dict[str, tuple[Any, float, float]],
     both: np.ndarray,
     seed: int = 0,
 ) -> dict[str, float]:
@@ -126,7 +168,7 @@ def density_aurocs(
             real, deduce.log_density(shuffled, model.predict(shuffled))
         ),
     }
-    for name, (exp, _) in runs.items():
+    for name, (exp, *_) in runs.items():
         if both.any():
             cf = deduce.log_density(exp.counterfactuals[both], exp.targets[both])
             out[f"{name}_counterfactuals"] = separation_auroc(real, cf)
@@ -161,6 +203,15 @@ def print_table(result: dict[str, Any]) -> None:
     print(
         "L0/L1 over the pairs both methods solved; paper rows: mean of 5 test batches of 900 pairs."
     )
+    h = result["head_to_head"]
+    if h["n_both_solved"]:
+        print(f"pair by pair on the {h['n_both_solved']} both solved: DeDUCE - JSMA L0 "
+              f"{h['deduce_minus_jsma_l0']:+.2f} (lower on {h['pairs_deduce_l0_lower_pct']:.0f}% of pairs, "
+              f"higher on {h['pairs_deduce_l0_higher_pct']:.0f}%), L1 {h['deduce_minus_jsma_l1']:+.2f}, "
+              f"target log-density {h['deduce_minus_jsma_target_log_density']:+.1f}")  # fmt: skip
+    for name in ("deduce", "jsma"):
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in result[name]["search_seconds"].items())
+        print(f"{name} search seconds: {parts}; {result[name]['iterations_total']} steps in all")
     aurocs = ", ".join(f"{k} {v:.3f}" for k, v in result.get("density_auroc", {}).items())
     print(f"density AUROC, real digits against: {aurocs}")
 
@@ -194,23 +245,33 @@ def main(args: argparse.Namespace) -> int:
           f"loaded in {time.perf_counter() - t_start:.1f} s", flush=True)  # fmt: skip
 
     runs = {}
+    load_before = os.getloadavg()
     for name, method in (("deduce", deduce), ("jsma", jsma)):
         line = ProgressLine(name)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         exp = method.explain(X, targets=targets, progress=line)
-        seconds = time.perf_counter() - t0
-        line.done(f"{int(exp.success.sum())}/{len(X)} reached their target in {seconds:.1f} s")
-        runs[name] = (exp, seconds)
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        line.done(f"{int(exp.success.sum())}/{len(X)} reached their target in {seconds:.1f} s "
+                  f"({cpu:.1f} CPU s)")  # fmt: skip
+        runs[name] = (exp, seconds, cpu)
+    load_after = os.getloadavg()
     both = runs["deduce"][0].success & runs["jsma"][0].success
     result: dict[str, Any] = {
         "device": device_description(device),
         "model": model.description,
         "model_test_accuracy": acc,
         "n_pairs": int(len(X)),
+        "images": args.images or (QUICK_IMAGES if args.quick else "0-99"),
+        "load_average_1min": {"before": load_before[0], "after": load_after[0]},
     }
-    for name, (exp, seconds) in runs.items():
-        dens = deduce.log_density(exp.counterfactuals, exp.targets)
-        result[name] = method_summary(exp, both, dens, seconds)
+    densities = {}
+    for name, (exp, seconds, cpu) in runs.items():
+        densities[name] = deduce.log_density(exp.counterfactuals, exp.targets)
+        result[name] = method_summary(exp, both, densities[name], seconds, cpu)
+    pairs = [
+        (i, c) for i, y in zip(images, y0, strict=True) for c in range(dataset.n_classes) if c != y
+    ]
+    result["head_to_head"] = head_to_head(runs, both, densities, pairs)
     result["density_auroc"] = density_aurocs(deduce, model, X0, runs, both)
     print_table(result)
     path = (

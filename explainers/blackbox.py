@@ -6,8 +6,8 @@ Training happens in a job or on the command line, never in a dashboard page: the
 demo with ``train=False`` and gets ``DemoModelMissing`` until the ``blackbox`` job it queued has
 filled the cache (``app.jobs.training.run_blackbox``).
 
-The 10-class MNIST demo is instead the pretrained small spectrally normalised ResNet shipped in
-``assets/mnist_resnet_sn_small`` (trained by ``flipscope train resnet``), a ``TorchModel`` with input
+The 10-class MNIST demo is instead the pretrained spectrally normalised ResNet shipped in
+``assets/mnist_resnet_sn_small`` (trained by ``flipscope train resnet``, see its README.md), a ``TorchModel`` with input
 gradients and its DDU feature density as ``model.density``, so DeDUCE and JSMA work at once.
 """
 
@@ -156,16 +156,24 @@ def sn_resnet_demo(name: str = "mnist", folder: str | Path | None = None) -> Mod
     """The pretrained SN-ResNet in ``folder`` (default: the shipped asset for ``name``)."""
     folder = Path(folder) if folder is not None else SN_RESNET_DEMOS[name]
     if not (folder / "model.safetensors").exists():
+        from explainers.train_resnet import SHIPPED_RECIPE
+
         raise FileNotFoundError(
             f"the pretrained SN-ResNet is missing ({folder / 'model.safetensors'}); rebuild it "
-            f"with `flipscope train resnet --size small --out {folder}`"
+            f"with `{SHIPPED_RECIPE} --out {folder}`"
         )
     meta_path = folder / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     acc = meta.get("test_accuracy")
-    description = (
-        f"SN-ResNet ({meta.get('size', 'small')}, c={meta.get('coeff', 4.0):g}) on {name}"
-        + (f", test accuracy {acc:.2%}" if isinstance(acc, float) else "")
+    size = meta.get("size", "small")
+    if size == "custom" and "config" in meta:  # trained with --widths/--blocks
+        config = meta["config"]
+        size = (
+            f"widths {'-'.join(map(str, config['widths']))}, "
+            f"blocks {'-'.join(map(str, config['blocks']))}"
+        )
+    description = f"SN-ResNet ({size}, c={meta.get('coeff', 4.0):g}) on {name}" + (
+        f", test accuracy {acc:.2%}" if isinstance(acc, float) else ""
     )
     return load_sn_resnet(folder, load_dataset(name).class_names, description)
 

@@ -117,7 +117,7 @@ class JSMA(Explainer[JSMAParams]):
             counterfactual_predictions=cf_probs.argmax(1).astype(np.int64),
             success=result["success"],
             diagnostics=diagnostics,
-            metrics=summary_metrics(diagnostics, result["success"]),
+            metrics=summary_metrics(diagnostics, result["success"], result["seconds"]),
             device=result["device"],
         )
 

@@ -36,6 +36,11 @@ from explainers.density import ClassGaussianDensity
 from explainers.resnet_sn import SNResNet, build_resnet_sn
 
 ARCH = "resnet_sn"
+# How the shipped MNIST demo model (assets/mnist_resnet_sn_small) was trained; see its meta.json.
+SHIPPED_RECIPE = (
+    "flipscope train resnet --size small --blocks 1,1,2,2 --epochs 40 --weight-decay 5e-4 "
+    "--schedule cosine --warmup-epochs 2 --augment --max-shift 2 --max-rotation 10"
+)
 MODEL_FILE = "model.safetensors"
 META_FILE = "meta.json"
 
@@ -282,7 +287,7 @@ def read_asset(
     path = folder / MODEL_FILE
     if not path.exists():
         raise FileNotFoundError(
-            f"no {MODEL_FILE} in {folder}; train one with `flipscope train resnet --size small --out {folder}`"
+            f"no {MODEL_FILE} in {folder}; train one with `{SHIPPED_RECIPE} --out {folder}`"
         )
     raw = path.read_bytes()
     header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])["__metadata__"]

@@ -78,6 +78,24 @@ def test_bench_deduce_quick_compares_with_jsma(tmp_path):
     assert result["n_pairs"] == 45
     for method in ("deduce", "jsma"):
         assert 0.0 <= result[method]["failure_pct"] <= 100.0 and result[method]["l0"] > 0
+    assert result["model_test_accuracy"] >= 0.99  # the shipped model's, measured by the bench
+    aurocs = result["density_auroc"]
+    assert {"uniform_noise", "shuffled_pixels", "deduce_counterfactuals"} <= set(aurocs)
+    assert all(0.0 <= v <= 1.0 for v in aurocs.values()) and aurocs["uniform_noise"] > 0.9
+    h = result["head_to_head"]
+    assert 0 < h["n_both_solved"] <= 45
+    assert h["deduce_l0_below_jsma"] == (h["deduce_minus_jsma_l0"] < 0)
+    assert h["deduce_minus_jsma_l0"] == pytest.approx(result["deduce"]["l0"] - result["jsma"]["l0"])
+    assert h["pairs_deduce_l1_lower_pct"] + h["pairs_deduce_l1_higher_pct"] <= 100.0
+    assert len(h["deduce_failed_pairs"]) == round(result["deduce"]["failure_pct"] * 45 / 100)
+    for method in ("deduce", "jsma"):
+        parts = result[method]["search_seconds"]
+        assert set(parts) == {"forward", "density", "backward", "step"}
+        assert sum(parts.values()) <= result[method]["seconds_total"]
+        assert result[method]["iterations_total"] > 0
+    assert (
+        result["jsma"]["search_seconds"]["density"] < result["deduce"]["search_seconds"]["density"]
+    )
 
 
 def test_bench_attributions_measures_every_method(tmp_path):

@@ -76,6 +76,14 @@ def test_counterfactuals_reach_per_example_targets_within_budget(shipped, mnist)
     np.testing.assert_array_equal(exp.diagnostics["l0"], (cf != X).sum(1))
     assert np.all(exp.diagnostics["l0"] <= changes.sum(1))
     np.testing.assert_array_equal(changes.sum(1), exp.diagnostics["iterations"])  # one pixel a step
+    # Every step moves its pixel: none is spent pushing a black pixel darker or a white one brighter
+    # (the reference does that, max_changes times in a row). A pixel that starts at 0 or 1 and moved
+    # k times by 0.2 ends k, k - 2, ... steps away from where it started.
+    for edge in (0.0, 1.0):
+        at = np.isclose(X, edge, rtol=0, atol=0)
+        net = np.rint(np.abs(cf - X)[at] / 0.2).astype(int)
+        k = changes[at]
+        assert np.all(net <= k) and np.all((k - net) % 2 == 0)
     assert np.isfinite(exp.diagnostics["target_log_density"]).all()
     np.testing.assert_allclose(
         exp.diagnostics["target_log_density"], dd.log_density(cf, targets), rtol=1e-4
