@@ -425,6 +425,30 @@ def arrow_field_figure(
         plot_bgcolor="white",
         uirevision="arrow-field",  # keep the user's zoom when k or normalisation changes
     )
+    if background is not None and background.is_slice:
+        # Say what the background is: on a slice, a point's own region can differ from the
+        # colour under it, and a red point (near the boundary in all features) can sit far
+        # from this slice's boundary. That is the geometry, not an error; say so on the chart.
+        fig.add_annotation(
+            text="<br>".join(
+                plot_text(line)
+                for line in (
+                    *f"Background: the black box on one {background.held or 'slice'}.".split("; "),
+                    "Points lie off the slice: a red point (nearest the boundary in all "
+                    "features) can sit far from the dashed line, which is this slice's boundary.",
+                )
+            ),
+            xref="paper",
+            yref="paper",
+            x=0,
+            y=1,
+            xanchor="left",
+            yanchor="bottom",
+            align="left",
+            showarrow=False,
+            font={"size": 11, "color": "#444"},
+        )
+        fig.update_layout(margin={"t": 110})
     return fig
 
 
