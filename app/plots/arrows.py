@@ -103,6 +103,9 @@ def decision_region_traces(regions: DecisionRegions) -> list[go.BaseTraceType]:
                 zmin=0,
                 zmax=1,
                 colorscale=[[0, c0], [0.5, "rgb(255,255,255)"], [1, c1]],
+                # A probability between grid points is drawn interpolated, not as square
+                # cells whose edges read as a staircase along a slanted boundary.
+                zsmooth="best",
                 showscale=False,
                 name="black box",
                 hoverongaps=False,
