@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from datasets.base import Dataset
+from datasets.base import Dataset, FeatureSchema
 from explainers.explanation import Explanation
 
 PERTURBATION_NORM = "‖x′ − x‖"
@@ -430,6 +430,48 @@ class DecisionRegions:
     proba: NDArray[np.float32]
     class_names: list[str]
     is_slice: bool = False
+    held: str = ""
+
+
+def valid_rows(rows: NDArray, schema: FeatureSchema) -> NDArray[np.float64]:
+    """Each model-space row made one the data could hold: the nearest one-hot row in every
+    categorical block (its largest entry set to 1, the rest to 0), continuous features clipped to
+    the training range and, for integer features, rounded in original units.
+
+    A plane through the data's mean has fractional one-hot entries (0.67 of one sex, 0.33 of the
+    other) and runs off the training range at its edges: a tree ensemble answers such rows with
+    steps that no real row would show. Snapping makes the background the black box's answer on
+    real rows, at the cost of the slice no longer being flat in the one-hot columns.
+    """
+    out = np.array(rows, dtype=np.float64, copy=True)
+    for j, feature in enumerate(schema.continuous):
+        col = np.clip(out[:, j], feature.lo, feature.hi)
+        if feature.integer and feature.std > 0:
+            col = (np.round(col * feature.std + feature.mean) - feature.mean) / feature.std
+            col = np.clip(col, feature.lo, feature.hi)
+        out[:, j] = col
+    for block in schema.blocks:
+        top = out[:, block].argmax(axis=1)
+        hot = np.zeros_like(out[:, block])
+        hot[np.arange(len(out)), top] = 1.0
+        out[:, block] = hot
+    return out
+
+
+def _held_text(projection: Projection2D, schema: FeatureSchema | None) -> str:
+    """What the slice holds the unshown features at, in words for the chart."""
+    if not projection.is_slice:
+        return ""
+    if projection.method == "pca":
+        text = "slice through the data's mean along the two PCA components"
+    else:
+        text = "slice with the other features at their mean"
+    if schema is None or not schema.categorical:
+        return text
+    return (
+        f"{text}; each grid point made a real row: categories at their largest one-hot "
+        "value, numbers within the training range"
+    )
 
 
 def plane_limits(
@@ -453,11 +495,13 @@ def decision_regions(
     resolution: int = 150,
     projection: Projection2D | None = None,
     batch_size: int = 20_000,
+    schema: FeatureSchema | None = None,
 ) -> DecisionRegions:
     """Evaluate ``model.predict_proba`` on a ``resolution`` x ``resolution`` grid.
 
     With a ``projection`` the grid is lifted into model space with ``projection.lift`` (a slice
-    through ``projection.base``); without one the model must take two features.
+    through ``projection.base``); without one the model must take two features. With a
+    ``schema`` the lifted rows are made valid (``valid_rows``) before the model sees them.
     """
     if resolution < 2:
         raise ValueError("resolution must be at least 2")
@@ -466,6 +510,8 @@ def decision_regions(
     gx, gy = np.meshgrid(xs, ys)
     plane = np.column_stack([gx.ravel(), gy.ravel()])
     rows = plane if projection is None else projection.lift(plane)
+    if projection is not None and projection.is_slice and schema is not None:
+        rows = valid_rows(rows, schema)
     rows = rows.astype(np.float32)
     proba = np.concatenate(
         [
@@ -481,6 +527,7 @@ def decision_regions(
             getattr(model, "class_names", None) or [str(c) for c in range(proba.shape[1])]
         ),
         is_slice=projection is not None and projection.is_slice,
+        held="" if projection is None else _held_text(projection, schema),
     )
 
 
@@ -491,11 +538,17 @@ def regions_around(
     resolution: int = 120,
 ) -> DecisionRegions:
     """The black box's regions on a grid around the explained points (``plane_limits``), in
-    ``projection``'s plane (None: the data's own two columns)."""
+    ``projection``'s plane (None: the data's own two columns). A slice of tabular data is
+    evaluated on valid rows only (``valid_rows`` with the explanation's schema)."""
     proj = projection or project_2d(explanation.inputs, "features", (0, 1))
     xlim, ylim = plane_limits(proj.points(explanation.inputs))
     return decision_regions(
-        model, xlim, ylim, resolution, projection=None if projection is None else proj
+        model,
+        xlim,
+        ylim,
+        resolution,
+        projection=None if projection is None else proj,
+        schema=explanation.schema,
     )
 
 

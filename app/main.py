@@ -46,12 +46,17 @@ PAGES = [
 # script from a folder named "pages" directly, without this entrypoint, skipping the gate.
 auth.require_sign_in()
 
+page = st.navigation(PAGES)
 with st.sidebar:
     st.markdown("### Flipscope")
     st.caption("What is the smallest change that would flip this decision?")
     # Before any page: the run on view (a link's, or this session's) is checked once, refused
-    # plainly if it cannot be opened, and the session follows its data set and model.
-    widgets.sidebar_state(widgets.run_on_view())
+    # plainly if it cannot be opened, and the session follows its data set and model. Only
+    # Data & model shows the upload form, so only there is an upload pending.
+    widgets.sidebar_state(
+        widgets.run_on_view(),
+        upload_pending=page.title == PAGES[0].title and state.upload_pending(),
+    )
 state.sync_url()
 
-st.navigation(PAGES).run()
+page.run()

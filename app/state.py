@@ -119,6 +119,17 @@ def sync_url() -> None:
             st.query_params["model"] = sel.model.ref
 
 
+# The Data & model page's source radio: its key and the choice that asks for an upload.
+SOURCE_KEY = "source"
+UPLOAD_OWN = "Upload your own"
+
+
+def upload_pending() -> bool:
+    """True while "Upload your own" is chosen on Data & model and nothing is uploaded yet: the
+    selection is still the demo's, but the page no longer shows it, so nothing may name it."""
+    return st.session_state.get(SOURCE_KEY) == UPLOAD_OWN and selection().is_demo
+
+
 def demo_selection(name: str) -> Selection:
     """A built-in data set with its demo black box."""
     return _demo(name)

@@ -184,14 +184,17 @@ def selection_names() -> tuple[str, str]:
     return dataset_name(sel.dataset), model_name(sel.model)
 
 
-def sidebar_state(run: Any) -> None:
+def sidebar_state(run: Any, *, upload_pending: bool = False) -> None:
     """The sidebar's lines: what the pages show (the run on view, its data set and model), or,
-    without a run, the data set and model this session works on."""
+    without a run, the data set and model this session works on. ``upload_pending``: the page
+    asks for an upload and shows no data set yet (``state.upload_pending``), so none is named."""
     from app.jobs.kinds import title
 
     if run is not None:
         data, model = data_label(run), model_name(run.model)
         st.markdown(f"**Run on view:** {md(title(run.kind))} · `{run.id[:8]}`")
+    elif upload_pending:
+        data, model = "none chosen yet (upload pending)", "none yet"
     else:
         data, model = selection_names()
     st.markdown(f"**Data:** {md(data)}  \n**Model:** {md(model)}")

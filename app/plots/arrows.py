@@ -103,6 +103,9 @@ def decision_region_traces(regions: DecisionRegions) -> list[go.BaseTraceType]:
                 zmin=0,
                 zmax=1,
                 colorscale=[[0, c0], [0.5, "rgb(255,255,255)"], [1, c1]],
+                # A probability between grid points is drawn interpolated, not as square
+                # cells whose edges read as a staircase along a slanted boundary.
+                zsmooth="best",
                 showscale=False,
                 name="black box",
                 hoverongaps=False,
@@ -425,6 +428,30 @@ def arrow_field_figure(
         plot_bgcolor="white",
         uirevision="arrow-field",  # keep the user's zoom when k or normalisation changes
     )
+    if background is not None and background.is_slice:
+        # Say what the background is: on a slice, a point's own region can differ from the
+        # colour under it, and a red point (near the boundary in all features) can sit far
+        # from this slice's boundary. That is the geometry, not an error; say so on the chart.
+        fig.add_annotation(
+            text="<br>".join(
+                plot_text(line)
+                for line in (
+                    *f"Background: the black box on one {background.held or 'slice'}.".split("; "),
+                    "Points lie off the slice: a red point (nearest the boundary in all "
+                    "features) can sit far from the dashed line, which is this slice's boundary.",
+                )
+            ),
+            xref="paper",
+            yref="paper",
+            x=0,
+            y=1,
+            xanchor="left",
+            yanchor="bottom",
+            align="left",
+            showarrow=False,
+            font={"size": 11, "color": "#444"},
+        )
+        fig.update_layout(margin={"t": 110})
     return fig
 
 

@@ -36,10 +36,10 @@ with st.expander("Start here", expanded=state.run_id() is None, icon=":material/
     )
 source = st.radio(
     "Source",
-    ["Built-in demo", "Upload your own"],
+    ["Built-in demo", state.UPLOAD_OWN],
     index=0 if current.is_demo else 1,
     horizontal=True,
-    key="source",
+    key=state.SOURCE_KEY,
 )
 
 
@@ -187,7 +187,7 @@ else:
     _upload_picker()
 
 sel = state.selection()
-if source != "Built-in demo" and sel.is_demo:
+if state.upload_pending():
     st.stop()  # nothing uploaded yet: the demo's figures below would describe another data set
 
 

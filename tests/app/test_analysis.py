@@ -23,7 +23,9 @@ from app.analysis import (
     true_labels,
 )
 from datasets import load_dataset
+from datasets.base import CategoricalFeature, ContinuousFeature, FeatureSchema
 from tests.factories import (
+    counterfactual_explanation,
     emap_like_moons,
     image_explanation,
     points_explanation,
@@ -109,6 +111,83 @@ def test_regions_reach_beyond_the_points_by_one_padding():
     assert not regions.is_slice and regions.proba.shape == (12, 12, 2)
     direct = decision_regions(Half(), (xlo, xhi), (ylo, yhi), 12)
     np.testing.assert_array_equal(regions.proba, direct.proba)
+
+
+def _census_like(n: int = 60, seed: int = 0):
+    """Rows of a bounded schema (integer age, hours; a 3- and a 2-category one-hot block)."""
+    schema = FeatureSchema(
+        (
+            ContinuousFeature("age", mean=40.0, std=12.0, lo=-22 / 12, hi=35 / 12, integer=True),
+            ContinuousFeature("hours", mean=40.0, std=10.0, lo=-3.0, hi=5.0, integer=True),
+        ),
+        (
+            CategoricalFeature("work", ("Private", "Self", "Gov"), 2),
+            CategoricalFeature("sex", ("F", "M"), 5),
+        ),
+    )
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, schema.width))
+    x[:, 0] = (rng.integers(18, 75, n) - 40.0) / 12.0
+    x[:, 1] = (rng.integers(10, 80, n) - 40.0) / 10.0
+    x[np.arange(n), 2 + rng.integers(0, 3, n)] = 1.0
+    x[np.arange(n), 5 + rng.integers(0, 2, n)] = 1.0
+    cf = x + rng.normal(0, 0.3, x.shape)
+    return schema, counterfactual_explanation(
+        x, cf, rng.integers(0, 2, n), feature_names=schema.feature_names,
+        class_names=["<=50K", ">50K"], schema=schema,
+    )  # fmt: skip
+
+
+class _Spy:
+    """A black box that keeps every row it is asked about; P(>50K) from the last column."""
+
+    class_names = ["<=50K", ">50K"]
+
+    def __init__(self):
+        self.rows = []
+
+    def predict_proba(self, X):
+        self.rows.append(np.array(X, dtype=np.float64))
+        p = (X[:, -1] > 0.5).astype(float)
+        return np.column_stack([1 - p, p])
+
+
+@pytest.mark.parametrize("axes", [("pca",), ("features", 0, 1)])
+def test_a_tabular_slice_asks_the_black_box_about_real_rows_only(axes):
+    # A plane through the mean has fractional one-hot entries and runs past the training range:
+    # a forest answers such rows with steps no real row shows (issue 17: the Adult PCA slice).
+    schema, exp = _census_like()
+    proj = project_2d(exp.inputs, axes[0], axes[1:] or (0, 1))
+    spy = _Spy()
+    regions = regions_around(spy, exp, proj, resolution=40)
+    rows = np.concatenate(spy.rows)
+    assert len(rows) == 40 * 40 and regions.is_slice
+    for block in schema.blocks:
+        part = rows[:, block]
+        assert set(np.unique(part)) <= {0.0, 1.0}
+        np.testing.assert_array_equal(part.sum(axis=1), 1.0)
+    lo, hi = schema.continuous_bounds()
+    assert (rows[:, :2] >= lo - 1e-6).all() and (rows[:, :2] <= hi + 1e-6).all()
+    original = rows[:, :2] * [12.0, 10.0] + 40.0
+    np.testing.assert_allclose(original, np.round(original), atol=1e-4)
+    assert "categories at their largest one-hot value" in regions.held
+
+
+def test_a_slice_without_categories_stays_flat_and_says_what_it_holds():
+    exp = points_explanation(30)
+    three = np.column_stack([exp.inputs, exp.inputs[:, 0] * 0.5])
+    proj = project_2d(three, "pca")
+    U = np.array([[0.3, -0.2], [1.0, 2.0]])
+    np.testing.assert_allclose(proj.points(proj.lift(U)), U)
+    spy = _Spy()
+    regions = decision_regions(spy, (0, 1), (0, 1), 5, projection=proj)
+    np.testing.assert_allclose(np.concatenate(spy.rows), proj.lift(_grid(5)), atol=1e-6)
+    assert regions.held == "slice through the data's mean along the two PCA components"
+
+
+def _grid(k):
+    gx, gy = np.meshgrid(np.linspace(0, 1, k), np.linspace(0, 1, k))
+    return np.column_stack([gx.ravel(), gy.ravel()])
 
 
 # --------------------------------------------------------------------------- triage, projections, changes
@@ -239,3 +318,16 @@ def test_a_result_without_raw_counterfactuals_has_no_raw_version():
     with pytest.raises(ValueError, match="unknown counterfactual version"):
         counterfactual_version(exp, "unverified")  # type: ignore[arg-type]
     assert verification_status(exp, 0) is None
+
+
+def test_the_arrow_field_says_what_its_slice_holds_and_why_red_points_sit_off_the_line():
+    from app.plots.arrows import arrow_field_figure
+
+    _, exp = _census_like()
+    proj = project_2d(exp.inputs, "pca")
+    regions = regions_around(_Spy(), exp, proj, resolution=20)
+    fig = arrow_field_figure(exp, background=regions, projection=proj)
+    text = " ".join(a.text for a in fig.layout.annotations)
+    assert "slice through the data&#x27;s mean" in text or "slice through the data's mean" in text
+    assert "categories at their largest one-hot value" in text
+    assert "red point" in text and "far from the dashed line" in text

@@ -174,6 +174,8 @@ def test_decision_regions_grid_orientation_and_background_traces():
     fig = arrow_field_figure(points_explanation(20), background=reg)
     kinds = [t.type for t in fig.data]
     assert kinds[:2] == ["heatmap", "contour"], "background first, under the arrows"
+    # probabilities interpolated between grid points: no square cells along a slanted boundary
+    assert fig.data[0].zsmooth == "best"
     assert list(fig.layout.xaxis.range) == [0.0, 1.0]
 
 

@@ -4,6 +4,9 @@ the confusion matrix's ticks, the image view's picker label and density caption.
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
 
 from app.plots.common import confusion_matrix_figure
 from tests.app.views.prepared import finished_run, open_view
@@ -18,6 +21,25 @@ def test_upload_your_own_shows_no_demo_figures_until_something_is_uploaded(env):
     assert not at.exception
     assert not at.get("plotly_chart") and not at.metric, "no moons figures under the upload form"
     assert "Start here" in [e.proto.label for e in at.expander]
+
+
+def test_the_sidebar_names_no_demo_while_an_upload_is_pending(env):
+    at = AppTest.from_file(
+        str(Path(__file__).resolve().parents[3] / "app" / "main.py"), default_timeout=120
+    )
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+    def side() -> str:
+        return "\n".join(str(m.value) for m in at.sidebar.markdown)
+
+    assert "moons" in side(), "the default demo, before"
+    at.radio(key="source").set_value("Upload your own").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "moons" not in side() and "upload pending" in side(), side()
+    assert not at.get("plotly_chart"), "the page shows no data set either"
+    at.radio(key="source").set_value("Built-in demo").run()
+    assert "moons" in side() and "pending" not in side(), side()
 
 
 def test_a_ten_class_confusion_matrix_labels_every_row_and_column():
