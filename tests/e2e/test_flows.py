@@ -162,3 +162,41 @@ def test_upload_skops_and_csv_then_counterfactual_table_share_link_and_report(
     logs = sorted(tmp_path_factory.getbasetemp().glob("server*/server.log"))
     log = "\n".join(p.read_text(errors="replace") for p in logs)
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_a_csv_with_an_empty_text_cell_gets_a_message_not_an_error_page(
+    page, server, tmp_path, tmp_path_factory
+):
+    """A common file: one empty cell in a text column. The page says which column and what to do
+    (and keeps the file's other choices), with no generic error page and no server traceback."""
+    rng = np.random.default_rng(1)
+    n = 200
+    frame = pd.DataFrame(
+        {
+            "income": rng.normal(50, 10, n).round(1),
+            "housing": rng.choice(["own", "rent", "free"], n),
+            "approved": rng.choice(["yes", "no"], n),
+        }
+    )
+    frame.loc[17, "housing"] = None  # written as an empty cell
+    csv = tmp_path / "credit.csv"
+    frame.to_csv(csv, index=False)
+    assert ",," in csv.read_text()
+
+    page.goto(server)
+    settle(page)
+    page.get_by_text("Upload your own").click()
+    settle(page)
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(str(csv))
+    settle(page)
+    use = page.get_by_role("button", name="Use this data set")
+    if use.count():
+        use.click(timeout=90_000)
+        settle(page)
+    page.get_by_text("fill or drop them").first.wait_for(timeout=90_000)
+    body = page.locator("[data-testid='stMain']").inner_text()
+    assert "housing" in body, body[:600]
+    assert page.locator("[data-testid='stException']").count() == 0
+    logs = sorted(tmp_path_factory.getbasetemp().glob("server*/server.log"))
+    log = "\n".join(p.read_text(errors="replace") for p in logs)
+    assert "Traceback" not in log, log[-3000:]
