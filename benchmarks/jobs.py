@@ -88,7 +88,8 @@ def _redis_server(folder: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``flipscope worker`` in its own process group, logging to ``log``; stopped on exit."""
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "worker"], env=env, cwd=ROOT, stdout=out,
@@ -128,7 +129,7 @@ def measure(queue: str, repeats: int, idle: float, folder: Path) -> dict[str, An
         if url:
             env["FLIPSCOPE_QUEUE"] = url
         backend = HueyBackend(make_huey(url, data), RunStore(data / "runs"))
-        stack.enter_context(_worker(env, data / "worker.log"))
+        stack.enter_context(worker(env, data / "worker.log"))
         job = {"kind": "blackbox", "dataset": "moons", "params": {"n_trees": 1}}
         warm = backend.submit(job["kind"], dataset=job["dataset"], params=job["params"])
         _wait_finished(backend.store, warm)

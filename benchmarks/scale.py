@@ -45,13 +45,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from app.jobs.supervisor import stop_group
+from benchmarks.jobs import worker
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -219,19 +218,6 @@ def _pss_bytes(pid: int) -> int:
     return 0
 
 
-@contextlib.contextmanager
-def _worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker"], env=env, cwd=ROOT, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    try:
-        yield proc
-    finally:
-        stop_group(proc, 15)
-
-
 def _emap_job(
     env: dict[str, str], data: Path, spec: dict[str, str], params: dict[str, Any], timeout: float
 ) -> dict[str, Any]:
@@ -240,16 +226,16 @@ def _emap_job(
 
     os.environ["FLIPSCOPE_DATA_DIR"] = str(data)  # submit checks the upload in this folder
     backend = HueyBackend(make_huey(None, data), RunStore(data / "runs"))
-    with _worker(env, data / "worker.log") as worker:
+    with worker(env, data / "worker.log") as proc:
         run_id = backend.submit("emap", **spec, params=params)
         peak, deadline = 0, time.monotonic() + timeout
         while True:
-            pids = _tree(worker.pid)
+            pids = _tree(proc.pid)
             peak = max(peak, sum(_pss_bytes(p) for p in pids))
             run = backend.store.get(run_id)
             if run.finished:
                 break
-            if time.monotonic() > deadline or worker.poll() is not None:
+            if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError(f"EMAP job {run_id} {run.status} after {timeout:.0f} s")
             time.sleep(0.25)
     if run.status != "succeeded":

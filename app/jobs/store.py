@@ -439,19 +439,9 @@ class RunStore:
         when it is there but unreadable. A card that could not be computed is a record with an
         ``"error"``."""
         self.get(run_id)
-        path = self.artifacts_dir(run_id) / QUALITY
-        try:
-            card = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        if not (self.artifacts_dir(run_id) / QUALITY).exists():
             return None
-        except (OSError, ValueError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise RunStateError(
-                hide_paths(f"{path} cannot be read: {why}", self.run_dir(run_id))
-            ) from None
-        if not isinstance(card, dict):
-            raise RunStateError(f"{ARTIFACTS}/{QUALITY} is not a record")
-        return card
+        return self._read_record(run_id, QUALITY, RunStateError)
 
     def explanation_meta(self, run_id: str) -> dict[str, Any]:
         """What the run's saved Explanation holds, from its ``explanation.json`` alone (method,
@@ -462,17 +452,20 @@ class RunStore:
         run = self.get(run_id)
         if not run.has_explanation:
             raise RunStateError(f"run {run_id} ({run.kind}, {run.status}) has no explanation")
-        path = self.artifacts_dir(run_id) / EXPLANATION / META
+        return self._read_record(run_id, f"{EXPLANATION}/{META}", ExplanationFormatError)
+
+    def _read_record(self, run_id: str, name: str, error: type[Exception]) -> dict[str, Any]:
+        """The JSON record ``artifacts/<name>`` of a run; ``error`` when it cannot be read or is
+        not a record, naming the file inside the run, never by a server path."""
+        path = self.artifacts_dir(run_id) / name
         try:
-            meta = json.loads(path.read_text(encoding="utf-8"))
+            record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise ExplanationFormatError(
-                hide_paths(f"{path} cannot be read: {why}", self.run_dir(run_id))
-            ) from None
-        if not isinstance(meta, dict):
-            raise ExplanationFormatError(f"{ARTIFACTS}/{EXPLANATION}/{META} is not a record")
-        return meta
+            raise error(hide_paths(f"{path} cannot be read: {why}", self.run_dir(run_id))) from None
+        if not isinstance(record, dict):
+            raise error(f"{ARTIFACTS}/{name} is not a record")
+        return record
 
     # ------------------------------------------------------------------ updates
     @contextlib.contextmanager
