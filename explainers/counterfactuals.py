@@ -476,25 +476,41 @@ def _limit_changes(st: _State, ok: NDArray, most: int) -> None:
             cand[:, :nc] = X[rows, :nc] + scale * (base[:, :nc] - X[rows, :nc])
             cands.append(layout.snap(X[rows], cand))
             owners.append(np.arange(len(rows)))
-    cand, own = np.concatenate(cands), np.concatenate(owners)
+    found = _smallest_that_holds(
+        st, rows, np.concatenate(owners), np.concatenate(cands), LIMIT_CANDIDATES
+    )
+    if found is None:
+        return
+    first, cand, own, _ = found
+    # the cap of an as-is row does not apply: a counterfactual within the limit beats none
+    st.best[rows[own[first]]] = cand[first]
+    st.pred[rows[own[first]]] = st.last[first]
+
+
+def _smallest_that_holds(
+    st: _State, rows: NDArray, own: NDArray, cand: NDArray, limit: int
+) -> tuple[NDArray, NDArray, NDArray, NDArray] | None:
+    """Candidates ``cand`` for rows ``rows[own]``, ranked by the guide (those it puts in the
+    target class first, smallest first; by size alone without a guide), the best ``limit`` per
+    row asked in one call. Returns ``(first, cand, own, hit)`` over the asked candidates, where
+    ``first`` indexes, per row, the smallest one the black box holds; None when none holds."""
+    X = st.X
     cost = np.linalg.norm(cand - X[rows[own]], axis=1)
     if st.guide is not None:
         logp = st.guide.log_target(cand, st.targets[rows[own]])
         key = np.where(logp > np.log(0.5), cost, 1e6 - logp)
     else:
         key = cost
-    pick = _top_per_row(own, key, LIMIT_CANDIDATES)
-    cand, own = cand[pick], own[pick]
+    keep = _top_per_row(own, key, limit)
+    cand, own, cost = cand[keep], own[keep], cost[keep]
     hit = st.ask(rows[own], cand)
     if not hit.any():
-        return
+        return None
     k = np.flatnonzero(hit)
     r = rows[own[k]]
-    best = np.lexsort((np.linalg.norm(cand[k] - X[r], axis=1), r))
-    first = k[best][np.r_[True, r[best][1:] != r[best][:-1]]]
-    # the cap of an as-is row does not apply: a counterfactual within the limit beats none
-    st.best[rows[own[first]]] = cand[first]
-    st.pred[rows[own[first]]] = st.last[first]
+    order = np.lexsort((cost[k], r))
+    first = k[order][np.r_[True, r[order][1:] != r[order][:-1]]]
+    return first, cand, own, hit
 
 
 # --------------------------------------------------------------------------- repair
@@ -878,18 +894,10 @@ def _turn(st: _State, ok: NDArray) -> None:
         ahead = np.broadcast_to(ahead, (len(rows), len(fr), len(dirs))).reshape(-1)
         cand, own = cand[ahead], own[ahead]
         cand = layout.snap(X[rows[own]], cand.astype(np.float32))
-        logp = st.guide.log_target(cand, st.targets[rows[own]])
-        cost = np.linalg.norm(cand - X[rows[own]], axis=1)
-        key = np.where(logp > np.log(0.5), cost, 1e6 - logp)
-        keep = _top_per_row(own, key, TURN_CANDIDATES)
-        cand, own = cand[keep], own[keep]
-        hit = st.ask(rows[own], cand)
-        if not hit.any():
+        found = _smallest_that_holds(st, rows, own, cand, TURN_CANDIDATES)
+        if found is None:
             return
-        k = np.flatnonzero(hit)
-        r = rows[own[k]]
-        order = np.lexsort((cost[keep][k], r))
-        first = k[order][np.r_[True, r[order][1:] != r[order][:-1]]]
+        first, cand, own, hit = found
         st.accept(rows[own[first]], cand[first], hit[first], st.last[first])
 
 
