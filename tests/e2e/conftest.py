@@ -125,3 +125,9 @@ def shot(page, name: str, height: int = 1800) -> Path:
     if height != size["height"]:
         page.set_viewport_size(size)
     return path
+
+
+def server_log(tmp_path_factory) -> str:
+    """Everything the session's servers logged (tests assert it holds no traceback)."""
+    logs = sorted(tmp_path_factory.getbasetemp().glob("server*/server.log"))
+    return "\n".join(p.read_text(errors="replace") for p in logs)

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.e2e.conftest import server_log, shot
 from tests.e2e.conftest import settle as _settle
-from tests.e2e.conftest import shot
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +30,18 @@ def go(page, title: str) -> None:
 def choose(page, label: str, option: str | re.Pattern) -> None:
     page.locator("[data-testid='stSelectbox']").filter(has_text=label).first.click()
     page.get_by_role("option", name=option).first.click()
+    settle(page)
+
+
+def upload_table(page, server: str, csv) -> None:
+    """Data & model -> Upload your own -> the CSV -> Use this data set."""
+    page.goto(server)
+    settle(page)
+    page.get_by_text("Upload your own").click()
+    settle(page)
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(str(csv))
+    settle(page)
+    page.get_by_role("button", name="Use this data set").click(timeout=90_000)
     settle(page)
 
 
@@ -110,14 +122,7 @@ def test_upload_skops_and_csv_then_counterfactual_table_share_link_and_report(
     frame.to_csv(csv, index=False)
     sio.dump(model, skops_file)
 
-    page.goto(server)
-    settle(page)
-    page.get_by_text("Upload your own").click()
-    settle(page)
-    page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(str(csv))
-    settle(page)
-    page.get_by_role("button", name="Use this data set").click(timeout=90_000)
-    settle(page)
+    upload_table(page, server, csv)
     # the model uploader appears once the data set is accepted: wait for the second drop zone
     page.locator("[data-testid='stFileUploaderDropzoneInput']").nth(1).wait_for(
         state="attached", timeout=90_000
@@ -138,8 +143,8 @@ def test_upload_skops_and_csv_then_counterfactual_table_share_link_and_report(
     shot(page, "flow_upload_counterfactual_table")
     # The newcomer's walk goes on: the run is named by its files, its share link opens the same
     # run in a fresh browser, and the report names the data set and model.
-    main = page.locator("[data-testid='stMain']").inner_text()
-    assert "EMAP on loans.csv (forest.skops)" in main, main[:400]
+    side = page.locator("[data-testid='stSidebarUserContent']").inner_text()
+    assert "Data: loans.csv" in side and "Model: forest.skops" in side, side
     go(page, "Share & export")
     link = page.locator("[data-testid='stCode']").last.inner_text().strip()
     assert "run=" in link, link
@@ -147,7 +152,8 @@ def test_upload_skops_and_csv_then_counterfactual_table_share_link_and_report(
         page.get_by_role("button", name="Download the HTML report").click()
     report = Path(download.value.path()).read_text()
     assert "EMAP on loans.csv" in report and "forest.skops" in report
-    assert '{"upload"' not in report and "{&quot;upload" not in report
+    body = report.split('<h2 class="appendix">')[0]  # the run record's specs stay in the appendix
+    assert "upload" not in body.split("<body>")[-1].lower(), body[-2000:]
     other = browser.new_context(viewport={"width": 1400, "height": 1800})
     try:
         fresh = other.new_page()
@@ -155,12 +161,11 @@ def test_upload_skops_and_csv_then_counterfactual_table_share_link_and_report(
         settle(fresh)
         fresh.get_by_text("The report holds").first.wait_for(timeout=180_000)
         assert fresh.url == link and "demo=" not in fresh.url
-        assert "loans.csv" in fresh.locator("[data-testid='stSidebar']").inner_text()
+        assert "loans.csv" in fresh.locator("[data-testid='stSidebarUserContent']").inner_text()
         assert fresh.locator("[data-testid='stException']").count() == 0
     finally:
         other.close()
-    logs = sorted(tmp_path_factory.getbasetemp().glob("server*/server.log"))
-    log = "\n".join(p.read_text(errors="replace") for p in logs)
+    log = server_log(tmp_path_factory)
     assert "Traceback" not in log, log[-3000:]
 
 
@@ -183,20 +188,10 @@ def test_a_csv_with_an_empty_text_cell_gets_a_message_not_an_error_page(
     frame.to_csv(csv, index=False)
     assert ",," in csv.read_text()
 
-    page.goto(server)
-    settle(page)
-    page.get_by_text("Upload your own").click()
-    settle(page)
-    page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(str(csv))
-    settle(page)
-    use = page.get_by_role("button", name="Use this data set")
-    if use.count():
-        use.click(timeout=90_000)
-        settle(page)
+    upload_table(page, server, csv)
     page.get_by_text("fill or drop them").first.wait_for(timeout=90_000)
     body = page.locator("[data-testid='stMain']").inner_text()
     assert "housing" in body, body[:600]
     assert page.locator("[data-testid='stException']").count() == 0
-    logs = sorted(tmp_path_factory.getbasetemp().glob("server*/server.log"))
-    log = "\n".join(p.read_text(errors="replace") for p in logs)
+    log = server_log(tmp_path_factory)
     assert "Traceback" not in log, log[-3000:]

@@ -13,8 +13,8 @@ from app.demo_runs import demo_runs_for
 from app.jobs import RunStore
 from app.uploads import UploadStore
 from tests.app.views.prepared import finished_run, upload_with_model
+from tests.e2e.conftest import server_log, shot
 from tests.e2e.conftest import settle as _settle
-from tests.e2e.conftest import shot
 from tests.factories import adult_like_emap, emap_like_upload
 
 pytestmark = pytest.mark.slow
@@ -51,11 +51,6 @@ def pickers(page) -> str:
 
 def no_error_page(page) -> None:
     assert page.locator("[data-testid='stException']").count() == 0
-
-
-def server_log(tmp_path_factory) -> str:
-    logs = sorted(tmp_path_factory.getbasetemp().glob("server*/server.log"))
-    return "\n".join(p.read_text(errors="replace") for p in logs)
 
 
 def test_the_run_on_view_is_carried_across_every_page(page, server, server_runs, tmp_path_factory):
