@@ -9,7 +9,7 @@ For each ``--rows`` N, on a fresh temporary data folder:
 2. **Upload**: a child process reads the CSV and stores it through ``UploadStore.add_dataset`` with
    ``FLIPSCOPE_MAX_UPLOAD_MB=1000`` and ``FLIPSCOPE_MAX_ROWS`` raised to fit, then the model
    (``add_model``). ``upload_seconds``: reading and storing the data set (the model not
-   included); ``upload_peak_gb``: the child's peak resident memory (``ru_maxrss``, imports
+   included); ``upload_peak_gb``: the child's peak resident memory (``VmHWM``, imports
    included).
 3. **EMAP job**: one real ``flipscope worker`` (default limits: the upload's recorded ones
    admit it) runs an EMAP job with default parameters on the upload's test split (25% of N).
@@ -183,9 +183,20 @@ def _child(stage: str, args: dict[str, Any], env: dict[str, str]) -> dict[str, A
     return json.loads(lines[-1])
 
 
+def _peak_rss_bytes() -> int:
+    """This process's peak resident memory: ``VmHWM``, which starts afresh with the new program.
+    ``ru_maxrss`` does not: Linux carries the forking parent's peak across ``exec``, so a stage
+    started from a large process (a long test session) would report the parent's peak."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _run_stage(stage: str, args_json: str) -> int:
     out = STAGES[stage](json.loads(args_json))
-    out["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["peak_bytes"] = _peak_rss_bytes()
     print(json.dumps(out), flush=True)
     return 0
 

@@ -47,3 +47,18 @@ def test_bench_scale_on_2000_rows_writes_every_figure(tmp_path, monkeypatch):
     assert row["arrow_visible_seconds"] is None  # not measured in a browser (docstring)
     assert row["detail"]["explained_rows"] == 500 == row["detail"]["emap_metrics"]["n"]
     assert report["emap_params"]["boundary_rounds"] == 1
+
+
+def test_a_stage_reports_its_own_peak_not_its_parents():
+    """Linux carries a forking parent's ``ru_maxrss`` across exec: a stage started from a large
+    test session reported the session's peak (2.6 GB for a 2,000-row arrow field page)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    ballast = np.ones(1_200_000_000 // 8)  # the parent's peak: 1.2 GB, touched
+    code = "from benchmarks.scale import _peak_rss_bytes; print(_peak_rss_bytes())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(out.stdout) < 800_000_000, int(out.stdout)
+    del ballast

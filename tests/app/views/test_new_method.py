@@ -109,7 +109,7 @@ def test_a_registered_method_runs_from_the_explain_page_and_shows_in_every_view_
     # The report draws what it holds: attributions as an arrow field.
     at = _page("report", run=queued.id)
     (holds,) = [m.value for m in at.markdown if "The report holds" in m.value]
-    assert "arrow_field" in holds
+    assert "Where the decision flips" in holds  # the arrow field's title in the report
     assert at.get("download_button")
 
 
