@@ -526,16 +526,7 @@ def _repair(st: _State) -> None:
             cand = proposal[rows].copy()
             cand[:, :nc] = X[rows, :nc] + scale * delta[rows]
             cands.append(layout.snap(X[rows], cand))
-        stacked = np.concatenate(cands)
-        hit = st.ask(np.tile(rows, len(SCALES)), stacked).reshape(len(SCALES), len(rows))
-        first = np.where(hit.any(axis=0), hit.argmax(axis=0), -1)
-        for s in range(len(SCALES)):
-            mine = first == s
-            if mine.any():
-                idx = s * len(rows) + np.flatnonzero(mine)
-                st.best[rows[mine]] = stacked[idx]
-                st.pred[rows[mine]] = st.last[idx]
-                st.status[rows[mine]] = REPAIRED
+        _repaired_by_first_that_holds(st, rows, cands)
     _repair_categories(st, delta)
     if st.guide is not None:
         _repair_by_steps(st)
@@ -641,6 +632,12 @@ def _repair_by_steps(st: _State) -> None:
         z = layout.snap(X[rows], z).astype(np.float64)
         if i in GUIDE_STEPS:
             cands.append(z.astype(np.float32))
+    _repaired_by_first_that_holds(st, rows, cands)
+
+
+def _repaired_by_first_that_holds(st: _State, rows: NDArray, cands: list[NDArray]) -> None:
+    """Ask every candidate list (one candidate per row of ``rows`` each) in one call; a row takes
+    the first list's candidate that holds on the black box and is marked repaired."""
     stacked = np.concatenate(cands)
     hit = st.ask(np.tile(rows, len(cands)), stacked).reshape(len(cands), len(rows))
     first = np.where(hit.any(axis=0), hit.argmax(axis=0), -1)
