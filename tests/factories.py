@@ -292,3 +292,13 @@ def verified_image_run(n: int = 6) -> Explanation:
     exp.counterfactual_status = status
     exp.__post_init__()
     return exp
+
+
+# A two-stage SN-ResNet small enough to build and train in a test (DeDUCE, `train resnet`).
+TINY_RESNET = {
+    "widths": [4, 8],
+    "blocks": [1, 1],
+    "coeff": 4.0,
+    "n_classes": 10,
+    "input_shape": [1, 28, 28],
+}

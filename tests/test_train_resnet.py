@@ -20,14 +20,7 @@ from explainers.train_resnet import (
     read_asset,
     train_sn_resnet,
 )
-
-TINY = {
-    "widths": [4, 8],
-    "blocks": [1, 1],
-    "coeff": 4.0,
-    "n_classes": 10,
-    "input_shape": [1, 28, 28],
-}
+from tests.factories import TINY_RESNET as TINY
 
 
 @pytest.fixture(scope="module")

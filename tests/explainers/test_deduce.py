@@ -16,14 +16,7 @@ from explainers.blackbox import demo_model
 from explainers.deduce import DeDUCE, DeDUCEParams
 from explainers.models import TorchModel
 from explainers.resnet_sn import build_resnet_sn
-
-TINY = {
-    "widths": [4, 8],
-    "blocks": [1, 1],
-    "coeff": 4.0,
-    "n_classes": 10,
-    "input_shape": [1, 28, 28],
-}
+from tests.factories import TINY_RESNET as TINY
 
 
 @pytest.fixture(scope="module")
