@@ -3,6 +3,11 @@
 Parallel arrays with the instance on axis 0 (shap's ``Explanation``), plus the parameters, names
 and provenance needed to read them later (alibi's metadata). Saved as ``arrays.npz`` plus
 ``explanation.json``; never a pickle. ``load`` refuses a schema version it does not know.
+
+``arrays.npz`` is written uncompressed, so ``load`` maps its arrays read-only from the file
+(``mmap``) instead of reading them: a dashboard holding a million-row run keeps in memory only
+the pages a view touched, and the operating system may drop them again. Archives written
+compressed (results saved before, the shipped demo runs) are read whole, as they always were.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import mmap
+import zipfile
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,8 +34,9 @@ ARRAYS = "arrays.npz"
 META = "explanation.json"
 _OPTIONAL = (
     "attributions", "counterfactuals", "counterfactual_predictions", "success",
-    "raw_counterfactuals", "raw_counterfactual_predictions", "counterfactual_status",
+    "raw_counterfactuals", "raw_counterfactual_predictions", "counterfactual_status", "labels",
 )  # fmt: skip
+_LOCAL_HEADER = 30  # bytes of a zip member's local header before its name and extra field
 
 
 class ExplanationFormatError(ValueError):
@@ -73,6 +81,9 @@ class Explanation:
         an index into ``STATUS_NAMES``: 0 "as is" (the raw one flipped; then shrunk and made
         sparse), 1 "repaired" (the raw one did not flip; the black box confirmed a repair), 2
         "failed" (no repair found: ``counterfactuals`` keeps the raw one, ``success`` is False).
+    labels : (n,) int or None; the true class of each explained row, recorded with the result
+        when the rows are labelled rows of the data set (a job explaining test rows), so a view
+        shows where the black box errs without reading the data set again; None when not known.
     diagnostics : per-instance method extras, each an array with axis 0 of length n
         (perturbation norms, iterations, IG convergence deltas, ...). No object arrays.
     metrics : summary scalars over the run (surrogate fidelity, flip rates, seconds per explanation).
@@ -102,6 +113,7 @@ class Explanation:
     raw_counterfactuals: NDArray[np.floating] | None = None
     raw_counterfactual_predictions: NDArray[np.int64] | None = None
     counterfactual_status: NDArray[np.int8] | None = None
+    labels: NDArray[np.int64] | None = None
     diagnostics: dict[str, NDArray] = field(default_factory=dict)
     metrics: dict[str, float | None] = field(default_factory=dict)
     image_shape: tuple[int, int] | None = None
@@ -144,12 +156,27 @@ class Explanation:
                     f"counterfactual_status must hold 0..{len(STATUS_NAMES) - 1} "
                     f"({', '.join(STATUS_NAMES)}), got {np.unique(status)[:10].tolist()}"
                 )
-            self.counterfactual_status = status.astype(np.int8)
+            self.counterfactual_status = status.astype(np.int8, copy=False)
             if self.raw_counterfactuals is None or self.counterfactuals is None:
                 raise ExplanationFormatError(
                     "counterfactual_status describes verified counterfactuals: it needs both "
                     "counterfactuals and raw_counterfactuals"
                 )
+        if self.labels is not None:
+            labels = np.asarray(self.labels)
+            if labels.ndim != 1 or (
+                labels.size
+                and (
+                    not np.issubdtype(labels.dtype, np.integer)
+                    or labels.min() < 0
+                    or labels.max() >= len(self.class_names)
+                )
+            ):
+                raise ExplanationFormatError(
+                    f"labels must be one class index (0..{len(self.class_names) - 1}) per row, "
+                    f"got {labels.dtype} {labels.shape}"
+                )
+            self.labels = labels.astype(np.int64, copy=False)
         for key, value in list(self.diagnostics.items()):
             value = np.asarray(value)
             if value.dtype == object or value.ndim == 0 or value.shape[0] != n:
@@ -243,6 +270,7 @@ class Explanation:
             raw_counterfactuals=pick(self.raw_counterfactuals),
             raw_counterfactual_predictions=pick(self.raw_counterfactual_predictions),
             counterfactual_status=pick(self.counterfactual_status),
+            labels=pick(self.labels),
             diagnostics={k: v[index] for k, v in self.diagnostics.items()},
             metrics=dict(self.metrics),
             image_shape=self.image_shape,
@@ -252,7 +280,8 @@ class Explanation:
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | Path) -> Path:
-        """Write ``arrays.npz`` and ``explanation.json`` into ``folder`` (created if needed)."""
+        """Write ``arrays.npz`` (uncompressed, so ``load`` can map it) and ``explanation.json``
+        into ``folder`` (created if needed)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, NDArray] = {
@@ -283,7 +312,7 @@ class Explanation:
         tmp_json = folder / (META + ".tmp")
         try:
             with open(tmp_npz, "wb") as fh:
-                np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
+                np.savez(fh, **arrays)  # type: ignore[arg-type]
             tmp_json.write_text(json.dumps(meta, indent=1, allow_nan=False))
             # explanation.json goes last and is what marks a saved Explanation: drop an old one
             # first, so a crash between the renames leaves "no explanation.json" (an error that
@@ -325,8 +354,7 @@ class Explanation:
                 f"version {SCHEMA_VERSION}. Re-run the job to regenerate it."
             )
         try:
-            with np.load(folder / ARRAYS, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
+            arrays = _read_arrays(folder / ARRAYS)
         except FileNotFoundError:
             raise ExplanationFormatError(f"no {ARRAYS} in {folder}") from None
         except Exception as exc:  # zipfile/zlib/ValueError/OSError: any unreadable archive
@@ -355,6 +383,7 @@ class Explanation:
                 raw_counterfactuals=arrays.get("raw_counterfactuals"),
                 raw_counterfactual_predictions=arrays.get("raw_counterfactual_predictions"),
                 counterfactual_status=arrays.get("counterfactual_status"),
+                labels=arrays.get("labels"),
                 diagnostics={
                     k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("diagnostics/")
                 },
@@ -367,6 +396,51 @@ class Explanation:
             raise ExplanationFormatError(f"{folder / META} lacks the field {exc}") from None
         except (TypeError, ValueError, AttributeError, IndexError) as exc:
             raise ExplanationFormatError(f"{folder} is inconsistent: {exc}") from None
+
+
+def _read_arrays(path: Path) -> dict[str, NDArray]:
+    """The arrays of an ``.npz``: mapped read-only from the file when every member is stored
+    uncompressed (what ``save`` writes), else read whole with ``np.load`` (compressed archives).
+    Never unpickles: an object array is refused as a corrupted archive."""
+    with open(path, "rb") as fh:
+        with zipfile.ZipFile(fh) as archive:
+            members = archive.infolist()
+        if not members or any(m.compress_type != zipfile.ZIP_STORED for m in members):
+            with np.load(path, allow_pickle=False) as npz:
+                return {k: npz[k] for k in npz.files}
+        size = fh.seek(0, 2)
+        view = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)  # kept alive by the arrays
+        arrays: dict[str, NDArray] = {}
+        for member in members:
+            if not member.filename.endswith(".npy"):
+                raise ValueError(f"member {member.filename!r} is not an .npy array")
+            # The local header may carry another extra field than the central directory's.
+            fh.seek(member.header_offset)
+            local = fh.read(_LOCAL_HEADER)
+            if len(local) != _LOCAL_HEADER or local[:4] != b"PK\x03\x04":
+                raise ValueError(f"member {member.filename!r} has no local header")
+            name_len = int.from_bytes(local[26:28], "little")
+            extra_len = int.from_bytes(local[28:30], "little")
+            start = member.header_offset + _LOCAL_HEADER + name_len + extra_len
+            end = start + member.file_size
+            fh.seek(start)
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"member {member.filename!r} has .npy version {version}")
+            if dtype.hasobject:
+                raise ValueError(f"member {member.filename!r} is an object array (a pickle)")
+            offset = fh.tell()
+            nbytes = dtype.itemsize * math.prod(shape)
+            if offset + nbytes > min(end, size):
+                raise ValueError(f"member {member.filename!r} is truncated")
+            arrays[member.filename[: -len(".npy")]] = np.ndarray(
+                shape, dtype, buffer=view, offset=offset, order="F" if fortran else "C"
+            )
+        return arrays
 
 
 def check_rows_record(rows: Any, n: int) -> dict[str, Any] | None:

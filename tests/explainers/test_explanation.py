@@ -165,3 +165,81 @@ def test_the_shipped_demo_runs_still_load():
         exp = Explanation.load(folder)
         if exp.method == "emap":  # rebuilt with verification: the raw one-pass output kept beside
             assert exp.verified and exp.raw_counterfactuals is not None
+
+
+# ---------------------------------------------------------------------- mapped arrays, labels
+def _mapped(a: np.ndarray) -> bool:
+    import mmap
+
+    while a is not None and not isinstance(a, mmap.mmap):
+        a = a.base
+    return isinstance(a, mmap.mmap)
+
+
+def test_a_saved_explanation_is_mapped_from_its_file_not_read_into_memory(tmp_path):
+    exp = made(n=50, rows={"split": "test", "start": 0, "stop": 50})
+    exp.labels = np.arange(50) % 2
+    loaded = Explanation.load(exp.save(tmp_path / "e"))
+    for name in ("inputs", "attributions", "predictions", "labels"):
+        value = getattr(loaded, name)
+        assert _mapped(value), name
+        assert not value.flags.writeable  # a view cannot change a saved result by accident
+        np.testing.assert_array_equal(value, getattr(exp, name))
+    assert _mapped(loaded.diagnostics["score"])
+    np.testing.assert_array_equal(loaded.subset(slice(3, 7)).labels, [1, 0, 1, 0])
+
+
+def test_a_compressed_save_from_before_still_loads(tmp_path):
+    exp = made(n=20)
+    folder = exp.save(tmp_path / "e")
+    with np.load(folder / "arrays.npz") as npz:  # what save wrote before: deflated members
+        arrays = {k: npz[k] for k in npz.files}
+    np.savez_compressed(folder / "arrays.npz", **arrays)
+    loaded = Explanation.load(folder)
+    assert not _mapped(loaded.inputs) and loaded.labels is None
+    np.testing.assert_array_equal(loaded.attributions, exp.attributions)
+    np.testing.assert_array_equal(loaded.diagnostics["score"], exp.diagnostics["score"])
+
+
+def test_the_shipped_demo_runs_load_whole_and_a_resave_maps(tmp_path):
+    from pathlib import Path
+
+    folder = sorted(
+        (Path(__file__).resolve().parents[2] / "assets/demo_runs").glob("*/artifacts/explanation")
+    )[0]
+    old = Explanation.load(folder)
+    new = Explanation.load(old.save(tmp_path / "e"))
+    assert _mapped(new.inputs) and not _mapped(old.inputs)
+    np.testing.assert_array_equal(new.inputs, old.inputs)
+    np.testing.assert_array_equal(new.counterfactuals, old.counterfactuals)
+
+
+@pytest.mark.parametrize("damage", ["object", "truncated", "short_member"])
+def test_a_damaged_uncompressed_archive_is_an_unreadable_save(tmp_path, damage):
+    folder = made(n=30).save(tmp_path / "e")
+    path = folder / "arrays.npz"
+    if damage == "object":  # a pickle smuggled into an uncompressed archive is never loaded
+        with np.load(path) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        arrays["inputs"] = np.array([{"x": 1}] * 30, dtype=object)
+        np.savez(path, **arrays)
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:-200])
+    else:  # the header promises more rows than the member holds
+        data = path.read_bytes()
+        path.write_bytes(data.replace(b"'shape': (30, 2)", b"'shape': (90, 2)", 1))
+    with pytest.raises(ExplanationFormatError, match="arrays.npz is corrupted"):
+        Explanation.load(folder)
+
+
+@pytest.mark.parametrize(
+    "labels", [np.array([0, 1, 2, 0, 1, 0]), np.array([0.5] * 6), np.array([[0, 1]] * 6)]
+)
+def test_labels_outside_the_classes_are_refused(labels):
+    base = made()
+    with pytest.raises(ExplanationFormatError, match="labels must be one class index"):
+        Explanation(
+            method="lime", params={}, modality="points2d", inputs=base.inputs,
+            predictions=base.predictions, targets=base.targets, feature_names=["x1", "x2"],
+            class_names=["a", "b"], provenance=Provenance(dataset="s", model="m"), labels=labels,
+        )  # fmt: skip
