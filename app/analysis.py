@@ -60,8 +60,15 @@ def explained_test_rows(explanation: Explanation, dataset: Dataset) -> slice | N
     return slice(start, stop)
 
 
-def true_labels(explanation: Explanation, dataset: Dataset) -> NDArray[np.int64] | None:
-    """The true class of every explained row (None when they are not test rows, see ``explained_test_rows``)."""
+def true_labels(explanation: Explanation, dataset: Dataset | None) -> NDArray[np.int64] | None:
+    """The true class of every explained row: the ones recorded with the result
+    (``Explanation.labels``), else, for a result saved without them, ``dataset``'s test labels
+    of the rows it explains (None when they are not test rows, see ``explained_test_rows``, or
+    no ``dataset`` is given)."""
+    if explanation.labels is not None:
+        return explanation.labels
+    if dataset is None:
+        return None
     rows = explained_test_rows(explanation, dataset)
     return None if rows is None else np.asarray(dataset.y_test[rows], dtype=np.int64)
 

@@ -73,6 +73,11 @@ def _uploaded_dataset(upload_id: str) -> Dataset:
     return upload_store().dataset(upload_id)
 
 
+@st.cache_resource(show_spinner=False, max_entries=64, ttl=UPLOAD_CACHE_TTL_S)
+def _uploaded_header(upload_id: str) -> Dataset:
+    return upload_store().dataset_header(upload_id)
+
+
 @st.cache_resource(show_spinner=False, max_entries=UPLOADS_KEPT, ttl=UPLOAD_CACHE_TTL_S)
 def _uploaded_model(upload_id: str) -> Model:
     return upload_store().model(upload_id)
@@ -96,6 +101,7 @@ def _run_model_for_page(store: RunStore, run: Run, device: str, class_names: lis
 PAGE_LOADERS = Loaders(
     builtin=dataset,
     uploaded_dataset=_uploaded_dataset,
+    uploaded_header=_uploaded_header,
     demo_model=_demo_for_page,
     uploaded_model=_uploaded_model,
     run_model=_run_model_for_page,
@@ -195,12 +201,16 @@ def run_model(run: Run) -> Model | None:
     """The black box a run was made with, for drawing it (decision regions, class
     probabilities): whoever may view the run may see it, read-only, even through a share link.
     None when it cannot be loaded any more (a deleted upload or run); ``DemoModelMissing`` while
-    a demo black box is being built."""
+    a demo black box is being built. Bound through the data set's header
+    (``Resolver.dataset_header``): an uploaded table is not decoded for it."""
     checked = gate().run(run.id, VIEW)
     if not checked.model:
         return None
+    resolver = _resolver(None)
     try:
-        return _resolver(None).model(checked.model, checked.dataset, run_dataset(checked))
+        return resolver.model(
+            checked.model, checked.dataset, resolver.dataset_header(checked.dataset)
+        )
     except DemoModelMissing:
         raise
     except (ValueError, LookupError, OSError):
@@ -378,8 +388,12 @@ def _agreement(run_id: str, other_id: str, root: str) -> tuple[float, float]:
 
 
 def true_labels(run: Run, exp: Explanation) -> NDArray[np.int64] | None:
-    """The true class of each row ``exp`` explains, when they are rows of its data set's test
-    split (``app.analysis.explained_test_rows``), else None."""
+    """The true class of each row ``exp`` explains: recorded with the run (never reading its data
+    set, which for an upload means decoding the whole table), or for a run saved without them,
+    when they are rows of its data set's test split (``app.analysis.explained_test_rows``);
+    else None."""
+    if exp.labels is not None:
+        return exp.labels
     return analysis.true_labels(exp, run_dataset(run))
 
 

@@ -18,6 +18,11 @@ the record keeps a reference: its resolved path, size, modification time and a f
 (SHA-256 of its head, its tail and blocks sampled between). A reader refuses a registered file
 whose size, time or fingerprint differ: it changed since it was checked.
 
+A data set's folder also keeps its header (``header.json``: name, schema, classes and its first
+``PROBE_ROWS`` test rows), written when it is accepted: binding a model to it, which needs no
+more than that, never decodes the whole table (a million-row upload takes a dashboard process
+past a gigabyte). Uploads stored before headers existed are decoded as before.
+
 Uploads expire: one that no run names (as its data set or model, or as the data set of a model
 upload a run names) is deleted ``FLIPSCOPE_UPLOAD_TTL_DAYS`` after it was made. ``sweep_uploads``
 does it at most once an hour (a time stamp in the uploads folder); every new upload calls it.
@@ -39,6 +44,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
 from datasets import Dataset, DataValidationError
 from datasets.upload import UploadLimits, dataset_from_frame, read_table
 from explainers.models import Model, adapt_uploaded_model, load_upload
@@ -46,6 +53,8 @@ from explainers.sandbox import SandboxLimits
 
 META = "upload.json"
 DATA = "data.bin"
+HEADER = "header.json"
+PROBE_ROWS = 8  # test rows kept in a data set's header (a model's binding probes the first two)
 COPY_UP_TO = 64 * 1024 * 1024  # a registered file up to this size is copied into the store
 FINGERPRINT_BLOCK = 1024 * 1024  # head and tail of a registered file, hashed
 FINGERPRINT_SAMPLES = 64  # blocks of SAMPLE bytes spread between them, hashed too
@@ -112,10 +121,13 @@ class UploadStore:
             raise UploadNotFound(f"no upload {upload_id!r}")
         return self.root / upload_id
 
-    def _write(self, info: UploadInfo, data: bytes | None) -> str:
+    def _write(
+        self, info: UploadInfo, data: bytes | None, header: dict[str, Any] | None = None
+    ) -> str:
         """Write into a hidden temporary folder and rename it into place, so a failed write (full
         disk, killed process) leaves no half-written upload behind under its id. ``data`` None:
-        a registered file kept where it is (``info.source``)."""
+        a registered file kept where it is (``info.source``). ``header``: a data set's
+        (``dataset_header``)."""
         folder = self._folder(info.id)
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".tmp-{info.id}"
@@ -123,6 +135,8 @@ class UploadStore:
             tmp.mkdir()
             if data is not None:
                 (tmp / DATA).write_bytes(data)
+            if header is not None:
+                (tmp / HEADER).write_text(json.dumps(header))
             (tmp / META).write_text(json.dumps(vars(info), indent=1))
             os.replace(tmp, folder)
         except OSError as exc:
@@ -187,7 +201,7 @@ class UploadStore:
             dataset.summary(),
             checked,
         )
-        return self._write(info, data), dataset
+        return self._write(info, data, _header_record(dataset)), dataset
 
     def register_dataset(
         self,
@@ -234,7 +248,7 @@ class UploadStore:
             checked,
             source,
         )
-        return self._write(info, None), dataset
+        return self._write(info, None, _header_record(dataset)), dataset
 
     def _check_dataset(
         self, data: bytes | IO[bytes], filename: str, label: str, kinds: dict[str, str] | None
@@ -251,6 +265,23 @@ class UploadStore:
     def dataset(self, upload_id: str) -> Dataset:
         """The Dataset of an upload, read with limits that admit it (``read_limits``)."""
         return _cached_dataset(str(self.root), upload_id, self.limits)
+
+    def dataset_header(self, upload_id: str) -> Dataset:
+        """An uploaded data set's name, schema and classes with its first ``PROBE_ROWS`` test rows
+        (no training rows): all a model's binding needs, read from the header kept with the
+        upload instead of decoding the whole table. An upload stored without a header (before
+        headers existed), or whose header cannot be read, is decoded whole (``dataset``)."""
+        info = self.info(upload_id)
+        if info.kind != "dataset":
+            raise UploadNotFound(f"upload {upload_id!r} is a {info.kind}, not a data set")
+        try:
+            record = json.loads((self._folder(upload_id) / HEADER).read_text(encoding="utf-8"))
+            return _header_dataset(record)
+        except FileNotFoundError:
+            return self.dataset(upload_id)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("upload %s: header unreadable (%s); decoding the data set", upload_id, exc)
+            return self.dataset(upload_id)
 
     def add_model(
         self, data: bytes, filename: str, dataset_id: str, owner: str | None = None
@@ -292,7 +323,7 @@ class UploadStore:
                 max_bytes=max(self.limits.max_bytes, len(data)),
                 limits=self.sandbox,
             ),  # fmt: skip
-            self.dataset(info.options["dataset"]),
+            self.dataset_header(info.options["dataset"]),
         )
 
     def open_data(self, info: UploadInfo) -> IO[bytes]:
@@ -519,6 +550,38 @@ def open_in_folder(path: str | Path, folder: str | Path) -> tuple[IO[bytes], Pat
         raise not_a_file
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb"), here, str(relative)
+
+
+def _header_record(dataset: Dataset) -> dict[str, Any]:
+    """What ``dataset_header`` reads back: plain JSON (float32 values round-trip exactly)."""
+    return {
+        "name": dataset.name,
+        "modality": dataset.modality,
+        "schema": dataset.schema.to_dict(),
+        "class_names": list(dataset.class_names),
+        "X_test": dataset.X_test[:PROBE_ROWS].astype(float).tolist(),
+        "y_test": dataset.y_test[:PROBE_ROWS].astype(int).tolist(),
+        "description": dataset.description,
+    }
+
+
+def _header_dataset(record: dict[str, Any]) -> Dataset:
+    from datasets.base import FeatureSchema
+
+    schema = FeatureSchema.from_dict(record["schema"])
+    X_test = np.asarray(record["X_test"], dtype=np.float32).reshape(-1, schema.width)
+    return Dataset(
+        name=record["name"],
+        modality=record["modality"],
+        schema=schema,
+        class_names=list(record["class_names"]),
+        X_train=np.zeros((0, schema.width), dtype=np.float32),
+        y_train=np.zeros(0, dtype=np.int64),
+        X_test=X_test,
+        y_test=np.asarray(record["y_test"], dtype=np.int64),
+        description=record["description"],
+        provenance={"header": f"the first {len(X_test)} test rows only"},
+    )
 
 
 # Data sets re-read from their files, per process: few, because each can take hundreds of MB.

@@ -5,8 +5,9 @@ Run through the ``Explainer`` interface only (``explainers.registry.METHODS``):
 ``Explanation`` is saved under ``artifacts/explanation/``, the fitted method
 (``Explainer.save``: json, safetensors, npy) under ``artifacts/<kind>/`` and the run's quality card
 (``app.jobs.quality``, within about a fifth of the job's time; a card that fails is recorded as
-its error and never fails the job) as ``artifacts/quality.json``. Job parameters other
-than the method's: ``rows`` caps how many test rows are explained (default: the whole test
+its error and never fails the job) as ``artifacts/quality.json``. The Explanation carries the
+explained rows' true classes (``labels``), so a view never reads the data set for them. Job
+parameters other than the method's: ``rows`` caps how many test rows are explained (default: the whole test
 split); ``surrogate`` names a run whose surrogate stands in for a black box without gradients.
 """
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import time
 from typing import Any
+
+import numpy as np
 
 from app.jobs.kinds import JobKind, split_params
 from app.jobs.quality import job_card
@@ -59,6 +62,9 @@ def run_method(ctx: JobContext, kind: JobKind) -> dict[str, Any]:
             progress=ctx.stage("explaining", fit_end, 0.94), should_stop=ctx.should_stop,
         )  # fmt: skip
         done = time.perf_counter()
+        # The explained rows' true classes go with the result, so the dashboard shows where
+        # the black box errs without decoding the data set (a million-row upload) again.
+        explanation.labels = np.asarray(dataset.y_test[: len(X)], dtype=np.int64)
         ctx.report(0.95, "scoring", "the quality card: faithfulness, plausibility", force=True)
         card = job_card(
             explanation, dataset, model, explainer=explainer, holds=info.holds,

@@ -289,6 +289,12 @@ def _uploaded_dataset(upload_id: str) -> Dataset:
     return upload_store().dataset(upload_id)
 
 
+def _uploaded_header(upload_id: str) -> Dataset:
+    from app.uploads import upload_store
+
+    return upload_store().dataset_header(upload_id)
+
+
 def _uploaded_model(upload_id: str) -> Model:
     from app.uploads import upload_store
 
@@ -313,6 +319,7 @@ class Loaders:
 
     builtin: Callable[[str], Dataset] = _builtin_dataset
     uploaded_dataset: Callable[[str], Dataset] = _uploaded_dataset
+    uploaded_header: Callable[[str], Dataset] = _uploaded_header
     demo_model: Callable[[str, Progress | None, ShouldStop | None], Model] = _train_or_load_demo
     uploaded_model: Callable[[str], Model] = _uploaded_model
     run_model: Callable[[RunStore, Run, str, list[str]], Model] = load_run_model
@@ -385,6 +392,22 @@ class Resolver:
         self._upload(upload_id)
         try:
             return self.loaders.uploaded_dataset(upload_id)
+        except UploadNotFound as exc:
+            raise SpecError(str(exc)) from None
+
+    def dataset_header(self, spec: DatasetSpec | Mapping[str, Any] | str) -> Dataset:
+        """The data set ``spec`` names, as much as binding its black box takes: for an upload,
+        its header (``UploadStore.dataset_header``: schema, classes, a few test rows; the table
+        is not decoded); a built-in data set whole."""
+        from app.uploads import UploadNotFound
+
+        spec = DatasetSpec.from_json(spec)
+        if spec.name is not None:
+            return self.loaders.builtin(spec.name)
+        upload_id = str(spec.upload)
+        self._upload(upload_id)
+        try:
+            return self.loaders.uploaded_header(upload_id)
         except UploadNotFound as exc:
             raise SpecError(str(exc)) from None
 
