@@ -30,6 +30,7 @@ does it at most once an hour (a time stamp in the uploads folder); every new upl
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -594,7 +595,22 @@ def _cached_dataset(root: str, upload_id: str, limits: UploadLimits) -> Dataset:
     admitted = store.read_limits(info)
     with store.open_data(info) as f:
         frame = read_table(f, info.filename, admitted)
-    return dataset_from_frame(
+    dataset = dataset_from_frame(
         frame, info.options["label"], name=Path(info.filename).stem[:40] or "upload",
         kinds=info.options.get("kinds") or None, limits=admitted,
     )  # fmt: skip
+    del frame
+    release_freed_memory()
+    return dataset
+
+
+def release_freed_memory() -> None:
+    """Hand the memory a parse freed back to the system. glibc keeps freed heap in its arenas:
+    after a million-row CSV was decoded into a Dataset (150 MB of arrays) a process stayed
+    400 MB above what it held, through the whole job. No-op where there is no glibc."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

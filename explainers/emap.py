@@ -54,6 +54,7 @@ VALIDATION_ROWS = 10_000  # held-out rows at most (judged by the black box after
 EPOCH_ROWS = 100_000
 NORM_REFERENCE_ROWS = 1000  # training rows whose verified sizes are the percentile's reference
 EXPLAIN_BATCH = 4096
+PROBS_BATCH = 65_536  # rows per surrogate pass when scoring a whole split
 VERIFY_ROWS = 8192  # rows per refinement (its candidate batches grow with rows x width)
 VERIFY_ROWS_IMAGES = 2048
 # Hidden activations of one training batch (rows x hidden units of both networks): 2**25 floats
@@ -774,10 +775,19 @@ class EMAP(Explainer[EMAPParams]):
         return (-e.log()).to(self.device_)
 
     def _probs(self, s_net: Any, x: Any) -> Any:
+        """The surrogate's class probabilities on ``x``, ``PROBS_BATCH`` rows at a time: on all
+        of a million-row training split at once its hidden activations took a gigabyte."""
         import torch
 
         with torch.no_grad():
-            return torch.softmax(s_net(x), dim=1)
+            if len(x) <= PROBS_BATCH:  # one pass, as before (the same numbers bit for bit)
+                return torch.softmax(s_net(x), dim=1)
+            return torch.cat(
+                [
+                    torch.softmax(s_net(x[s : s + PROBS_BATCH]), dim=1)
+                    for s in range(0, len(x), PROBS_BATCH)
+                ]
+            )
 
     def _counterfactual_tensor(self, perturber: Any, x: Any, t: Any) -> Any:
         """x' for every row of ``x`` towards ``t``, as at inference (no dropout, argmax blocks)."""
