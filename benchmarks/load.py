@@ -343,14 +343,20 @@ def _healthy(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def serve(runs_dir: Path, cache_dir: Path, timeout: float = 90.0) -> Iterator[str]:
+def serve(
+    runs_dir: Path, cache_dir: Path, timeout: float = 90.0, data_dir: Path | None = None
+) -> Iterator[str]:
     """``flipscope run`` on 127.0.0.1 with its own data folder (the demo-model cache linked in)
-    and ``runs_dir`` as its run store; yields its URL and stops its process group afterwards."""
+    and ``runs_dir`` as its run store; yields its URL and stops its process group afterwards.
+    ``data_dir``: serve that data folder instead (its uploads, its queue; ``cache_dir`` unused)."""
     with tempfile.TemporaryDirectory(prefix="flipscope-load-") as tmp:
         data = Path(tmp) / "data"
-        data.mkdir()
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        (data / "cache").symlink_to(cache_dir.resolve(), target_is_directory=True)
+        if data_dir is not None:
+            data = data_dir
+        else:
+            data.mkdir()
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            (data / "cache").symlink_to(cache_dir.resolve(), target_is_directory=True)
         port = free_port()
         env = dict(os.environ, FLIPSCOPE_DATA_DIR=str(data), FLIPSCOPE_RUNS_DIR=str(runs_dir))
         for name in ("FLIPSCOPE_QUEUE", "FLIPSCOPE_ALLOWED_EMAILS", "FLIPSCOPE_PORT"):

@@ -23,9 +23,16 @@ For each ``--rows`` N, on a fresh temporary data folder:
    Streamlit's ``AppTest`` on the run, as a dashboard session does (default PCA axes, the black
    box's regions, k = 10): ``arrow_figure_mb`` is the Plotly figure the page sends,
    ``arrow_page_seconds`` the page's whole script run on the server, and ``dashboard_peak_gb``
-   that process's peak resident memory. ``arrow_visible_seconds`` (a browser painting the chart)
-   is not measured here: null, see ``benchmarks.load`` and ``flipscope bench plots --browser`` for
-   what chromium adds on these cores.
+   that process's peak resident memory (``VmHWM``, imports included).
+5. **In a browser**: the dashboard (``flipscope run``, ``benchmarks.load.serve``) on 127.0.0.1
+   serving this size's data folder, opened in Debian's chromium (Playwright, ``/usr/bin/chromium``;
+   never ``playwright install``). One session first opens the arrow field page for no run (the
+   server imports the page's code, as on any server that has been used; nothing of this run is
+   loaded), then a fresh browser context opens the run's share URL (``/arrows?run=ID&k=10&i=0``):
+   ``arrow_visible_seconds`` runs from that navigation until the Plotly chart's SVG is visible
+   (``benchmarks.load.open_sessions``; given up after ``BROWSER_TIMEOUT_S``).
+   ``detail.dashboard_server_peak_gb`` is the Streamlit server process's peak resident memory
+   after it. Without chromium the figure is null and ``detail.browser`` says why.
 
 Each stage's process CPU seconds are recorded beside its wall seconds, and the load average at
 the start of each size.
@@ -65,6 +72,7 @@ KEYS = (
     "arrow_figure_mb", "arrow_visible_seconds", "dashboard_peak_gb",
 )  # fmt: skip
 GB = 1024**3
+BROWSER_TIMEOUT_S = 180.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -261,6 +269,50 @@ def _emap_job(
     }
 
 
+def _vm_hwm_bytes(pid: int) -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _server_pid(port: str) -> int | None:
+    """The Streamlit server listening on ``port`` (``flipscope run`` starts it as a child)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+                if b"streamlit" in argv and port.encode() in argv and b"--server.port" in argv:
+                    return int(entry)
+    return None
+
+
+def _browser_view(data: Path, run_id: str) -> dict[str, Any]:
+    """Stage 5 (module docstring): seconds until chromium shows the run's arrow field."""
+    from urllib.parse import urlsplit
+
+    from benchmarks.load import CHROMIUM, open_sessions, serve
+
+    if not Path(CHROMIUM).exists():
+        return {"seconds": None, "why": f"no chromium at {CHROMIUM}: not measured"}
+    with serve(data / "runs", data / "cache", data_dir=data) as url:
+        warm = open_sessions(f"{url}/arrows?run=no-such-run", 1, timeout=BROWSER_TIMEOUT_S)[0]
+        opened = open_sessions(
+            f"{url}/arrows?run={run_id}&k=10&i=0", 1, timeout=BROWSER_TIMEOUT_S,
+            budget=BROWSER_TIMEOUT_S + 10,
+        )[0]  # fmt: skip
+        pid = _server_pid(str(urlsplit(url).port))
+        peak = _vm_hwm_bytes(pid) if pid else None
+    return {
+        "seconds": opened.seconds if opened.ok else None,
+        "why": None if opened.ok else f"the chart did not render: {opened.error}",
+        "warm_up_seconds": warm.seconds,
+        "script_done_seconds": opened.server_seconds,
+        "server_peak_bytes": peak,
+    }
+
+
 def make_data(n: int, folder: Path) -> tuple[Path, Path]:
     """``folder``'s table.csv and model.skops for ``n`` rows, made unless already there."""
     csv, model = folder / "table.csv", folder / "model.skops"
@@ -308,6 +360,13 @@ def measure(
         f"peak {view['peak_bytes'] / GB:.2f} GB",
         flush=True,
     )
+    browser = _browser_view(data, job["run_id"])
+    print(
+        f"  chromium: chart visible in {browser['seconds']} s"
+        + (f" ({browser['why']})" if browser["why"] else ""),
+        flush=True,
+    )
+    server_peak = browser["server_peak_bytes"]
     m = job["metrics"]
     return {
         "upload_seconds": round(up["seconds"], 2),
@@ -316,7 +375,7 @@ def measure(
         "worker_peak_gb": round(job["peak_bytes"] / GB, 3),
         "validity": job["validity"],
         "arrow_figure_mb": round(view["figure_bytes"] / 1e6, 3),
-        "arrow_visible_seconds": None,
+        "arrow_visible_seconds": browser["seconds"],
         "dashboard_peak_gb": round(view["peak_bytes"] / GB, 3),
         "detail": {
             "csv_mb": round(csv.stat().st_size / 1e6, 1),
@@ -329,6 +388,9 @@ def measure(
             "surrogate_fidelity": m.get("surrogate_fidelity"),
             "arrow_page_seconds": round(view["seconds"], 2),
             "arrow_page_cpu_seconds": round(view["cpu_seconds"], 2),
+            "browser": browser["why"] or "chromium, share URL of the run, server warmed up",
+            "browser_script_done_seconds": browser["script_done_seconds"],
+            "dashboard_server_peak_gb": None if server_peak is None else round(server_peak / GB, 3),
             "load_average_at_start": [round(x, 2) for x in load],
             "emap_metrics": m,
         },
