@@ -26,9 +26,10 @@ For each ``--rows`` N, on a fresh temporary data folder:
    that process's peak resident memory (``VmHWM``, imports included).
 5. **In a browser**: the dashboard (``flipscope run``, ``benchmarks.load.serve``) on 127.0.0.1
    serving this size's data folder, opened in Debian's chromium (Playwright, ``/usr/bin/chromium``;
-   never ``playwright install``). One session first opens the arrow field page for no run (the
-   server imports the page's code, as on any server that has been used; nothing of this run is
-   loaded), then a fresh browser context opens the run's share URL (``/arrows?run=ID&k=10&i=0``):
+   never ``playwright install``). A protocol client (``benchmarks.load.speak_sessions``) first
+   runs the arrow field page for no run (the server imports the page's code, as on any server
+   that has been used; nothing of this run is loaded), then a browser opens the run's share URL
+   (``/arrows?run=ID&k=10&i=0``):
    ``arrow_visible_seconds`` runs from that navigation until the Plotly chart's SVG is visible
    (``benchmarks.load.open_sessions``; given up after ``BROWSER_TIMEOUT_S``).
    ``detail.dashboard_server_peak_gb`` is the Streamlit server process's peak resident memory
@@ -292,12 +293,12 @@ def _browser_view(data: Path, run_id: str) -> dict[str, Any]:
     """Stage 5 (module docstring): seconds until chromium shows the run's arrow field."""
     from urllib.parse import urlsplit
 
-    from benchmarks.load import CHROMIUM, open_sessions, serve
+    from benchmarks.load import CHROMIUM, open_sessions, serve, speak_sessions
 
     if not Path(CHROMIUM).exists():
         return {"seconds": None, "why": f"no chromium at {CHROMIUM}: not measured"}
     with serve(data / "runs", data / "cache", data_dir=data) as url:
-        warm = open_sessions(f"{url}/arrows?run=no-such-run", 1, timeout=BROWSER_TIMEOUT_S)[0]
+        warm = speak_sessions(f"{url}/arrows?run=no-such-run", 1, timeout=BROWSER_TIMEOUT_S)[0]
         opened = open_sessions(
             f"{url}/arrows?run={run_id}&k=10&i=0", 1, timeout=BROWSER_TIMEOUT_S,
             budget=BROWSER_TIMEOUT_S + 10,
@@ -307,7 +308,7 @@ def _browser_view(data: Path, run_id: str) -> dict[str, Any]:
     return {
         "seconds": opened.seconds if opened.ok else None,
         "why": None if opened.ok else f"the chart did not render: {opened.error}",
-        "warm_up_seconds": warm.seconds,
+        "warm_up_seconds": warm.server_seconds,
         "script_done_seconds": opened.server_seconds,
         "server_peak_bytes": peak,
     }
