@@ -574,7 +574,7 @@ class EMAP(Explainer[EMAPParams]):
                 if len(x_tr) > EPOCH_ROWS:
                     pick = torch.randperm(len(x_tr), generator=gen)[:EPOCH_ROWS].to(dev)
                     x_r, y_r = x_tr[pick], y_tr[pick]
-                t_round = self._training_targets(self._probs(s_net, x_r), y_r, gen)
+                t_round = self._training_targets(self._target_probs(s_net, x_r), y_r, gen)
                 cf = self._counterfactual_tensor(perturber, x_r, t_round)
                 del x_r, y_r
                 pool_x.append(cf)
@@ -678,8 +678,10 @@ class EMAP(Explainer[EMAPParams]):
         """``epochs`` epochs of g against the frozen surrogate; after each, the held-out flip rate
         on the black box decides whether this is the best perturber so far (kept in ``best``)."""
         p = self.params
-        probs_tr = self._probs(s_net, x_tr)
-        t_val = self._default_targets(self._probs(s_net, x_val), y_val) if len(x_val) else y_val
+        probs_tr = self._target_probs(s_net, x_tr)
+        t_val = (
+            self._default_targets(self._target_probs(s_net, x_val), y_val) if len(x_val) else y_val
+        )
         for _ in range(epochs):
             k = next(schedule)
             tau = p.tau * (p.tau_final / p.tau) ** (k / max(1, g_epochs - 1))
@@ -774,11 +776,22 @@ class EMAP(Explainer[EMAPParams]):
         e = torch.empty(n, width).exponential_(generator=gen)
         return (-e.log()).to(self.device_)
 
-    def _probs(self, s_net: Any, x: Any) -> Any:
+    def _target_probs(self, s_net: Any, x: Any) -> Any:
+        """The surrogate's class probabilities of ``x`` for choosing targets, ``EXPLAIN_BATCH``
+        rows at a time; None on binary data, whose runner-up is the other class whatever the
+        surrogate says. (All training rows at once held rows x width activations per hidden
+        layer, 0.7 GB at 900,000 rows, once per stage, for targets that need none of it.)"""
         import torch
 
+        if self.n_classes_ == 2:
+            return None
         with torch.no_grad():
-            return torch.softmax(s_net(x), dim=1)
+            return torch.cat(
+                [
+                    torch.softmax(s_net(x[s : s + EXPLAIN_BATCH]), dim=1)
+                    for s in range(0, len(x), EXPLAIN_BATCH)
+                ]
+            )
 
     def _counterfactual_tensor(self, perturber: Any, x: Any, t: Any) -> Any:
         """x' for every row of ``x`` towards ``t``, as at inference (no dropout, argmax blocks)."""
@@ -1220,9 +1233,13 @@ class EMAP(Explainer[EMAPParams]):
             return float((surrogate(x).argmax(dim=1) == y).float().mean())
 
     def _default_targets(self, probs: Any, original: Any) -> Any:
-        """Runner-up: the most probable class under the surrogate other than the original one."""
+        """Runner-up: the most probable class under the surrogate other than the original one;
+        on binary data the other class, whatever the surrogate says (``probs`` may be None; it
+        is None too where no row will take its runner-up)."""
         import torch
 
+        if probs is None or self.n_classes_ == 2:
+            return 1 - original
         masked = probs.clone()
         masked[torch.arange(len(original), device=probs.device), original] = -1.0
         return masked.argmax(dim=1)
@@ -1324,8 +1341,7 @@ class EMAP(Explainer[EMAPParams]):
             probs_x = None
             if diagnostics or (self.n_classes_ > 2 and (t is None or bool(replaced.any()))):
                 probs_x = torch.softmax(self.surrogate_(x), dim=1)
-            # Binary: the runner-up is the other class, whatever the surrogate says.
-            runner_up = 1 - orig if probs_x is None else self._default_targets(probs_x, orig)
+            runner_up = self._default_targets(probs_x, orig)
             t = runner_up if t is None else torch.where(replaced, runner_up, t)
             delta, logits = self.perturber_(x, self._cond(t))
             x_new, _, _ = self._compose(x, delta, logits, 1.0, None)
