@@ -318,3 +318,30 @@ def test_low_dimensional_points_turn_towards_the_nearest_boundary_point():
     a, b = ends[1], ends[2]
     cosine = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.mean() > 0.99, cosine.mean()
+
+
+def test_two_valid_proposals_end_on_the_same_single_feature_counterfactual():
+    """Two runs (seeds) propose different valid counterfactuals: one moves x0 far, the other
+    switches the colour to blue and moves x1. Both end on the same counterfactual, the first
+    single change in the fixed order that flips: x0 + 1 (then shrunk) where that is enough, else
+    blue; never the one each proposal happened to favour."""
+    X = _rows(300, seed=17)
+    s = X[:, 0] + X[:, 1]
+    X = X[s > -0.9]
+    s = X[:, 0] + X[:, 1]
+    targets = np.ones(len(X), dtype=np.int64)
+    far = X.copy()
+    far[:, 0] += 2.5 - s
+    blue = X.copy()
+    blue[:, 4:] = [0.0, 0.0, 1.0]
+    blue[:, 1] += 0.5
+    assert np.all(black_box(far) == 1) and np.all(black_box(blue) == 1)
+    a = refine(black_box, SCHEMA, X, far, targets, guide=_guide())
+    b = refine(black_box, SCHEMA, X, blue, targets, guide=_guide())
+    assert np.all(a.status == AS_IS) and np.all(b.status == AS_IS)
+    np.testing.assert_allclose(a.counterfactuals, b.counterfactuals, atol=1e-6)
+    assert np.all(a.changed == 1)
+    by_x0 = s > 0.0  # x0 + 1 flips these; blue (a larger change) the others
+    assert np.all(np.abs(a.counterfactuals[by_x0, 0] - X[by_x0, 0]) > 0)
+    np.testing.assert_array_equal(a.counterfactuals[~by_x0, 4:], blue[~by_x0, 4:])
+    np.testing.assert_array_equal(a.counterfactuals[~by_x0, :4], X[~by_x0, :4])
