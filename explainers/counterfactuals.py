@@ -21,7 +21,7 @@ bounded, never one call per row or per pixel):
    first, ties in the data set's order; the first that holds is the row's counterfactual. Two
    seeds (or methods) whose proposals both reach a single-feature counterfactual thus end on the
    same one (adult, 2,000 rows: two-seed cosine of the verified perturbations 0.69 -> 0.93,
-   mean features changed 1.46 -> 1.24);
+   mean features changed 1.46 -> 1.26);
 4. **sparsify** the other rows (without sparsifying: shrink them first, bisecting the scale of
    the continuous change between 0 and the valid counterfactual): revert changed features to
    the input while the black box still gives the target: a bisection over how many of the least
@@ -34,7 +34,7 @@ bounded, never one call per row or per pixel):
    hundreds changed a little; measured on mnist38: 451 changed pixels -> 31 after the
    bisection, where reverting without it left 273), and the group tests stop after
    ``IMAGE_ROUNDS`` rounds or a round that gains little. Sparsifying before shrinking leaves
-   fewer features changed (adult: 1.36 -> 1.25 with the rule of 3) and saves calls;
+   fewer features changed (adult: 1.38 -> 1.25 after the rule of 3) and saves calls;
 5. **shrink**: bisect the scale of what is left of the continuous change.
 
 Points of at most three continuous features and no categorical ones (moons, blob) skip 3-5: a
@@ -412,8 +412,9 @@ def refine(
     _repair(st)
     ok = st.status != FAILED
     if ok.any():
-        # images are made sparse before they are shrunk: the pixels kept take over the size of
-        # the ones reverted, and the more size there is to take over, the fewer pixels it needs
+        # rows are made sparse before they are shrunk: on images the pixels kept take over the
+        # size of the ones reverted (the more size, the fewer pixels it needs), and on tables a
+        # change not yet shrunk to its own boundary lets more of the other features go
         if _low_dimensional(layout):
             _fan(st, ok)
         else:
