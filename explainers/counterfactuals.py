@@ -68,7 +68,7 @@ AS_IS, REPAIRED, FAILED = 0, 1, 2
 STATUS_NAMES = ("as is", "repaired", "failed")
 SCALES = (1.5, 2.0, 3.0, 4.0, 6.0)
 SHRINK_STEPS = 6  # without sparsifying: the scale to 1/64 of the change
-FINAL_SHRINK_STEPS = 5
+FINAL_SHRINK_STEPS = 4
 MAX_CALLS = 64
 TOL = 1e-6  # a model-space change below this is no change
 INTEGER_SLACK = 1e-3  # original units: float32 rounding of z-scores of whole numbers
@@ -1020,15 +1020,15 @@ def _single_feature(st: _State, ok: NDArray) -> NDArray[np.bool_]:
         )
         if len(ask) == 0:
             break
-        hit = st.ask(rows[own[ask]], cand[ask])
+        asked = cand[ask]  # as the constraints project it: what the black box judges
+        hit = st.ask(rows[own[ask]], asked)
         if not hit.any():
             continue
-        k = ask[hit]  # in order within each row: the first hit of a row is its choice
-        first = k[np.r_[True, own[k][1:] != own[k][:-1]]]
-        kk = np.flatnonzero(hit)[np.r_[True, own[k][1:] != own[k][:-1]]]
-        who = rows[own[first]]
-        st.best[who] = cand[first]
-        st.pred[who] = st.last[kk]
-        found[own[first]] = True
+        k = np.flatnonzero(hit)  # in order within each row: the first hit of a row is its choice
+        first = k[np.r_[True, own[ask[k]][1:] != own[ask[k]][:-1]]]
+        who = rows[own[ask[first]]]
+        st.best[who] = asked[first]
+        st.pred[who] = st.last[first]
+        found[own[ask[first]]] = True
     settled[rows[found]] = True
     return settled

@@ -132,3 +132,29 @@ def test_a_counterfactual_over_max_changed_is_cut_down_or_failed_with_the_reason
     # from (-1, -1) one feature within its bound reaches at most 0.2 and blue only 0: two needed
     assert np.all(out.status == FAILED)
     assert np.all(out.reasons == "changes 2 features; at most 1 allowed")
+
+
+def test_a_guided_single_feature_counterfactual_is_kept_as_the_constraints_project_it(
+    monkeypatch,
+):
+    """x0 may move at most 0.6: the fixed-order stage's move x0 + 1 is asked as x0 + 0.6 (the
+    projection), and that projected row, the one the black box judged, is what is kept, even with
+    no shrinking after it (a later shrink would hide the difference); every row has a valid
+    counterfactual within the range (x0 + 0.6 or blue)."""
+    import explainers.counterfactuals as cf
+    from tests.explainers.test_counterfactuals import _guide
+
+    monkeypatch.setattr(cf, "FINAL_SHRINK_STEPS", 0)
+
+    X = _rows(200, seed=18)
+    X = X[X[:, 0] + X[:, 1] > -0.9]
+    P = X.copy()
+    P[:, 4:] = [0.0, 0.0, 1.0]  # blue: valid
+    c = _compile(ranges='{"x0": "+-0.6"}')
+    out = refine(black_box, SCHEMA, X, P, np.ones(len(X), dtype=np.int64), recourse=c,
+                 guide=_guide())  # fmt: skip
+    assert np.all(out.status != FAILED), out.reasons[out.status == FAILED][:3]
+    assert np.all(black_box(out.counterfactuals) == 1)
+    assert np.all(np.abs(out.counterfactuals[:, 0] - X[:, 0]) <= 0.6 + 1e-5)
+    moved_x0 = np.abs(out.counterfactuals[:, 0] - X[:, 0]) > 1e-6
+    assert moved_x0.any()  # the range-limited move is used where it is enough
