@@ -33,6 +33,9 @@ MAX_ONNX_TENSOR_BYTES = 1 << 30
 # Checking an uploaded ONNX model runs it on two rows; a graph that loops for ever (a Loop with a
 # trip count of 1e15) is stopped after this many seconds through onnxruntime's terminate flag.
 ONNX_PROBE_SECONDS = 10.0
+# Rows an uploaded model's adapter decodes at a time (``RawInputModel``): the sandbox's chunk, so
+# labelling a million-row training split never builds its frame (or float64 copy) whole.
+DECODE_ROWS = 8_192
 GRADIENTS = "gradients"
 
 
@@ -797,6 +800,16 @@ class RawInputModel(_ArgmaxMixin):
         )
 
     def predict_proba(self, X: NDArray) -> NDArray[np.float64]:
+        """Probabilities of model-space rows ``X``, decoded and asked ``DECODE_ROWS`` at a time
+        (in order), so memory stays bounded however many rows are asked."""
+        X = np.asarray(X)
+        if len(X) <= DECODE_ROWS:
+            return self._predict_decoded(X)
+        return np.concatenate(
+            [self._predict_decoded(X[s : s + DECODE_ROWS]) for s in range(0, len(X), DECODE_ROWS)]
+        )
+
+    def _predict_decoded(self, X: NDArray) -> NDArray[np.float64]:
         X = np.asarray(X, dtype=np.float64)
         if self.columns is not None:
             p = self.inner.predict_proba(self.schema.decode(X)[self.columns])

@@ -94,6 +94,36 @@ def test_model_on_original_columns_is_bound_through_the_store(tmp_path):
     assert store.info(model_id).options["dataset"] == data_id
 
 
+def test_a_large_ask_is_decoded_and_sent_in_order_in_bounded_chunks(tmp_path, monkeypatch):
+    """Labelling a training split asks the black box about every row at once: the adapter decodes
+    and the sandbox receives at most ``DECODE_ROWS`` rows at a time (a million-row split used to
+    be decoded into one frame, with a float64 copy, before the first chunk was sent), and the
+    answer is the in-process pipeline's, row for row, in order."""
+    from explainers import models
+
+    frame = _frame(n=400, seed=1)
+    X, y = frame.drop(columns="target"), frame["target"]
+    pipe = make_pipeline(
+        ColumnTransformer([("cat", OneHotEncoder(), ["colour"])], remainder="passthrough"),
+        RandomForestClassifier(n_estimators=20, random_state=0),
+    ).fit(X, y)
+    store = UploadStore(tmp_path)
+    data_id, dataset = store.add_dataset(frame.to_csv(index=False).encode(), "people.csv", "target")
+    _, model = store.add_model(sio.dumps(pipe), "pipe.skops", data_id)
+    monkeypatch.setattr(models, "DECODE_ROWS", 7)
+    asked: list[int] = []
+    sandboxed = model.inner.predict_proba
+    monkeypatch.setattr(
+        model.inner, "predict_proba", lambda f: asked.append(len(f)) or sandboxed(f)
+    )
+    rows = dataset.X_train  # 300 rows: 42 chunks of 7 and one of 6
+    got = model.predict_proba(rows)
+    assert asked == [7] * 42 + [6]
+    order = [list(pipe.classes_).index(c) for c in dataset.class_names]
+    np.testing.assert_array_equal(got, pipe.predict_proba(dataset.schema.decode(rows))[:, order])
+    assert model.predict_proba(rows[:0]).shape == (0, 2)
+
+
 def test_numeric_model_with_wrong_width_is_refused(tmp_path):
     frame = _frame()[["age", "income", "target"]]
     forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(

@@ -75,7 +75,10 @@ DAMAGE = {
     "explanation.json of another version": (_json_without("schema_version"), "schema version"),
     "missing arrays.npz": (lambda f: (f / ARRAYS).unlink(), r"no arrays\.npz in"),
     "missing explanation.json": (lambda f: (f / META).unlink(), r"no explanation\.json in"),
-    "pickled object array": (_object_array, r"arrays\.npz is corrupted: .*allow_pickle"),
+    "pickled object array": (
+        _object_array,
+        r"arrays\.npz is corrupted: .*(object array|allow_pickle)",
+    ),
     "arrays of different lengths": (_short_predictions, "inconsistent: predictions has 295 rows"),
     "a folder in place of arrays.npz": (_folder_instead, r"arrays\.npz is corrupted"),
 }

@@ -42,19 +42,19 @@ def _check_failed_cleanly(store: RunStore, run_id: str) -> None:
 def test_disk_full_while_the_explanation_is_written(env, monkeypatch):
     kept = stored_emap_run(env)
     kept_files = tree_bytes(env.run_dir(kept))
-    savez = np.savez_compressed
+    savez = np.savez
 
     def fill_the_disk(fh, **arrays):
         fh.write(b"PK\x03\x04 half an archive")  # some bytes land before the disk is full
         raise _enospc()
 
-    monkeypatch.setattr(np, "savez_compressed", fill_the_disk)
+    monkeypatch.setattr(np, "savez", fill_the_disk)
     run_id = _submit(env, "lime", LIME)
     assert runtime.execute(run_id, env) == FAILED
     _check_failed_cleanly(env, run_id)
     assert tree_bytes(env.run_dir(kept)) == kept_files
     # Once there is space again the same job runs to the end.
-    monkeypatch.setattr(np, "savez_compressed", savez)
+    monkeypatch.setattr(np, "savez", savez)
     again = _submit(env, "lime", LIME)
     assert runtime.execute(again, env) == SUCCEEDED
     assert env.load_explanation(again).n == 3
@@ -105,7 +105,7 @@ def test_the_end_of_a_run_is_recorded_when_the_disk_refuses_the_log_and_once_the
     def fill_the_disk(fh, **arrays):
         raise _enospc()
 
-    monkeypatch.setattr(np, "savez_compressed", fill_the_disk)
+    monkeypatch.setattr(np, "savez", fill_the_disk)
     monkeypatch.setattr(runtime.time, "sleep", lambda s: None)
     run_id = _submit(env, "lime", LIME)
     append_log, finish = env.append_log, env.finish
