@@ -103,6 +103,8 @@ def demo_runs_for(store: RunStore, dataset: str) -> dict[str, str]:
 def build(out: Path = DEMO_RUNS, only: list[str] | None = None) -> list[str]:
     """Run the demo jobs here and now and write their run folders to ``out`` (replacing them)."""
     from app.jobs.runtime import execute
+    from app.jobs.store import EXPLANATION
+    from explainers.explanation import Explanation
 
     chosen = [d for d in DEMOS if not only or d.slug in only]
     built = []
@@ -128,6 +130,10 @@ def build(out: Path = DEMO_RUNS, only: list[str] | None = None) -> list[str]:
                 target,
                 ignore=shutil.ignore_patterns("*.lock", "cancel", "log.txt"),
             )
+            # Shipped in the repository: compressed (jobs write their arrays uncompressed so
+            # that dashboards map them; a demo run is small and read whole).
+            saved = target / "artifacts" / EXPLANATION
+            Explanation.load(saved).save(saved, compressed=True)
             built.append(demo.slug)
             print(f"    done in {time.perf_counter() - t0:.1f} s", flush=True)
     return built

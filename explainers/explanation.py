@@ -279,9 +279,11 @@ class Explanation:
         )
 
     # ------------------------------------------------------------------ persistence
-    def save(self, folder: str | Path) -> Path:
+    def save(self, folder: str | Path, *, compressed: bool = False) -> Path:
         """Write ``arrays.npz`` (uncompressed, so ``load`` can map it) and ``explanation.json``
-        into ``folder`` (created if needed)."""
+        into ``folder`` (created if needed). ``compressed``: deflate the arrays instead (a
+        quarter of the size, read whole by ``load``), for results kept in the repository (the
+        shipped demo runs)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, NDArray] = {
@@ -312,7 +314,7 @@ class Explanation:
         tmp_json = folder / (META + ".tmp")
         try:
             with open(tmp_npz, "wb") as fh:
-                np.savez(fh, **arrays)  # type: ignore[arg-type]
+                (np.savez_compressed if compressed else np.savez)(fh, **arrays)  # type: ignore[arg-type]
             tmp_json.write_text(json.dumps(meta, indent=1, allow_nan=False))
             # explanation.json goes last and is what marks a saved Explanation: drop an old one
             # first, so a crash between the renames leaves "no explanation.json" (an error that

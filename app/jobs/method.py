@@ -22,6 +22,7 @@ from app.jobs.kinds import JobKind, split_params
 from app.jobs.quality import job_card
 from app.jobs.runtime import JobContext
 from app.jobs.store import EXPLANATION, QUALITY, write_quality
+from app.uploads import release_freed_memory
 from explainers.base import params_from_dict, resolve_device
 from explainers.registry import get_method
 
@@ -57,11 +58,13 @@ def run_method(ctx: JobContext, kind: JobKind) -> dict[str, Any]:
             should_stop=ctx.should_stop,
         )  # fmt: skip
         fitted = time.perf_counter()
+        release_freed_memory()  # the training batches' heap, before explaining adds its own
         explanation = explainer.explain(
             X, rows={"split": "test", "start": 0, "stop": len(X)},
             progress=ctx.stage("explaining", fit_end, 0.94), should_stop=ctx.should_stop,
         )  # fmt: skip
         done = time.perf_counter()
+        release_freed_memory()  # the verification chunks' heap, before the quality card
         # The explained rows' true classes go with the result, so the dashboard shows where
         # the black box errs without decoding the data set (a million-row upload) again.
         explanation.labels = np.asarray(dataset.y_test[: len(X)], dtype=np.int64)

@@ -210,6 +210,9 @@ def test_the_shipped_demo_runs_load_whole_and_a_resave_maps(tmp_path):
     old = Explanation.load(folder)
     new = Explanation.load(old.save(tmp_path / "e"))
     assert _mapped(new.inputs) and not _mapped(old.inputs)
+    again = Explanation.load(new.save(tmp_path / "c", compressed=True))  # as demo build ships
+    assert not _mapped(again.inputs)
+    np.testing.assert_array_equal(again.counterfactuals, old.counterfactuals)
     np.testing.assert_array_equal(new.inputs, old.inputs)
     np.testing.assert_array_equal(new.counterfactuals, old.counterfactuals)
 
