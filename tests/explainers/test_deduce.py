@@ -83,6 +83,45 @@ def test_counterfactuals_reach_per_example_targets_within_budget(shipped, mnist)
     )
 
 
+def _two_pixel_model(i: int, j: int, target: int) -> TorchModel:
+    """A linear model whose only feature is x_i + 0.9 x_j and whose target logit is that feature.
+
+    Every loss term reaches the input through that one feature, so |d loss / d x_i| = |d loss /
+    d x_j| / 0.9 with the same sign, whatever the density says.
+    """
+    features = torch.nn.Linear(784, 1, bias=False)
+    head = torch.nn.Linear(1, 10)
+    with torch.no_grad():
+        features.weight.zero_()
+        features.weight[0, i], features.weight[0, j] = 1.0, 0.9
+        head.weight.zero_()
+        head.bias.zero_()
+        head.weight[target, 0] = 1.0
+    module = torch.nn.Sequential(torch.nn.Flatten(), features, head)
+    return TorchModel(module, 10, input_shape=(1, 28, 28), description="two-pixel linear")
+
+
+def test_a_pixel_is_chosen_by_how_far_its_step_can_move_it(small_train):
+    """The chosen pixel maximises |gradient| x the move the [0, 1] clip leaves it: a pixel at 0.99
+    that the step would brighten moves 0.01, which buys less than a 0.2 move of a pixel with 90% of
+    its gradient (the reference chooses it anyway, spending a changed pixel on a 0.01 move)."""
+    i, j, target = 14 * 28 + 14, 14 * 28 + 15, 3
+    model = _two_pixel_model(i, j, target)
+    # the classifier term dominates, so the step brightens both pixels (the target logit rises)
+    dd = DeDUCE(DeDUCEParams(max_iter=1, kappa=1e4, normalise=False)).fit(small_train, model)
+    X = np.zeros((2, 784), dtype=np.float32)
+    X[:, j] = 0.5
+    X[0, i], X[1, i] = 0.5, 0.99  # same room for both / pixel i 0.01 below white
+    exp = dd.explain(X, targets=np.full(2, target))
+    moved = exp.diagnostics["pixel_changes"].astype(bool)
+    assert moved.sum(1).tolist() == [1, 1]
+    assert moved[0, i]  # equal room: the larger gradient wins
+    assert exp.counterfactuals[0, i] == pytest.approx(0.7)
+    assert moved[1, j]  # 0.9 x 0.2 beats 1.0 x 0.01
+    assert exp.counterfactuals[1, j] == pytest.approx(0.7)
+    assert exp.counterfactuals[1, i] == pytest.approx(0.99)
+
+
 def test_batched_search_equals_one_at_a_time(tiny, small_train):
     """Examples must not interact: per-example targets via gather, finished rows leave the batch."""
     X = small_train.X_test[:4]
