@@ -387,7 +387,7 @@ def test_option_diversity_matches_the_per_row_definition():
 def test_training_asks_the_surrogate_about_bounded_batches_only(monkeypatch, classes):
     """What grows with the rows during training stays batched: the surrogate is never run on the
     whole training split at once (its probabilities for the perturber's targets were computed for
-    every training row in one pass per stage: 0.7 GB of activations per layer at 900,000 rows).
+    every training row in one pass per stage: 0.6 GB of activations per layer at 740,000 rows).
     Binary targets need no probabilities at all (the runner-up is the other class)."""
     import explainers.emap as emap_module
 
