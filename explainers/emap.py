@@ -1038,7 +1038,9 @@ class EMAP(Explainer[EMAPParams]):
         """Constraint violations among valid counterfactuals (the exact check; must be 0), and
         with several options per row their validity and diversity: the mean number of distinct
         changed-feature sets per row among its valid options, and the mean pairwise L2 distance
-        (model space) between a row's valid options (rows with two or more)."""
+        (model space) between a row's valid options (rows with two or more). The run's
+        ``verify_*`` figures are the first option's; with several options their totals over all
+        options are added (``*_all_options``), since each option is verified on its own."""
         schema = self.schema_
         check = self.params.constraints().compile(schema)
         violations = 0
@@ -1057,6 +1059,9 @@ class EMAP(Explainer[EMAPParams]):
             rows_with_two_valid_options=float((valid.sum(axis=1) >= 2).mean()),
             diversity_distinct_feature_sets=float(np.mean(distinct)),
             diversity_mean_pairwise_distance=float(np.mean(dists)) if len(dists) else None,
+            verify_seconds_all_options=float(sum(r.seconds for r in options)),
+            verify_blackbox_calls_all_options=float(sum(r.calls for r in options)),
+            verify_rows_asked_all_options=float(sum(r.rows_asked for r in options)),
         )
         return out
 

@@ -60,6 +60,10 @@ def test_k_options_are_verified_distinct_and_keep_the_constraints(mixed):
     assert m["constraint_violations"] == 0
     assert m["diversity_distinct_feature_sets"] > 1.0
     assert m["counterfactuals_per_row"] == 3
+    # the run's verify_* figures are the first option's; the totals count all three verifications
+    assert m["verify_blackbox_calls_all_options"] > m["verify_blackbox_calls"]
+    assert m["verify_rows_asked_all_options"] > m["verify_rows_asked"]
+    assert m["verify_seconds_all_options"] > m["verify_seconds"]
     failed = exp.diagnostics["option_status"] == FAILED
     assert np.all(exp.diagnostics["option_reasons"][failed] != "")
 
