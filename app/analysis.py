@@ -607,8 +607,10 @@ def change_mask(
 # --------------------------------------------------------------------------- verified or raw
 VERIFIED, RAW = "verified", "raw"
 STATUS_TEXT = {
-    "as is": "Verified on the black box: the method's own counterfactual flipped it; shown after "
-    "shrinking it and reverting the changes it did not need.",
+    "as is": "Verified on the black box: the method's own counterfactual flipped it. Shown is the "
+    "smallest change the verification then found that still flips it, never larger than the "
+    "method's own (where one feature is enough, the smallest such change, which may be a feature "
+    "the method did not change).",
     "repaired": "Repaired: the method's own counterfactual did not flip the black box; this one, "
     "found by the verification, does.",
     "failed": "Failed: no counterfactual that flips the black box was found for this row. Shown is "
