@@ -383,22 +383,17 @@ class Resolver:
     # ------------------------------------------------------------------ objects
     def dataset(self, spec: DatasetSpec | Mapping[str, Any] | str) -> Dataset:
         """The data set ``spec`` names."""
-        from app.uploads import UploadNotFound
-
-        spec = DatasetSpec.from_json(spec)
-        if spec.name is not None:
-            return self.loaders.builtin(spec.name)
-        upload_id = str(spec.upload)
-        self._upload(upload_id)
-        try:
-            return self.loaders.uploaded_dataset(upload_id)
-        except UploadNotFound as exc:
-            raise SpecError(str(exc)) from None
+        return self._dataset(spec, self.loaders.uploaded_dataset)
 
     def dataset_header(self, spec: DatasetSpec | Mapping[str, Any] | str) -> Dataset:
         """The data set ``spec`` names, as much as binding its black box takes: for an upload,
         its header (``UploadStore.dataset_header``: schema, classes, a few test rows; the table
         is not decoded); a built-in data set whole."""
+        return self._dataset(spec, self.loaders.uploaded_header)
+
+    def _dataset(
+        self, spec: DatasetSpec | Mapping[str, Any] | str, uploaded: Callable[[str], Dataset]
+    ) -> Dataset:
         from app.uploads import UploadNotFound
 
         spec = DatasetSpec.from_json(spec)
@@ -407,7 +402,7 @@ class Resolver:
         upload_id = str(spec.upload)
         self._upload(upload_id)
         try:
-            return self.loaders.uploaded_header(upload_id)
+            return uploaded(upload_id)
         except UploadNotFound as exc:
             raise SpecError(str(exc)) from None
 
