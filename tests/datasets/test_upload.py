@@ -72,8 +72,9 @@ def test_validation_names_the_problem(mutate, message):
         dataset_from_frame(mutate(_frame()), "target")
 
 
-def test_model_on_original_columns_is_bound_through_the_store(tmp_path):
-    frame = _frame()
+def _pipeline_upload(tmp_path, frame):
+    """A one-hot + forest pipeline on ``frame``'s original columns, uploaded with its data set:
+    (store, data set id, data set, pipeline, model id, bound model)."""
     X, y = frame.drop(columns="target"), frame["target"]
     pipe = make_pipeline(
         ColumnTransformer([("cat", OneHotEncoder(), ["colour"])], remainder="passthrough"),
@@ -82,6 +83,11 @@ def test_model_on_original_columns_is_bound_through_the_store(tmp_path):
     store = UploadStore(tmp_path)
     data_id, dataset = store.add_dataset(frame.to_csv(index=False).encode(), "people.csv", "target")
     model_id, model = store.add_model(sio.dumps(pipe), "pipe.skops", data_id)
+    return store, data_id, dataset, pipe, model_id, model
+
+
+def test_model_on_original_columns_is_bound_through_the_store(tmp_path):
+    store, data_id, dataset, pipe, model_id, model = _pipeline_upload(tmp_path, _frame())
     # the bound model sees model-space rows and answers like the pipeline on the original rows
     decoded = dataset.schema.decode(dataset.X_test)
     expected = pipe.predict_proba(decoded)[
@@ -101,15 +107,7 @@ def test_a_large_ask_is_decoded_and_sent_in_order_in_bounded_chunks(tmp_path, mo
     answer is the in-process pipeline's, row for row, in order."""
     from explainers import models
 
-    frame = _frame(n=400, seed=1)
-    X, y = frame.drop(columns="target"), frame["target"]
-    pipe = make_pipeline(
-        ColumnTransformer([("cat", OneHotEncoder(), ["colour"])], remainder="passthrough"),
-        RandomForestClassifier(n_estimators=20, random_state=0),
-    ).fit(X, y)
-    store = UploadStore(tmp_path)
-    data_id, dataset = store.add_dataset(frame.to_csv(index=False).encode(), "people.csv", "target")
-    _, model = store.add_model(sio.dumps(pipe), "pipe.skops", data_id)
+    _, _, dataset, pipe, _, model = _pipeline_upload(tmp_path, _frame(n=400, seed=1))
     monkeypatch.setattr(models, "DECODE_ROWS", 7)
     asked: list[int] = []
     sandboxed = model.inner.predict_proba
