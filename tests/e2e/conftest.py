@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -111,6 +113,22 @@ def settle(page, timeout: float = 60_000) -> None:
     page.wait_for_selector(
         "[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout
     )
+
+
+@contextmanager
+def opened_in_a_fresh_browser(browser, link: str) -> Iterator:
+    """A share link opened in a new browser context (no cookies, no session state of the page that
+    made it), once its report view has drawn; the context is closed afterwards."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1800})
+    try:
+        page = context.new_page()
+        page.goto(link)
+        page.wait_for_timeout(600)
+        settle(page, timeout=180_000)
+        page.get_by_text("The report holds").first.wait_for(timeout=180_000)
+        yield page
+    finally:
+        context.close()
 
 
 def shot(page, name: str, height: int = 1800) -> Path:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.e2e.conftest import server_log, shot
+from tests.e2e.conftest import opened_in_a_fresh_browser, server_log, shot
 from tests.e2e.conftest import settle as _settle
 
 pytestmark = pytest.mark.slow
@@ -154,17 +154,10 @@ def test_upload_skops_and_csv_then_counterfactual_table_share_link_and_report(
     assert "EMAP on loans.csv" in report and "forest.skops" in report
     body = report.split('<h2 class="appendix">')[0]  # the run record's specs stay in the appendix
     assert "upload" not in body.split("<body>")[-1].lower(), body[-2000:]
-    other = browser.new_context(viewport={"width": 1400, "height": 1800})
-    try:
-        fresh = other.new_page()
-        fresh.goto(link)
-        settle(fresh)
-        fresh.get_by_text("The report holds").first.wait_for(timeout=180_000)
+    with opened_in_a_fresh_browser(browser, link) as fresh:
         assert fresh.url == link and "demo=" not in fresh.url
         assert "loans.csv" in fresh.locator("[data-testid='stSidebarUserContent']").inner_text()
         assert fresh.locator("[data-testid='stException']").count() == 0
-    finally:
-        other.close()
     log = server_log(tmp_path_factory)
     assert "Traceback" not in log, log[-3000:]
 

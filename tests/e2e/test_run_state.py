@@ -13,7 +13,7 @@ from app.demo_runs import demo_runs_for
 from app.jobs import RunStore
 from app.uploads import UploadStore
 from tests.app.views.prepared import finished_run, upload_with_model
-from tests.e2e.conftest import server_log, shot
+from tests.e2e.conftest import opened_in_a_fresh_browser, server_log, shot
 from tests.e2e.conftest import settle as _settle
 from tests.factories import adult_like_emap, emap_like_upload
 
@@ -99,12 +99,7 @@ def test_a_share_link_in_a_fresh_browser_shows_the_same_run_named(
     link = page.locator("[data-testid='stCode']").last.inner_text().strip()
     assert f"run={run_id}" in link, link
 
-    other = browser.new_context(viewport={"width": 1400, "height": 1800})
-    try:
-        fresh = other.new_page()
-        fresh.goto(link)
-        settle(fresh)
-        fresh.get_by_text("The report holds").first.wait_for(timeout=180_000)
+    with opened_in_a_fresh_browser(browser, link) as fresh:
         assert fresh.url == link, "the address stays exactly as shared"
         side = sidebar(fresh)
         assert "Credit applicants" in side and "Bank forest v2" in side, side
@@ -121,8 +116,6 @@ def test_a_share_link_in_a_fresh_browser_shows_the_same_run_named(
         # Explain names the run's upload by its display name, as every page does
         assert "Data: Credit applicants" in explain and "moons" not in explain, explain[:300]
         no_error_page(fresh)
-    finally:
-        other.close()
     log = server_log(tmp_path_factory)
     assert "Traceback" not in log, log[-3000:]
 
