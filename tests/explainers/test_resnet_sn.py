@@ -11,14 +11,9 @@ import torch.nn.functional as F
 
 from explainers.models import load_model, save_torch_model
 from explainers.resnet_sn import SNConv2d, build_resnet_sn, config_for, conv_bn, operator_norm
+from tests.factories import TINY_RESNET
 
-TINY = {
-    "widths": [4, 8],
-    "blocks": [1, 1],
-    "coeff": 2.0,
-    "n_classes": 10,
-    "input_shape": [1, 28, 28],
-}
+TINY = {**TINY_RESNET, "coeff": 2.0}  # a tighter Lipschitz bound than the shared config's
 
 
 def exact_operator_norm(conv: SNConv2d) -> float:
