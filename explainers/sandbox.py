@@ -50,10 +50,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from explainers.models import ModelFormatError, ModelRuntimeError
+from explainers.models import DECODE_ROWS, ModelFormatError, ModelRuntimeError
 
 ROOT = Path(__file__).resolve().parent.parent
-CHUNK_ROWS = 8_192  # rows per call, so the wall clock bounds a chunk, not a whole data set
+# rows per call, so the wall clock bounds a chunk, not a whole data set; the chunk the uploaded
+# model's adapter decodes at a time, so one decoded chunk is one call
+CHUNK_ROWS = DECODE_ROWS
 START_SECONDS = 120.0  # importing scikit-learn, skops and onnxruntime in a fresh interpreter
 MAX_MESSAGE = 1 << 31
 
