@@ -88,7 +88,7 @@ def _fit(params: Any, dataset: Any, model: Any, runs: int, line: Any) -> tuple[A
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from app.config import settings
-    from benchmarks.emap import EMAP_SETTINGS, QUICK_EPOCHS, _warm_up
+    from benchmarks.emap import _warm_up, bench_settings
     from datasets import load_dataset
     from explainers.base import params_from_dict
     from explainers.blackbox import demo_model
@@ -98,10 +98,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     line = ProgressLine("recourse adult")
     dataset = load_dataset("adult")
     model = demo_model("adult", settings().cache_dir, progress=line)
-    base = {**EMAP_SETTINGS["adult"], "seed": args.seed, "device": "cpu"}
-    if args.quick:
-        base["epochs"] = base["perturber_epochs"] = QUICK_EPOCHS["adult"]
-        base["boundary_rounds"] = 1
+    base = {**bench_settings("adult", args.quick), "seed": args.seed, "device": "cpu"}
     X = dataset.X_test if args.rows is None else dataset.X_test[: args.rows]
     plain = params_from_dict(EMAPParams, {**base, "n_counterfactuals": 1})
     cons = params_from_dict(EMAPParams, {**base, **CONSTRAINTS, "n_counterfactuals": args.k})
