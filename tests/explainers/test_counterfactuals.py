@@ -345,3 +345,73 @@ def test_two_valid_proposals_end_on_the_same_single_feature_counterfactual():
     assert np.all(np.abs(a.counterfactuals[by_x0, 0] - X[by_x0, 0]) > 0)
     np.testing.assert_array_equal(a.counterfactuals[~by_x0, 4:], blue[~by_x0, 4:])
     np.testing.assert_array_equal(a.counterfactuals[~by_x0, :4], X[~by_x0, :4])
+
+
+def test_the_guide_judges_single_changes_only_as_far_as_the_rounds_reach():
+    """Rows whose first single change in the fixed order flips (x0 + 1) are settled in the first
+    round; the guide is asked about their first few changes, not about all 26 of every row (4
+    features x 3 sizes x 2 signs, and 2 colours)."""
+    X = _rows(300, seed=21)
+    X = X[X[:, 0] + X[:, 1] > 0.05]
+    targets = np.ones(len(X), dtype=np.int64)
+    far = X.copy()
+    far[:, 0] += 2.5 - (X[:, 0] + X[:, 1])
+    guide = _guide()
+    judged = []
+    log_target = guide.log_target
+
+    def counted(Z: np.ndarray, t: np.ndarray) -> np.ndarray:
+        judged.append(len(Z))
+        return log_target(Z, t)
+
+    guide.log_target = counted  # type: ignore[method-assign]
+    out = refine(black_box, SCHEMA, X, far, targets, guide=guide)
+    assert np.all(out.status == AS_IS) and np.all(out.changed == 1)
+    assert np.all(out.counterfactuals[:, 0] > X[:, 0])  # x0 moved up (then shrunk), nothing else
+    np.testing.assert_array_equal(out.counterfactuals[:, 1:], X[:, 1:])
+    assert sum(judged) <= 12 * len(X), (sum(judged), len(X))
+
+
+def test_single_changes_are_sized_as_the_built_candidates_are():
+    """The single-feature stage sizes every change without building it (``_single_changes``):
+    its sizes, and which changes a row may make, equal those of the candidates built whole and
+    snapped (integer steps, out-of-bounds inputs clipped, pinned and frozen features, an as-is
+    row's cap); the candidates it builds are those."""
+    from explainers.counterfactuals import SINGLE_SIZES, _Layout, _Oracle, _single_changes, _State
+
+    rng = np.random.default_rng(5)
+    X = _rows(60, seed=22)
+    X[:5, 3] = 5.5  # out of bounds: every move of another feature also clips x3
+    X[5:10, 0] = 4.6  # near the upper bound: x0 + 1 is clipped, + 2 and + 3 the same move
+    layout = _Layout(SCHEMA, pinned=("x1",))
+    frozen = rng.random((len(X), layout.n_features)) < 0.15
+    st = _State(_Oracle(black_box, 64, None), layout, _guide(), X, X.copy(),
+                np.ones(len(X), np.int64), frozen=frozen)  # fmt: skip
+    st.cap = np.where(rng.random(len(X)) < 0.3, 1.5, np.inf)
+    rows = np.arange(len(X))
+    sizes = _single_changes(st, rows)
+    kinds = []
+    for j in np.flatnonzero(layout.free_cont):
+        for size in SINGLE_SIZES:
+            for sign in (1.0, -1.0):
+                c = X.copy()
+                c[:, j] += sign * size
+                kinds.append(layout.snap(X, c))
+    for c in range(3):
+        cand = X.copy()
+        cand[:, 4:] = 0.0
+        cand[:, 4 + c] = 1.0
+        cand[X[:, 4:].argmax(axis=1) == c] = np.nan  # no switch to the row's own colour
+        kinds.append(cand)
+    assert sizes.cost.shape == (len(X), len(kinds))
+    for k, cand in enumerate(kinds):
+        ch = layout.changes(X, np.nan_to_num(cand, nan=0.0)) > 0
+        cost = np.linalg.norm(cand - X, axis=1)
+        allowed = (ch.sum(axis=1) == 1) & (cost <= st.cap) & ~(ch & frozen).any(axis=1)
+        allowed &= ~np.isnan(cand).any(axis=1)
+        expect = np.where(allowed, np.round(cost, 4), np.inf)
+        np.testing.assert_array_equal(sizes.cost[:, k], expect, err_msg=f"kind {k}")
+        built = sizes.build(rows[allowed], np.full(allowed.sum(), k))
+        np.testing.assert_array_equal(built, cand[allowed], err_msg=f"kind {k}")
+    # x3 out of bounds: a move of x0 or x2 also clips x3 (two changes); a move of x3 alone is one
+    assert np.isinf(sizes.cost[:5, :12]).all() and np.isfinite(sizes.cost[:5, 12:18]).any()
