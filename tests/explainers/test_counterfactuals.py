@@ -415,3 +415,48 @@ def test_single_changes_are_sized_as_the_built_candidates_are():
         np.testing.assert_array_equal(built, cand[allowed], err_msg=f"kind {k}")
     # x3 out of bounds: a move of x0 or x2 also clips x3 (two changes); a move of x3 alone is one
     assert np.isinf(sizes.cost[:5, :12]).all() and np.isfinite(sizes.cost[:5, 12:18]).any()
+
+
+def test_a_later_option_reuses_what_an_earlier_one_learnt_and_ends_the_same():
+    """EMAP's options share a ``SingleMemo``: a second call on the same rows (x0, the first
+    call's feature, frozen) ends exactly where it ends without the memo, but neither the guide
+    nor the black box is asked again about a single change the first call asked about; the
+    frozen x0, plausible and holding in the memo, is never taken (here no other single change
+    holds, so the second call goes to the end of every row's order)."""
+    from explainers.counterfactuals import SingleMemo
+
+    def x0_or_x2_and_x3(Z: np.ndarray) -> np.ndarray:
+        Z = np.asarray(Z)
+        return ((Z[:, 0] > 0.5) | ((Z[:, 2] > 0.6) & (Z[:, 3] > 0.6))).astype(np.int64)
+
+    X = _rows(200, seed=23)
+    X = X[(X[:, 0] > -0.4) & (X[:, 0] < 0.3)]
+    targets = np.ones(len(X), dtype=np.int64)
+    P = X.copy()
+    P[:, 0] = 1.0
+    P[:, 2:4] = 1.0
+    memo = SingleMemo(len(X))
+    first = refine(x0_or_x2_and_x3, SCHEMA, X, P, targets, guide=_guide(), memo=memo)
+    assert np.all(first.changed == 1) and np.all(first.counterfactuals[:, 0] != X[:, 0])
+    frozen = np.zeros((len(X), 5), dtype=bool)
+    frozen[:, 0] = True
+    runs = {}
+    for name, kept in (("alone", None), ("memo", memo)):
+        guide, judged = _guide(), []
+        log_target = guide.log_target
+
+        def counted(
+            Z: np.ndarray, t: np.ndarray, log_target=log_target, judged=judged
+        ) -> np.ndarray:
+            judged.append(len(Z))
+            return log_target(Z, t)
+
+        guide.log_target = counted  # type: ignore[method-assign]
+        out = refine(x0_or_x2_and_x3, SCHEMA, X, P, targets, guide=guide, frozen=frozen, memo=kept)
+        runs[name] = out, sum(judged)
+    (alone, judged_alone), (again, judged_again) = runs["alone"], runs["memo"]
+    np.testing.assert_array_equal(again.counterfactuals, alone.counterfactuals)
+    np.testing.assert_array_equal(again.status, alone.status)
+    assert np.all(again.status == AS_IS) and np.all(again.changed == 2)  # x2 and x3
+    assert np.all(again.counterfactuals[:, 0] == X[:, 0])  # x0 frozen: never taken
+    assert again.rows_asked < alone.rows_asked and judged_again < judged_alone
