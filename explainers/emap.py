@@ -39,7 +39,7 @@ from explainers.constraints import (
     canonical_json,
     parse_mapping,
 )
-from explainers.counterfactuals import FAILED, Refined, TorchGuide, refine
+from explainers.counterfactuals import FAILED, Refined, SingleMemo, TorchGuide, refine
 from explainers.models import Model, TorchModel, build_mlp, save_torch_model
 
 SURROGATE_FILE = "surrogate.safetensors"
@@ -874,9 +874,11 @@ class EMAP(Explainer[EMAPParams]):
         k = self.n_options()
         if self.params.verify and n:
             step = (0.95 - share) / k
+            # the options go down the same single changes: each asks only what the others did not
+            memo = SingleMemo(n) if k > 1 else None
             refined = self._refine_chunks(
                 model, self.schema_, X, raw, chosen, progress, share, should_stop,
-                end=share + step,
+                end=share + step, memo=memo,
             )  # fmt: skip
             fields = refined.result_fields(raw, raw_pred, chosen)
             metrics.update(refined.metrics())
@@ -887,7 +889,7 @@ class EMAP(Explainer[EMAPParams]):
                 options.append(
                     self._option(
                         model, X, chosen, options, j, progress, share + j * step,
-                        share + (j + 1) * step, should_stop,
+                        share + (j + 1) * step, should_stop, memo,
                     )
                 )  # fmt: skip
             if k > 1:
@@ -938,12 +940,16 @@ class EMAP(Explainer[EMAPParams]):
     def _refine_chunks(
         self, model: Model, schema: FeatureSchema, X: NDArray, raw: NDArray, targets: NDArray,
         progress: ProgressFn | None, start: float, should_stop: StopFn | None,
-        frozen: NDArray | None = None, end: float = 0.95,
+        frozen: NDArray | None = None, end: float = 0.95, memo: SingleMemo | None = None,
+        memo_rows: NDArray | None = None,
     ) -> Refined:  # fmt: skip
         """``refine`` on chunks of rows (bounded memory for its candidate batches), joined;
-        with the run's constraints and, per row, the original features ``frozen`` (n, features)."""
+        with the run's constraints and, per row, the original features ``frozen`` (n, features);
+        ``memo`` shared between calls on the same rows (``memo_rows``: its row of each row of
+        ``X``, default ``arange``)."""
         guide = TorchGuide(TorchModel(self.surrogate_, self.n_classes_, device=self.device_))
         rows = VERIFY_ROWS if self.n_features_ <= 256 else VERIFY_ROWS_IMAGES
+        at = np.arange(len(X)) if memo_rows is None else np.asarray(memo_rows)
         parts = []
         for s in range(0, len(X), rows):
             sl = slice(s, s + rows)
@@ -955,6 +961,7 @@ class EMAP(Explainer[EMAPParams]):
                         guide=guide, check=lambda: check_cancel(should_stop),
                         recourse=self.recourse_,
                         frozen=None if frozen is None else frozen[sl],
+                        memo=memo, memo_rows=at[sl],
                     )
                 )  # fmt: skip
             done = min(len(X), s + rows)
@@ -986,12 +993,17 @@ class EMAP(Explainer[EMAPParams]):
     def _option(
         self, model: Model, X: NDArray, targets: NDArray, earlier: list[Refined], j: int,
         progress: ProgressFn | None, start: float, end: float, should_stop: StopFn | None,
+        memo: SingleMemo | None = None,
     ) -> Refined:  # fmt: skip
         """Option ``j`` (1-based after the first) for every row: EMAP's perturbation with its
         dropout and Gumbel noise sampled (seed + j), verified with every earlier valid option's
         largest change frozen (rows that fail get a second try with its smallest change frozen
         instead), so a valid option never changes the same set of features as an earlier one. A valid option equal to an earlier one is marked failed ("same as option
-        i"); so is one that breaks a constraint (``refine``'s exact check)."""
+        i"); so is one that breaks a constraint (``refine``'s exact check). With ``memo`` (the
+        first option's) it asks neither the guide nor the black box again about a single change
+        an earlier option asked about: same options, fewer rows asked (the 1M-row table of issue
+        19, 3,000 rows: 145,774 -> 125,913 rows asked over the options, job process 3.5 -> 2.1
+        CPU s)."""
         import torch
 
         schema = self.schema_
@@ -1008,13 +1020,14 @@ class EMAP(Explainer[EMAPParams]):
         raw = self._perturb_sampled(X, targets, gen)
         mid = (start + end) / 2
         out = self._refine_chunks(
-            model, schema, X, raw, targets, progress, start, should_stop, frozen=large, end=mid
-        )
+            model, schema, X, raw, targets, progress, start, should_stop, frozen=large, end=mid,
+            memo=memo,
+        )  # fmt: skip
         again = np.flatnonzero((out.status == FAILED) & np.any(small != large, axis=1))
         if len(again):
             retry = self._refine_chunks(
                 model, schema, X[again], raw[again], targets[again], progress, mid, should_stop,
-                frozen=small[again], end=end,
+                frozen=small[again], end=end, memo=memo, memo_rows=again,
             )  # fmt: skip
             won = retry.status != FAILED
             for name in ("counterfactuals", "predictions", "status", "changed", "reasons"):

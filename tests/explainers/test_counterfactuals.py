@@ -345,3 +345,118 @@ def test_two_valid_proposals_end_on_the_same_single_feature_counterfactual():
     assert np.all(np.abs(a.counterfactuals[by_x0, 0] - X[by_x0, 0]) > 0)
     np.testing.assert_array_equal(a.counterfactuals[~by_x0, 4:], blue[~by_x0, 4:])
     np.testing.assert_array_equal(a.counterfactuals[~by_x0, :4], X[~by_x0, :4])
+
+
+def test_the_guide_judges_single_changes_only_as_far_as_the_rounds_reach():
+    """Rows whose first single change in the fixed order flips (x0 + 1) are settled in the first
+    round; the guide is asked about their first few changes, not about all 26 of every row (4
+    features x 3 sizes x 2 signs, and 2 colours)."""
+    X = _rows(300, seed=21)
+    X = X[X[:, 0] + X[:, 1] > 0.05]
+    targets = np.ones(len(X), dtype=np.int64)
+    far = X.copy()
+    far[:, 0] += 2.5 - (X[:, 0] + X[:, 1])
+    guide = _guide()
+    judged = []
+    log_target = guide.log_target
+
+    def counted(Z: np.ndarray, t: np.ndarray) -> np.ndarray:
+        judged.append(len(Z))
+        return log_target(Z, t)
+
+    guide.log_target = counted  # type: ignore[method-assign]
+    out = refine(black_box, SCHEMA, X, far, targets, guide=guide)
+    assert np.all(out.status == AS_IS) and np.all(out.changed == 1)
+    assert np.all(out.counterfactuals[:, 0] > X[:, 0])  # x0 moved up (then shrunk), nothing else
+    np.testing.assert_array_equal(out.counterfactuals[:, 1:], X[:, 1:])
+    assert sum(judged) <= 12 * len(X), (sum(judged), len(X))
+
+
+def test_single_changes_are_sized_as_the_built_candidates_are():
+    """The single-feature stage sizes every change without building it (``_single_changes``):
+    its sizes, and which changes a row may make, equal those of the candidates built whole and
+    snapped (integer steps, out-of-bounds inputs clipped, pinned and frozen features, an as-is
+    row's cap); the candidates it builds are those."""
+    from explainers.counterfactuals import SINGLE_SIZES, _Layout, _Oracle, _single_changes, _State
+
+    rng = np.random.default_rng(5)
+    X = _rows(60, seed=22)
+    X[:5, 3] = 5.5  # out of bounds: every move of another feature also clips x3
+    X[5:10, 0] = 4.6  # near the upper bound: x0 + 1 is clipped, + 2 and + 3 the same move
+    layout = _Layout(SCHEMA, pinned=("x1",))
+    frozen = rng.random((len(X), layout.n_features)) < 0.15
+    st = _State(_Oracle(black_box, 64, None), layout, _guide(), X, X.copy(),
+                np.ones(len(X), np.int64), frozen=frozen)  # fmt: skip
+    st.cap = np.where(rng.random(len(X)) < 0.3, 1.5, np.inf)
+    rows = np.arange(len(X))
+    sizes = _single_changes(st, rows)
+    kinds = []
+    for j in np.flatnonzero(layout.free_cont):
+        for size in SINGLE_SIZES:
+            for sign in (1.0, -1.0):
+                c = X.copy()
+                c[:, j] += sign * size
+                kinds.append(layout.snap(X, c))
+    for c in range(3):
+        cand = X.copy()
+        cand[:, 4:] = 0.0
+        cand[:, 4 + c] = 1.0
+        cand[X[:, 4:].argmax(axis=1) == c] = np.nan  # no switch to the row's own colour
+        kinds.append(cand)
+    assert sizes.cost.shape == (len(X), len(kinds))
+    for k, cand in enumerate(kinds):
+        ch = layout.changes(X, np.nan_to_num(cand, nan=0.0)) > 0
+        cost = np.linalg.norm(cand - X, axis=1)
+        allowed = (ch.sum(axis=1) == 1) & (cost <= st.cap) & ~(ch & frozen).any(axis=1)
+        allowed &= ~np.isnan(cand).any(axis=1)
+        expect = np.where(allowed, np.round(cost, 4), np.inf)
+        np.testing.assert_array_equal(sizes.cost[:, k], expect, err_msg=f"kind {k}")
+        built = sizes.build(rows[allowed], np.full(allowed.sum(), k))
+        np.testing.assert_array_equal(built, cand[allowed], err_msg=f"kind {k}")
+    # x3 out of bounds: a move of x0 or x2 also clips x3 (two changes); a move of x3 alone is one
+    assert np.isinf(sizes.cost[:5, :12]).all() and np.isfinite(sizes.cost[:5, 12:18]).any()
+
+
+def test_a_later_option_reuses_what_an_earlier_one_learnt_and_ends_the_same():
+    """EMAP's options share a ``SingleMemo``: a second call on the same rows (x0, the first
+    call's feature, frozen) ends exactly where it ends without the memo, but neither the guide
+    nor the black box is asked again about a single change the first call asked about; the
+    frozen x0, plausible and holding in the memo, is never taken (here no other single change
+    holds, so the second call goes to the end of every row's order)."""
+    from explainers.counterfactuals import SingleMemo
+
+    def x0_or_x2_and_x3(Z: np.ndarray) -> np.ndarray:
+        Z = np.asarray(Z)
+        return ((Z[:, 0] > 0.5) | ((Z[:, 2] > 0.6) & (Z[:, 3] > 0.6))).astype(np.int64)
+
+    X = _rows(200, seed=23)
+    X = X[(X[:, 0] > -0.4) & (X[:, 0] < 0.3)]
+    targets = np.ones(len(X), dtype=np.int64)
+    P = X.copy()
+    P[:, 0] = 1.0
+    P[:, 2:4] = 1.0
+    memo = SingleMemo(len(X))
+    first = refine(x0_or_x2_and_x3, SCHEMA, X, P, targets, guide=_guide(), memo=memo)
+    assert np.all(first.changed == 1) and np.all(first.counterfactuals[:, 0] != X[:, 0])
+    frozen = np.zeros((len(X), 5), dtype=bool)
+    frozen[:, 0] = True
+    runs = {}
+    for name, kept in (("alone", None), ("memo", memo)):
+        guide, judged = _guide(), []
+        log_target = guide.log_target
+
+        def counted(
+            Z: np.ndarray, t: np.ndarray, log_target=log_target, judged=judged
+        ) -> np.ndarray:
+            judged.append(len(Z))
+            return log_target(Z, t)
+
+        guide.log_target = counted  # type: ignore[method-assign]
+        out = refine(x0_or_x2_and_x3, SCHEMA, X, P, targets, guide=guide, frozen=frozen, memo=kept)
+        runs[name] = out, sum(judged)
+    (alone, judged_alone), (again, judged_again) = runs["alone"], runs["memo"]
+    np.testing.assert_array_equal(again.counterfactuals, alone.counterfactuals)
+    np.testing.assert_array_equal(again.status, alone.status)
+    assert np.all(again.status == AS_IS) and np.all(again.changed == 2)  # x2 and x3
+    assert np.all(again.counterfactuals[:, 0] == X[:, 0])  # x0 frozen: never taken
+    assert again.rows_asked < alone.rows_asked and judged_again < judged_alone
