@@ -275,17 +275,17 @@ class ImageBank:
     def nearest(self, X: NDArray, targets: NDArray) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
         """Per row of ``X``, the index of the nearest bank image (L2, ties: the lower index) of
         its target class, and whether the bank holds one."""
-        X = np.asarray(X, dtype=np.float64)
+        X = np.asarray(X, dtype=np.float32)
         out = np.zeros(len(X), dtype=np.int64)
         found = np.zeros(len(X), dtype=bool)
-        B = self.images.astype(np.float64)
-        bb = np.einsum("ij,ij->i", B, B)
         for c in np.unique(targets):
             rows = np.flatnonzero(targets == c)
             pool = np.flatnonzero(self.classes == c)
             if len(pool) == 0:
                 continue
-            d2 = bb[pool][None, :] - 2.0 * (X[rows] @ B[pool].T)
+            B = self.images[pool]
+            # ||x - b||^2 less ||x||^2, which does not change the order within a row
+            d2 = np.einsum("ij,ij->i", B, B, dtype=np.float64)[None, :] - 2.0 * (X[rows] @ B.T)
             out[rows] = pool[d2.argmin(axis=1)]
             found[rows] = True
         return out, found
