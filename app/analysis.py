@@ -615,6 +615,10 @@ STATUS_TEXT = {
     "found by the verification, does.",
     "failed": "Failed: no counterfactual that flips the black box was found for this row. Shown is "
     "the method's own proposal, which the black box does NOT put in the target class.",
+    "from a training image": "Made from a training image, not by the method: the nearest training "
+    "image the black box puts in the target class, with every pixel set back to this row's that "
+    "can go while the black box keeps the target (a fixed rule: the same whatever the method's "
+    "seed). The method's own counterfactual is the raw one.",
 }
 
 
@@ -654,8 +658,8 @@ def counterfactual_version(
 
 def verification_status(explanation: Explanation, index: int) -> tuple[str, str] | None:
     """How row ``index``'s verified counterfactual was obtained: ``(status, sentence)`` with
-    status "as is", "repaired" or "failed" (``STATUS_TEXT``); None when the method does not
-    verify its counterfactuals."""
+    status "as is", "repaired", "failed" or "from a training image" (``STATUS_TEXT``); None when
+    the method does not verify its counterfactuals."""
     names = explanation.status_names()
     if names is None:
         return None
@@ -664,7 +668,8 @@ def verification_status(explanation: Explanation, index: int) -> tuple[str, str]
 
 
 def status_counts(explanation: Explanation) -> dict[str, int] | None:
-    """How many rows were verified as is, repaired, or failed (None when not verified)."""
+    """How many rows were verified as is, repaired, failed, or made from a training image (None
+    when not verified)."""
     status = explanation.counterfactual_status
     if status is None:
         return None

@@ -423,8 +423,9 @@ def counterfactual_version(explanations: dict[str, Any], key: str) -> dict[str, 
 
 
 def verification_status(explanation: Any, index: int, label: str = "") -> None:
-    """Say plainly how row ``index``'s verified counterfactual was obtained (as is, repaired, or
-    failed: an error box); nothing for a method that does not verify."""
+    """Say plainly how row ``index``'s verified counterfactual was obtained (as is, repaired, made
+    from a training image, or failed: an error box); nothing for a method that does not
+    verify."""
     from app import analysis
 
     found = analysis.verification_status(explanation, index)
@@ -434,7 +435,7 @@ def verification_status(explanation: Any, index: int, label: str = "") -> None:
     text = f"{md(label)}: {sentence}" if label else sentence
     if status == "failed":
         st.error(text, icon="⚠️")
-    elif status == "repaired":
+    elif status in ("repaired", "from a training image"):  # not the method's own as it was
         st.info(text)
     else:
         st.success(text)

@@ -80,7 +80,9 @@ class Explanation:
     counterfactual_status : (n,) int8 or None; how each verified counterfactual was obtained,
         an index into ``STATUS_NAMES``: 0 "as is" (the raw one flipped; then shrunk and made
         sparse), 1 "repaired" (the raw one did not flip; the black box confirmed a repair), 2
-        "failed" (no repair found: ``counterfactuals`` keeps the raw one, ``success`` is False).
+        "failed" (no repair found: ``counterfactuals`` keeps the raw one, ``success`` is False),
+        3 "from a training image" (images: made from the nearest training image of the target
+        class, not from the raw one, then made sparse; the raw one is the method's own).
     labels : (n,) int or None; the true class of each explained row, recorded with the result
         when the rows are labelled rows of the data set (a job explaining test rows), so a view
         shows where the black box errs without reading the data set again; None when not known.

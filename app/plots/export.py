@@ -254,6 +254,11 @@ def run_report_html(
             ("Verification: as is / repaired / failed",
              f"{counts['as is']} / {counts['repaired']} / {counts['failed']}")
         )  # fmt: skip
+        if counts["from a training image"]:
+            summary.append(
+                ("Verified counterfactuals made from a training image (not by the method)",
+                 f"{counts['from a training image']}")
+            )  # fmt: skip
     finished = _when(rec.get("finished_at"))
     if finished:
         summary.append(("Finished", finished))

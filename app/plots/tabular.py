@@ -135,6 +135,8 @@ VERIFICATION_VERDICT = {
     "as is": " (verified on the black box)",
     "repaired": " (repaired: the method's own counterfactual did not flip the black box)",
     "failed": " (verification FAILED: shown is the method's own proposal)",
+    "from a training image": " (made from the nearest training image of the target class, not by "
+    "the method; verified on the black box)",
 }
 
 

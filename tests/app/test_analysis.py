@@ -301,7 +301,12 @@ def test_the_raw_version_swaps_counterfactuals_but_keeps_the_verified_uncertaint
     # the uncertainty score is the verified size's percentile in both versions
     assert raw.diagnostics["norm_percentile"] is exp.diagnostics["norm_percentile"]
     assert np.array_equal(exp.counterfactuals, exp.inputs + exp.perturbations)  # stored untouched
-    assert status_counts(exp) == {"as is": 4, "repaired": 4, "failed": 4}
+    assert status_counts(exp) == {
+        "as is": 4,
+        "repaired": 4,
+        "failed": 4,
+        "from a training image": 0,
+    }
     assert status_counts(raw) is None
     assert verification_status(exp, 9)[0] == "failed"
     assert "NOT" in verification_status(exp, 9)[1]
@@ -331,3 +336,26 @@ def test_the_arrow_field_says_what_its_slice_holds_and_why_red_points_sit_off_th
     assert "slice through the data&#x27;s mean" in text or "slice through the data's mean" in text
     assert "categories at their largest one-hot value" in text
     assert "red point" in text and "far from the dashed line" in text
+
+
+def test_a_counterfactual_made_from_a_training_image_says_the_method_did_not_find_it():
+    from app.analysis import status_counts, verification_status
+    from app.plots.export import run_report_html
+    from explainers.counterfactuals import FROM_IMAGE
+    from tests.factories import verified_image_run
+
+    exp = verified_image_run(6)
+    exp.counterfactual_status[2:4] = FROM_IMAGE
+    exp.success[2:4] = True
+    exp.__post_init__()
+    status, sentence = verification_status(exp, 2)
+    assert status == "from a training image"
+    assert "not by the method" in sentence and "raw one" in sentence
+    assert status_counts(exp) == {
+        "as is": 1,
+        "repaired": 1,
+        "failed": 2,
+        "from a training image": 2,
+    }
+    page = run_report_html(None, exp, {})
+    assert "made from a training image (not by the method)</th><td>2" in page

@@ -10,9 +10,11 @@ from datasets.base import CategoricalFeature, ContinuousFeature, FeatureSchema
 from explainers.counterfactuals import (
     AS_IS,
     FAILED,
+    FROM_IMAGE,
     MAX_CALLS,
     REPAIRED,
     BlackBoxCallError,
+    ImageBank,
     TorchGuide,
     refine,
 )
@@ -460,3 +462,90 @@ def test_a_later_option_reuses_what_an_earlier_one_learnt_and_ends_the_same():
     assert np.all(again.status == AS_IS) and np.all(again.changed == 2)  # x2 and x3
     assert np.all(again.counterfactuals[:, 0] == X[:, 0])  # x0 frozen: never taken
     assert again.rows_asked < alone.rows_asked and judged_again < judged_alone
+
+
+# ---------------------------------------------------------------- images from a bank of training images
+def _image_case():
+    from tests.explainers.cases import images, logistic
+
+    ds = images(side=8, classes=2, per_class=120)
+    model = logistic(ds)
+    bank = ImageBank.from_training(ds.X_train, model.predict(ds.X_train))
+    X = ds.X_test
+    return ds, model, bank, X, 1 - model.predict(X)
+
+
+def _image_guide(seed: int, d: int) -> TorchGuide:
+    """A random linear surrogate: two seeds of a method rank pixels differently."""
+    torch.manual_seed(seed)
+    return TorchGuide(TorchModel(torch.nn.Linear(d, 2).eval(), 2))
+
+
+def test_image_counterfactuals_from_a_bank_do_not_depend_on_the_proposal_or_the_guide():
+    """Two 'seeds' (other proposals, other surrogates) end on the same verified counterfactuals:
+    each comes from the nearest bank image of its target class, made sparse in a fixed order;
+    every one flips the black box, none is larger than that image's change, calls are bounded."""
+    ds, model, bank, X, targets = _image_case()
+    outs = []
+    for seed in (0, 1):
+        rng = np.random.default_rng(seed)
+        P = np.clip(X + rng.uniform(-0.6, 0.9, size=X.shape), 0, 1).astype(np.float32)
+        calls: list[int] = []
+
+        def counting(Z, calls=calls):
+            calls.append(len(Z))
+            return model.predict(Z)
+
+        out = refine(counting, ds.schema, X, P, targets, guide=_image_guide(seed, X.shape[1]),
+                     bank=bank)  # fmt: skip
+        assert len(calls) == out.calls <= MAX_CALLS and sum(calls) == out.rows_asked
+        outs.append(out)
+    a, b = outs
+    np.testing.assert_array_equal(a.counterfactuals, b.counterfactuals)
+    assert np.all(a.status == FROM_IMAGE)
+    assert np.all(model.predict(a.counterfactuals) == targets)
+    np.testing.assert_array_equal(a.predictions, targets)
+    idx, found = bank.nearest(X, targets)
+    assert found.all() and np.all(bank.classes[idx] == targets)
+    source = bank.images[idx]
+    assert np.all(
+        np.linalg.norm(a.counterfactuals - X, axis=1) <= np.linalg.norm(source - X, axis=1) + 1e-5
+    )
+    # sparse: far fewer pixels than the bank image changes
+    assert np.median(a.changed) < 0.5 * np.median((np.abs(source - X) > 1e-6).sum(axis=1))
+    assert np.all((a.counterfactuals >= 0) & (a.counterfactuals <= 1))
+
+
+def test_image_counterfactuals_from_a_bank_keep_pinned_pixels():
+    ds, model, bank, X, targets = _image_case()
+    names = [f.name for f in ds.schema.continuous]
+    # class 0 lights rows 0-1, class 1 rows 2-3: pin half of row 2, which the flip to 1 uses
+    pinned = tuple(names[16:20])
+    out = refine(model.predict, ds.schema, X, X.copy(), targets, pinned=pinned, bank=bank)
+    np.testing.assert_array_equal(out.counterfactuals[:, 16:20], X[:, 16:20])
+    ok = out.status != FAILED
+    assert ok.mean() > 0.9
+    assert np.all(model.predict(out.counterfactuals[ok]) == targets[ok])
+    assert np.all(out.status[ok] == FROM_IMAGE)
+
+
+def test_a_bank_is_saved_as_8_bit_levels_only_when_that_is_exact():
+    levels = np.arange(256, dtype=np.float32).reshape(4, 64) / np.float32(255)
+    bank = ImageBank(levels, np.array([0, 1, 0, 1]))
+    packed = bank.packed()
+    assert packed["images_u8"].dtype == np.uint8
+    back = ImageBank.unpacked(packed)
+    np.testing.assert_array_equal(back.images, bank.images)
+    np.testing.assert_array_equal(back.classes, bank.classes)
+    odd = ImageBank(levels + np.float32(1e-3), bank.classes)
+    assert "images_u8" not in odd.packed()
+    np.testing.assert_array_equal(ImageBank.unpacked(odd.packed()).images, odd.images)
+
+
+def test_a_bank_subset_is_evenly_spaced_per_class_not_drawn():
+    X = np.arange(20, dtype=np.float32).reshape(10, 2)
+    classes = np.array([0, 1] * 5)
+    bank = ImageBank.from_training(X, classes, per_class=3)
+    assert bank.classes.tolist() == [0, 1, 0, 1, 0, 1]
+    # rows 0, 4, 8 of class 0 (rows 0 2 4 6 8) and rows 1, 5, 9 of class 1, in the split's order
+    np.testing.assert_array_equal(bank.images[:, 0], np.array([0, 1, 4, 5, 8, 9]) * 2)

@@ -407,3 +407,32 @@ def test_training_asks_the_surrogate_about_bounded_batches_only(monkeypatch, cla
     quick = dict(FAST, batch_size=16, epochs=2, perturber_epochs=2, boundary_rounds=1, verify=False)
     EMAP(params_from_dict(EMAPParams, quick)).fit(ds, logistic(ds))
     assert len(ds.X_train) > 400 and seen and max(seen) <= 32
+
+
+def test_image_counterfactuals_come_from_training_images_the_same_for_two_seeds(tmp_path):
+    """On images EMAP keeps a bank of training images per black-box class: two seeds give other
+    raw counterfactuals but the same verified ones, each marked as made from a training image,
+    each flipping the black box; a saved EMAP keeps the bank and verifies the same way."""
+    from explainers.counterfactuals import FROM_IMAGE
+    from tests.explainers.cases import images
+
+    ds = images(side=8, classes=2, per_class=80)
+    model = logistic(ds)
+    fast = {**FAST, "epochs": 6, "perturber_epochs": 6, "boundary_rounds": 1}
+    exps, emaps = [], []
+    for seed in (0, 1):
+        emap = EMAP(params_from_dict(EMAPParams, {**fast, "seed": seed})).fit(ds, model)
+        emaps.append(emap)
+        exps.append(emap.explain(ds.X_test))
+    a, b = exps
+    assert not np.array_equal(a.raw_counterfactuals, b.raw_counterfactuals)
+    np.testing.assert_array_equal(a.counterfactuals, b.counterfactuals)
+    assert np.all(a.counterfactual_status == FROM_IMAGE) and a.success.all()
+    assert a.status_names()[0] == "from a training image"
+    np.testing.assert_array_equal(model.predict(a.counterfactuals), a.targets)
+    assert a.metrics["verify_blackbox_calls"] <= emaps[0].params.verify_calls
+    assert np.median(a.diagnostics["features_changed"]) < 0.25 * ds.n_features
+    loaded = EMAP.load(emaps[0].save(tmp_path / "emap"), model)
+    np.testing.assert_array_equal(loaded.bank_.images, emaps[0].bank_.images)
+    again = loaded.verify(ds.X_test, a.raw_counterfactuals, a.targets)
+    np.testing.assert_array_equal(again.counterfactuals, a.counterfactuals)

@@ -134,8 +134,8 @@ def test_a_file_saved_before_verification_existed_loads_as_unverified(tmp_path):
 @pytest.mark.parametrize(
     "change, why",
     [
-        ({"counterfactual_status": np.array([0, 1, 3, 0, 1, 2])}, "0..2"),
-        ({"counterfactual_status": np.array([0.0, 1, 2, 0, 1, 2])}, "0..2"),
+        ({"counterfactual_status": np.array([0, 1, 4, 0, 1, 2])}, "0..3"),
+        ({"counterfactual_status": np.array([0.0, 1, 2, 0, 1, 2])}, "0..3"),
         ({"raw_counterfactuals": np.zeros((6, 3))}, "raw_counterfactuals has shape"),
         ({"raw_counterfactual_predictions": np.zeros(5, dtype=np.int64)}, "5 rows"),
         ({"raw_counterfactuals": None}, "needs both"),
