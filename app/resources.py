@@ -38,7 +38,7 @@ from explainers.models import Model
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-    from app.analysis import DecisionRegions, Projection2D
+    from app.analysis import DecisionRegions, FieldPlane, Projection2D
 
 
 @st.cache_resource(show_spinner=False)
@@ -272,13 +272,32 @@ def _holding(run_id: str, root: str, kind: str) -> Holding:
         return Holding.declared(kind)
 
 
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _field_plane(run_id: str, root: str) -> FieldPlane | None:
+    """The arrow field's default plane and regions the run's job saved (None: not saved)."""
+    exp = _explanation(run_id, root)
+    return RunStore(root).load_field_plane(run_id, exp.n, exp.inputs.shape[1])
+
+
+def saved_regions(run: Run, axes: tuple) -> bool:
+    """Whether the run's job saved the black box's regions for the arrow field on ``axes``, so
+    drawing them needs no black box (``arrow_field``'s ``model``)."""
+    checked = gate().run(run.id, VIEW)
+    plane = _field_plane(checked.id, str(backend().store.root))
+    return plane is not None and plane.axes == tuple(axes)
+
+
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _projection(run_id: str, root: str, axes: tuple) -> Projection2D | None:
-    """The plane an arrow field is drawn in: None for 2-D data, PCA, or two chosen features."""
+    """The plane an arrow field is drawn in: None for 2-D data, PCA (the one the run's job
+    saved, else computed here), or two chosen features."""
     exp = _explanation(run_id, root)
     if axes[0] in ("identity", "features"):
         return None  # the arrow builder draws feature axes itself, labelled in original units
     if axes[0] == "pca":
+        saved = _field_plane(run_id, root)
+        if saved is not None and saved.axes == ("pca",):
+            return saved.projection
         return analysis.project_2d(exp.inputs, "pca")
     return analysis.project_2d(
         exp.inputs, "features", (int(axes[1]), int(axes[2])), exp.feature_names
@@ -299,20 +318,27 @@ def _regions(run_id: str, root: str, axes: tuple, _model: Model) -> DecisionRegi
 
 
 def arrow_field(
-    run: Run, axes: tuple, *, model: Model | None = None, plane_of: Run | None = None,
-    **options: Any,
+    run: Run, axes: tuple, *, regions: bool = False, model: Model | None = None,
+    plane_of: Run | None = None, **options: Any,
 ) -> go.Figure:  # fmt: skip
     """A finished run's arrow field, built once per view and shared by every session that may
     view the run (a share link opened by many people). Read-only: ``st.plotly_chart`` copies a
-    figure (``to_dict``) before it serialises it. ``model``: the run's black box, whose regions
-    go under the arrows (``run_model``; None: no regions). ``plane_of``: draw in that run's
-    projection (another method's arrows in the plane of the field beside them). ``options``:
-    ``k_pct``, ``normalise``, ``selected``, ``title``, ``ranges`` of the figure."""
+    figure (``to_dict``) before it serialises it. ``regions``: draw the black box's regions under
+    the arrows: those the run's job saved for ``axes`` (``saved_regions``), else computed with
+    ``model``, the run's black box (``run_model``; None: no regions). ``plane_of``: draw in that
+    run's projection (another method's arrows in the plane of the field beside them).
+    ``options``: ``k_pct``, ``normalise``, ``selected``, ``title``, ``ranges`` of the figure."""
     checked = gate()
     run_id = checked.run(run.id, VIEW).id
     plane = checked.run(plane_of.id, VIEW).id if plane_of is not None else None
     root = str(checked.store.root)
-    background = None if model is None else _regions(run_id, root, axes, model)
+    background = None
+    if regions:
+        saved = _field_plane(run_id, root)
+        if saved is not None and saved.axes == tuple(axes):
+            background = saved.regions
+        elif model is not None:
+            background = _regions(run_id, root, axes, model)
     return _arrow_field(
         run_id, root, axes, plane_of=plane, regions_on=background is not None,
         _background=background, **options,

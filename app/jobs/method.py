@@ -5,7 +5,9 @@ Run through the ``Explainer`` interface only (``explainers.registry.METHODS``):
 ``Explanation`` is saved under ``artifacts/explanation/``, the fitted method
 (``Explainer.save``: json, safetensors, npy) under ``artifacts/<kind>/`` and the run's quality card
 (``app.jobs.quality``, within about a fifth of the job's time; a card that fails is recorded as
-its error and never fails the job) as ``artifacts/quality.json``. The Explanation carries the
+its error and never fails the job) as ``artifacts/quality.json``, and the arrow field's default
+plane with the black box's regions on it (``app.analysis.field_plane``) as ``artifacts/arrows.npz``,
+so the page paints that view without starting the black box. The Explanation carries the
 explained rows' true classes (``labels``), so a view never reads the data set for them. Job
 parameters other than the method's: ``rows`` caps how many test rows are explained (default: the whole test
 split); ``surrogate`` names a run whose surrogate stands in for a black box without gradients.
@@ -18,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from app.analysis import field_plane, save_field_plane
 from app.jobs.kinds import JobKind, split_params
 from app.jobs.quality import job_card
 from app.jobs.runtime import JobContext
-from app.jobs.store import EXPLANATION, QUALITY, write_quality
+from app.jobs.store import EXPLANATION, FIELD_PLANE, QUALITY, write_quality
 from app.uploads import release_freed_memory
 from explainers.base import params_from_dict, resolve_device
 from explainers.registry import get_method
@@ -73,11 +76,19 @@ def run_method(ctx: JobContext, kind: JobKind) -> dict[str, Any]:
             explanation, dataset, model, explainer=explainer, holds=info.holds,
             job_seconds=done - t0,
         )  # fmt: skip
+        ctx.report(0.96, "drawing", "the black box's regions for the arrow field", force=True)
+        try:
+            plane = field_plane(model, explanation)
+        except ValueError as exc:  # the model failing on the grid: the page draws it itself
+            ctx.log(f"the arrow field's regions were not saved: {exc}")
+            plane = None
     ctx.report(0.97, "saving", "writing the explanation", force=True)
-    with ctx.writing(EXPLANATION, kind.name, QUALITY):
+    with ctx.writing(EXPLANATION, kind.name, QUALITY, FIELD_PLANE):
         explanation.save(ctx.artifacts / EXPLANATION)
         explainer.save(ctx.artifacts / kind.name)
         write_quality(ctx.artifacts / QUALITY, card)
+        if plane is not None:
+            save_field_plane(ctx.artifacts / FIELD_PLANE, plane)
     metrics = dict(explanation.metrics)
     metrics.update(
         n=explanation.n,

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import math
 import os
 import re
@@ -43,7 +44,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from app.analysis import FieldPlane
     from explainers.explanation import Explanation
+
+log = logging.getLogger("flipscope.jobs")
 
 RUN_JSON = "run.json"
 LOG = "log.txt"
@@ -54,6 +58,9 @@ ACTIVE = ".active"
 SUBMIT_LOCK = ".submit.lock"
 EXPLANATION = "explanation"  # artifacts/explanation/ holds Explanation.save's files
 QUALITY = "quality.json"  # artifacts/quality.json: the run's quality card (app.jobs.quality)
+# artifacts/arrows.npz: the arrow field's default plane and the black box's regions on it
+# (app.analysis.FieldPlane), so the page draws them without the black box
+FIELD_PLANE = "arrows.npz"
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "queued",
@@ -442,6 +449,23 @@ class RunStore:
         if not (self.artifacts_dir(run_id) / QUALITY).exists():
             return None
         return self._read_record(run_id, QUALITY, RunStateError)
+
+    def load_field_plane(self, run_id: str, n: int, d: int) -> FieldPlane | None:
+        """The arrow field's default plane its job saved (``app.analysis.FieldPlane``) for the
+        run's ``n`` rows of ``d`` features; None for a run saved without one (before they were
+        saved, a method the field does not draw) or with one that cannot be read (logged: the
+        page then draws the regions with the black box, as for older runs)."""
+        from app.analysis import load_field_plane
+
+        path = self.artifacts_dir(run_id) / FIELD_PLANE
+        try:
+            return load_field_plane(path, n, d)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            log.warning("run %s: %s/%s cannot be read (%s)", run_id, ARTIFACTS, FIELD_PLANE, why)
+            return None
 
     def explanation_meta(self, run_id: str) -> dict[str, Any]:
         """What the run's saved Explanation holds, from its ``explanation.json`` alone (method,

@@ -52,8 +52,6 @@ normalise = c2.toggle(
 show_regions = c3.toggle("Black box's regions", value=True, key="regions")
 state.set_query({"k": k_pct})
 
-model = widgets.black_box(run) if show_regions and run.model else None
-
 axes: tuple = ("identity",)
 if exp.inputs.shape[1] > 2:
     choices = ["PCA of the inputs (a projection)", "Two features"]
@@ -94,12 +92,17 @@ if exp.inputs.shape[1] > 2:
         )
         axes = ("features", fx, fy)
         state.set_query({"axes": "features", "fx": fx, "fy": fy})
+# The regions the run's job saved need no black box; other planes (and runs saved before) start it.
+model = None
+if show_regions and run.model and not resources.saved_regions(run, axes):
+    model = widgets.black_box(run)
 n = exp.n
 selected = state.query_int("i", 0, 0, n - 1)
 what = "negative perturbations" if exp.counterfactuals is not None else "attributions"
 fig = resources.arrow_field(
     run,
     axes,
+    regions=show_regions,
     model=model,
     k_pct=k_pct,
     normalise=normalise,

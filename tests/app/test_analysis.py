@@ -25,6 +25,7 @@ from app.analysis import (
 from datasets import load_dataset
 from datasets.base import CategoricalFeature, ContinuousFeature, FeatureSchema
 from tests.factories import (
+    attribution_explanation,
     counterfactual_explanation,
     emap_like_moons,
     image_explanation,
@@ -359,3 +360,69 @@ def test_a_counterfactual_made_from_a_training_image_says_the_method_did_not_fin
     }
     page = run_report_html(None, exp, {})
     assert "made from a training image (not by the method)</th><td>2" in page
+
+
+class _Linear:
+    """A black box on model space: class 1 where the first two coordinates sum above 0."""
+
+    class_names = ["no", "yes"]
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict_proba(self, X):
+        self.calls += 1
+        p = 1 / (1 + np.exp(-(X[:, 0] + X[:, 1]) * 4))
+        return np.column_stack([1 - p, p])
+
+
+def test_the_saved_field_plane_reads_back_as_computed_and_refuses_a_damaged_or_foreign_file(
+    tmp_path,
+):
+    from app.analysis import field_axes, field_plane, load_field_plane, save_field_plane
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 5)) * [3, 2, 1, 0.5, 0.1]
+    e = attribution_explanation(X, rng.normal(size=X.shape), method="emap")
+    model = _Linear()
+    plane = field_plane(model, e)
+    assert plane is not None and plane.axes == field_axes(e) == ("pca",)
+    path = tmp_path / "arrows.npz"
+    save_field_plane(path, plane)
+    back = load_field_plane(path, e.n, 5)
+    assert back.axes == ("pca",)
+    for name in ("components", "center", "base", "coords"):
+        np.testing.assert_array_equal(
+            getattr(back.projection, name), getattr(plane.projection, name)
+        )
+    assert back.projection.labels == plane.projection.labels
+    assert back.projection.explained_variance == pytest.approx(plane.projection.explained_variance)
+    r, s = back.regions, plane.regions
+    np.testing.assert_array_equal(r.proba, s.proba)
+    assert (r.class_names, r.is_slice, r.held) == (s.class_names, s.is_slice, s.held) == (
+        ["no", "yes"], True, s.held,
+    )  # fmt: skip
+    assert "PCA" in r.held
+
+    with pytest.raises(ValueError, match="not 299 of 5"):
+        load_field_plane(path, e.n - 1, 5)  # another run's rows
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(ValueError):
+        load_field_plane(path, e.n, 5)
+    assert field_plane(model, attribution_explanation(X[:, :1], X[:, :1])) is None  # one feature
+    two = field_plane(model, attribution_explanation(X[:, :2], X[:, :2]))
+    assert two is not None and two.axes == ("identity",) and two.projection is None
+
+
+def test_pca_of_a_big_float32_matrix_matches_the_svd_of_the_centred_rows():
+    """The principal axes come from the (d, d) scatter matrix summed in blocks: the same plane
+    as the SVD of the whole centred matrix, without its (n, d) float64 copies."""
+    rng = np.random.default_rng(1)
+    X = (rng.normal(size=(150_000, 6)) * [5, 3, 2, 1, 0.5, 0.1]).astype(np.float32)
+    proj = project_2d(X, "pca")
+    Xd = X.astype(np.float64)
+    _, s, vt = np.linalg.svd(Xd - Xd.mean(axis=0), full_matrices=False)
+    signs = np.sign(vt[np.arange(2), np.abs(vt[:2]).argmax(axis=1)])
+    np.testing.assert_allclose(proj.components, vt[:2] * signs[:, None], atol=1e-9)
+    np.testing.assert_allclose(proj.coords, (Xd - Xd.mean(axis=0)) @ proj.components.T, atol=1e-8)
+    assert proj.explained_variance == pytest.approx(tuple(s[:2] ** 2 / (s**2).sum()))

@@ -216,3 +216,45 @@ def test_an_upload_whose_probe_loops_is_refused_quickly(tmp_path, monkeypatch):
     with pytest.raises((ModelCompatibilityError, ValueError), match="did not finish"):
         load_upload(_endless_loop_onnx(), "loop.onnx", limits=LIMITS)
     assert time.monotonic() - started < 15
+
+
+def test_an_uploaded_skops_model_loads_without_torch_in_its_sandbox():
+    """skops' import walks every scikit-learn module, one of which imports torch: the sandbox
+    refuses that import (seconds and about 150 MB per model process), and the model still
+    answers exactly as in-process."""
+    import skops.io as sio
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3)).astype(np.float32)
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, X[:, 0] > 0)
+    model = SandboxedModel(sio.dumps(forest), "forest.skops", limits=LIMITS)
+    try:
+        assert model._proc is not None
+        maps = Path(f"/proc/{model._proc.pid}/maps").read_text()
+        assert "torch" not in maps, "the sandbox imported torch"
+        np.testing.assert_array_equal(model.predict_proba(X), forest.predict_proba(X))
+    finally:
+        model.close()
+
+
+def test_the_sandbox_refuses_unneeded_packages_without_marking_them_imported():
+    """Libraries test ``"torch" in sys.modules`` before taking a torch path; the refusal must not
+    put anything there (a None entry would make them fail)."""
+    code = (
+        "import sys\n"
+        "from explainers.sandbox import _Refused\n"
+        "sys.meta_path.insert(0, _Refused())\n"
+        "try:\n"
+        "    import torch\n"
+        "except ModuleNotFoundError as exc:\n"
+        "    print('refused', exc.name, 'torch' in sys.modules)\n"
+        "import sklearn.externals.array_api_compat.common._helpers as h\n"
+        "import numpy as np\n"
+        "print('torch array', h.is_torch_array(np.zeros(2)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )  # fmt: skip
+    assert out.stdout.split("\n")[:2] == ["refused torch False", "torch array False"]
