@@ -65,8 +65,8 @@ boundary point 1.33 -> 1.19, and two seeds' verified counterfactuals agree more,
 Pinned features never change, continuous features stay inside their bounds, one-hot blocks stay
 one-hot, and a candidate is only ever accepted on the black box's word. A row whose proposal was
 valid and which keeps it (``AS_IS``) never ends with a larger change (L2 in model space) than the
-proposal. A row that
-cannot be repaired keeps the method's own proposal and is marked ``FAILED``; nothing is dropped.
+proposal. A row that cannot be repaired keeps the method's own proposal and is marked ``FAILED``;
+nothing is dropped.
 """
 
 from __future__ import annotations
@@ -855,7 +855,9 @@ def _shrink(st: _State, ok: NDArray, steps: int) -> None:
 def _usefulness(st: _State, rows: NDArray, sizes: NDArray) -> NDArray[np.float64]:
     """(rows, features): how much each changed feature helps, to revert the least useful first.
     With a guide: the first-order drop of the surrogate's log-probability of the target were the
-    feature reverted, ``gradient . change`` summed over its columns; else the change's size."""
+    feature reverted, ``gradient . change`` summed over its columns; else the change's size.
+    Images started from a bank: the change's size times the bank's fixed weight (``_from_bank``),
+    whatever the guide says."""
     if st.weight is not None:
         return sizes * st.weight[rows]
     if st.guide is None:

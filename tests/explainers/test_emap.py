@@ -409,22 +409,27 @@ def test_training_asks_the_surrogate_about_bounded_batches_only(monkeypatch, cla
     assert len(ds.X_train) > 400 and seen and max(seen) <= 32
 
 
-def test_image_counterfactuals_come_from_training_images_the_same_for_two_seeds(tmp_path):
-    """On images EMAP keeps a bank of training images per black-box class: two seeds give other
-    raw counterfactuals but the same verified ones, each marked as made from a training image,
-    each flipping the black box; a saved EMAP keeps the bank and verifies the same way."""
-    from explainers.counterfactuals import FROM_IMAGE
+@pytest.fixture(scope="module")
+def image_emaps():
+    """Two seeds of EMAP on tiny two-class images, with their explanations of the test rows."""
     from tests.explainers.cases import images
 
     ds = images(side=8, classes=2, per_class=80)
     model = logistic(ds)
     fast = {**FAST, "epochs": 6, "perturber_epochs": 6, "boundary_rounds": 1}
-    exps, emaps = [], []
-    for seed in (0, 1):
-        emap = EMAP(params_from_dict(EMAPParams, {**fast, "seed": seed})).fit(ds, model)
-        emaps.append(emap)
-        exps.append(emap.explain(ds.X_test))
-    a, b = exps
+    emaps = [
+        EMAP(params_from_dict(EMAPParams, {**fast, "seed": seed})).fit(ds, model) for seed in (0, 1)
+    ]
+    return ds, model, emaps, [e.explain(ds.X_test) for e in emaps]
+
+
+def test_image_counterfactuals_come_from_training_images_the_same_for_two_seeds(image_emaps):
+    """On images EMAP keeps a bank of training images per black-box class: two seeds give other
+    raw counterfactuals but the same verified ones, each marked as made from a training image,
+    each flipping the black box, within the call bound."""
+    from explainers.counterfactuals import FROM_IMAGE
+
+    ds, model, emaps, (a, b) = image_emaps
     assert not np.array_equal(a.raw_counterfactuals, b.raw_counterfactuals)
     np.testing.assert_array_equal(a.counterfactuals, b.counterfactuals)
     assert np.all(a.counterfactual_status == FROM_IMAGE) and a.success.all()
@@ -432,7 +437,28 @@ def test_image_counterfactuals_come_from_training_images_the_same_for_two_seeds(
     np.testing.assert_array_equal(model.predict(a.counterfactuals), a.targets)
     assert a.metrics["verify_blackbox_calls"] <= emaps[0].params.verify_calls
     assert np.median(a.diagnostics["features_changed"]) < 0.25 * ds.n_features
-    loaded = EMAP.load(emaps[0].save(tmp_path / "emap"), model)
+
+
+def test_a_saved_image_emap_keeps_its_bank_and_one_saved_without_verifies_its_own(
+    image_emaps, tmp_path
+):
+    from safetensors.numpy import load_file, save_file
+
+    from explainers.counterfactuals import FROM_IMAGE
+    from explainers.emap import PERTURBER_FILE
+
+    ds, model, emaps, (a, _) = image_emaps
+    folder = emaps[0].save(tmp_path / "emap")
+    loaded = EMAP.load(folder, model)
     np.testing.assert_array_equal(loaded.bank_.images, emaps[0].bank_.images)
     again = loaded.verify(ds.X_test, a.raw_counterfactuals, a.targets)
     np.testing.assert_array_equal(again.counterfactuals, a.counterfactuals)
+    # an EMAP saved before the bank existed: no bank, its own proposals are verified
+    weights = load_file(str(folder / PERTURBER_FILE))
+    save_file({k: v for k, v in weights.items() if not k.startswith("bank_")},
+              str(folder / PERTURBER_FILE))  # fmt: skip
+    old = EMAP.load(folder, model)
+    assert old.bank_ is None
+    own = old.verify(ds.X_test, a.raw_counterfactuals, a.targets)
+    assert not np.any(own.status == FROM_IMAGE)
+    assert np.all(model.predict(own.counterfactuals[own.valid]) == a.targets[own.valid])

@@ -47,6 +47,19 @@ def test_image_view_marks_a_failed_verification_and_toggles_the_raw_counterfactu
     assert table["L0"].tolist()[0] > 5 and table["verification"].tolist() == ["raw"]
 
 
+def test_image_view_says_a_counterfactual_made_from_a_training_image_is_not_the_methods(env):
+    from explainers.counterfactuals import FROM_IMAGE
+
+    exp = verified_image_run()
+    exp.counterfactual_status[0] = FROM_IMAGE
+    exp.__post_init__()
+    run_id = finished_run(env, "emap", "mnist", exp)
+    at = _open("images", run=run_id, i=0)
+    assert not at.error and not at.success  # neither a failure nor the method's own success
+    assert "not by the method" in at.info[0].value
+    assert at.dataframe[0].value["verification"].tolist() == ["from a training image"]
+
+
 def _caption(at) -> str:
     """The counterfactual table's caption (a pandas Styler's, sent beside the data)."""
     return at.dataframe[0].proto.arrow_data.styler.caption
