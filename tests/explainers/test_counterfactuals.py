@@ -516,6 +516,28 @@ def test_image_counterfactuals_from_a_bank_do_not_depend_on_the_proposal_or_the_
     assert np.all((a.counterfactuals >= 0) & (a.counterfactuals <= 1))
 
 
+def test_an_image_counterfactual_is_never_larger_than_a_raw_one_that_flips():
+    """Proposals that already flip, each the smallest step on a grid toward a far image of the
+    target class: a counterfactual made from the nearest bank image may end larger than that, and
+    then the row goes back to its own proposal (as is), made sparse and shrunk within its size."""
+    ds, model, bank, X, targets = _image_case()
+    rng = np.random.default_rng(3)
+    far = bank.images[[rng.choice(np.flatnonzero(bank.classes == t)) for t in targets]]
+    P = far.copy()
+    for t in np.linspace(0.05, 1.0, 20)[::-1]:
+        step = X + t * (far - X)
+        hit = model.predict(step) == targets
+        P[hit] = step[hit]
+    assert np.all(model.predict(P) == targets)
+    out = refine(model.predict, ds.schema, X, P, targets, guide=_image_guide(0, X.shape[1]),
+                 bank=bank)  # fmt: skip
+    raw = np.linalg.norm(P - X, axis=1)
+    assert np.all(np.linalg.norm(out.counterfactuals - X, axis=1) <= raw + 1e-5)
+    assert np.any(out.status == AS_IS)
+    assert np.all(model.predict(out.counterfactuals) == targets)
+    assert out.calls <= MAX_CALLS
+
+
 def test_image_counterfactuals_from_a_bank_keep_pinned_pixels():
     ds, model, bank, X, targets = _image_case()
     names = [f.name for f in ds.schema.continuous]
