@@ -58,7 +58,7 @@ VALIDATION_ROWS = 10_000  # held-out rows at most (judged by the black box after
 #   100,000     1M       39,873  115 + 8.5     0.969          0.964     1.000
 #    25,000     1M        9,987   40 + 7.8     0.966          0.961     1.000
 #    10,000     1M        4,020   20 + 7.4     0.961          0.956     1.000
-#   100,000     100k    ~21 full epochs, 88.5 + 3.1  0.958   0.959     1.000
+#   100,000     100k    ~24,200  88.5 + 3.1    0.958          0.959     1.000  (whole passes)
 #    25,000     100k      9,987   36 + 2.3     0.960          0.956     1.000
 # At 25,000 the million-row fit keeps its fidelity and raw flip above the 100k-row table's and
 # validity at 1.0; at 10,000 its raw flip falls under the 100k table's (0.959).
