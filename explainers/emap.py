@@ -458,7 +458,7 @@ class EMAP(Explainer[EMAPParams]):
       ``boundary_rounds=0, margin=0, select_epoch=False`` is the paper's procedure. With the
       margin, though, the epoch kept on adult came before the rounds (epochs 10 and 9 of 14 for
       seeds 0 and 1): there the rounds only retrain the surrogate, so ``flipscope bench emap``
-      trains adult without them (7 + 7 epochs, ``benchmarks/emap.py``), because its DiCE
+      trains adult without them (5 + 5 epochs, ``benchmarks/emap.py``), because its DiCE
       comparison counts the training time.
     * **Same numbers on every device.** Initial weights are drawn on the CPU (networks are built
       there, then moved); the data order, training targets, dropout masks and Gumbel noise are
