@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,7 @@ from numpy.typing import NDArray
 
 from datasets.base import Dataset, FeatureSchema
 from explainers.base import (
+    Cancelled,
     Explainer,
     ParamsError,
     ProgressFn,
@@ -57,6 +61,12 @@ NORM_REFERENCE_ROWS = 1000  # training rows whose verified sizes are the percent
 EXPLAIN_BATCH = 4096
 VERIFY_ROWS = 8192  # rows per refinement (its candidate batches grow with rows x width)
 VERIFY_ROWS_IMAGES = 2048
+# A black box in another process (an upload's sandbox) answers one chunk of rows while this
+# process works on the next: chunks are verified two at a time, in threads, once there are at
+# least twice this many rows (the job process and the sandbox then use both cores instead of
+# taking turns on one).
+OVERLAP_MIN_ROWS = 1024
+CANCEL_POLL_SECONDS = 0.25
 # Hidden activations of one training batch (rows x hidden units of both networks): 2**25 floats
 # are 128 MiB forward, well under a GB with their gradients, dropout masks and Adam's state.
 MAX_BATCH_ACTIVATIONS = 2**25
@@ -947,29 +957,60 @@ class EMAP(Explainer[EMAPParams]):
         with the run's constraints and, per row, the original features ``frozen`` (n, features);
         ``memo`` shared between calls on the same rows (``memo_rows``: its row of each row of
         ``X``, default ``arange``)."""
+        t0 = time.perf_counter()
         guide = TorchGuide(TorchModel(self.surrogate_, self.n_classes_, device=self.device_))
         rows = VERIFY_ROWS if self.n_features_ <= 256 else VERIFY_ROWS_IMAGES
+        overlap = _answers_elsewhere(model) and len(X) >= 2 * OVERLAP_MIN_ROWS
+        if overlap:  # at least two chunks, so that one is worked on while the other is judged
+            rows = min(rows, max(OVERLAP_MIN_ROWS, math.ceil(len(X) / 2)))
+        chunks = [slice(s, s + rows) for s in range(0, len(X), rows)]
         at = np.arange(len(X)) if memo_rows is None else np.asarray(memo_rows)
-        parts = []
-        for s in range(0, len(X), rows):
-            sl = slice(s, s + rows)
-            with _cpu_threads(self.device_, self.n_features_):
-                parts.append(
-                    refine(
-                        model.predict, schema, X[sl], raw[sl], targets[sl],
-                        pinned=self.params.pinned, max_calls=self.params.verify_calls,
-                        guide=guide, check=lambda: check_cancel(should_stop),
-                        recourse=self.recourse_,
-                        frozen=None if frozen is None else frozen[sl],
-                        memo=memo, memo_rows=at[sl],
-                    )
-                )  # fmt: skip
-            done = min(len(X), s + rows)
+        abandoned = threading.Event()
+
+        def one(sl: slice, check: Callable[[], None]) -> Refined:
+            return refine(
+                model.predict, schema, X[sl], raw[sl], targets[sl],
+                pinned=self.params.pinned, max_calls=self.params.verify_calls, guide=guide,
+                check=check, recourse=self.recourse_,
+                frozen=None if frozen is None else frozen[sl], memo=memo, memo_rows=at[sl],
+            )  # fmt: skip
+
+        def give_up() -> None:  # a worker's check: another chunk failed or the run was cancelled
+            if abandoned.is_set():
+                raise Cancelled("another chunk of the verification stopped")
+
+        def done(sl: slice) -> None:
+            n = min(len(X), sl.stop)
             report(
                 progress,
-                start + (end - start) * done / len(X),
-                f"verified {done}/{len(X)} on the black box",
+                start + (end - start) * n / len(X),
+                f"verified {n}/{len(X)} on the black box",
             )
+
+        parts = []
+        with _cpu_threads(self.device_, self.n_features_):
+            if not overlap or len(chunks) == 1:
+                for sl in chunks:
+                    parts.append(one(sl, lambda: check_cancel(should_stop)))
+                    done(sl)
+            else:
+                with ThreadPoolExecutor(max_workers=2) as pool:
+                    futures = [pool.submit(one, sl, give_up) for sl in chunks]
+                    try:
+                        for sl, future in zip(chunks, futures, strict=True):
+                            while True:  # the cancel check stays in this thread (the job's store)
+                                try:
+                                    parts.append(future.result(timeout=CANCEL_POLL_SECONDS))
+                                    break
+                                except TimeoutError:
+                                    check_cancel(should_stop)
+                            check_cancel(should_stop)
+                            done(sl)
+                    except BaseException:
+                        abandoned.set()
+                        for future in futures:
+                            future.cancel()
+                        raise
         if len(parts) == 1:
             return parts[0]
         return Refined(
@@ -979,7 +1020,7 @@ class EMAP(Explainer[EMAPParams]):
             np.concatenate([r.changed for r in parts]),
             sum(r.calls for r in parts),
             sum(r.rows_asked for r in parts),
-            sum(r.seconds for r in parts),
+            time.perf_counter() - t0,  # wall time: chunks may overlap
             np.concatenate([r.reasons for r in parts]) if parts[0].reasons is not None else None,
         )
 
@@ -1431,3 +1472,13 @@ def _cpu_threads(device: str, n_features: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _answers_elsewhere(model: Model) -> bool:
+    """Whether the black box runs in another process (an upload's sandbox, possibly behind the
+    adapter that decodes model-space rows): then verifying two chunks at once keeps both cores
+    busy. An in-process model (the demo forests, with their own threads) is asked one chunk at a
+    time."""
+    from explainers.sandbox import SandboxedModel
+
+    return any(isinstance(m, SandboxedModel) for m in (model, getattr(model, "inner", None)))

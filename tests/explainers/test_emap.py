@@ -407,3 +407,60 @@ def test_training_asks_the_surrogate_about_bounded_batches_only(monkeypatch, cla
     quick = dict(FAST, batch_size=16, epochs=2, perturber_epochs=2, boundary_rounds=1, verify=False)
     EMAP(params_from_dict(EMAPParams, quick)).fit(ds, logistic(ds))
     assert len(ds.X_train) > 400 and seen and max(seen) <= 32
+
+
+def test_a_black_box_in_another_process_verifies_two_chunks_at_once_with_the_same_result(
+    mixed, monkeypatch
+):
+    """A sandboxed black box answers one chunk of rows while the job works on the next: chunks
+    are verified in two threads, and every counterfactual, status and option is what one chunk
+    after another gives. A failure in either chunk stops the verification with the black box's
+    error (nothing half-done is returned), and a cancel stops it too."""
+    import threading
+
+    import explainers.emap as emap_module
+    from explainers.base import Cancelled
+
+    ds, model = mixed
+
+    class Elsewhere:
+        """The black box, recording which threads asked it; fails on call ``fail_at`` if set."""
+
+        def __init__(self) -> None:
+            self.n_classes, self.class_names = model.n_classes, model.class_names
+            self.n_features, self.description = ds.n_features, "elsewhere"
+            self.capabilities = frozenset()
+            self.threads: set[int] = set()
+            self.calls, self.fail_at = 0, 0
+
+        def predict_proba(self, X):
+            self.calls += 1
+            self.threads.add(threading.get_ident())
+            if self.calls == self.fail_at:
+                raise ConnectionError("connection to the model server lost")
+            return model.predict_proba(X)
+
+        def predict(self, X):
+            return self.predict_proba(X).argmax(axis=1)
+
+    box = Elsewhere()
+    emap = EMAP(params_from_dict(EMAPParams, FAST)).fit(ds, box)
+    monkeypatch.setattr(emap_module, "OVERLAP_MIN_ROWS", 16)
+    monkeypatch.setattr(emap_module, "_answers_elsewhere", lambda m: False)
+    one_by_one = emap.explain(ds.X_test)
+    box.threads.clear()
+    monkeypatch.setattr(emap_module, "_answers_elsewhere", lambda m: m is box)
+    both = emap.explain(ds.X_test)
+    assert len(box.threads - {threading.get_ident()}) >= 2  # worker threads asked it
+    np.testing.assert_array_equal(both.counterfactuals, one_by_one.counterfactuals)
+    np.testing.assert_array_equal(both.counterfactual_status, one_by_one.counterfactual_status)
+    for name in ("option_counterfactuals", "option_status"):
+        np.testing.assert_array_equal(both.diagnostics[name], one_by_one.diagnostics[name])
+    assert both.metrics["verify_rows_asked"] == one_by_one.metrics["verify_rows_asked"]
+    box.calls, box.fail_at = 0, 12
+    with pytest.raises(BlackBoxCallError, match="model server lost"):
+        emap.explain(ds.X_test)
+    box.fail_at = 0
+    asked = []
+    with pytest.raises(Cancelled):
+        emap.explain(ds.X_test, should_stop=lambda: bool(asked.append(1)) or len(asked) > 3)
