@@ -72,6 +72,7 @@ CANCEL_POLL_SECONDS = 0.25
 MAX_BATCH_ACTIVATIONS = 2**25
 MAX_OPTIONS = 10  # counterfactuals per row, at most
 TABULAR_OPTIONS = 3  # the default on tabular data
+BIG_RUN_ROWS = 50_000  # explained rows beyond which the default is one counterfactual per row
 SOFT_COUNT_SCALE = 0.1  # model space: a continuous change this size counts as 0.63 of a feature
 
 
@@ -248,7 +249,7 @@ class EMAPParams:
     n_counterfactuals: int = param(
         0,
         "counterfactuals per row, each verified, later ones kept off the largest change of every "
-        "earlier one (0: 3 on tabular data, 1 otherwise)",
+        "earlier one (0: 3 on tabular data, 1 otherwise and when over 50,000 rows are explained)",
         0,
         MAX_OPTIONS,
         label="Counterfactuals per row",
@@ -881,8 +882,9 @@ class EMAP(Explainer[EMAPParams]):
             "categorical_changes": cat_changes,
             "target_replaced": replaced,
         }
-        k = self.n_options()
+        k = self.n_options(n)
         if self.params.verify and n:
+            metrics["counterfactuals_per_row"] = float(k)
             step = (0.95 - share) / k
             # the options go down the same single changes: each asks only what the others did not
             memo = SingleMemo(n) if k > 1 else None
@@ -926,7 +928,9 @@ class EMAP(Explainer[EMAPParams]):
             attributions=-raw_diff,
             diagnostics=diagnostics,
             metrics=metrics,
-            note=f"EMAP trained in {self.fit_seconds_:.1f} s",
+            note="; ".join(
+                filter(None, (f"EMAP trained in {self.fit_seconds_:.1f} s", self.options_note(n)))
+            ),
             device=self.device_,
             **fields,  # type: ignore[arg-type]
         )
@@ -1024,12 +1028,28 @@ class EMAP(Explainer[EMAPParams]):
             np.concatenate([r.reasons for r in parts]) if parts[0].reasons is not None else None,
         )
 
-    def n_options(self) -> int:
-        """Counterfactuals per row: ``n_counterfactuals``, or (0) 3 on tabular data, else 1."""
+    def n_options(self, rows: int = 0) -> int:
+        """Counterfactuals per row: ``n_counterfactuals``, or (0) 3 on tabular data, else 1; and 1
+        when more than ``BIG_RUN_ROWS`` rows are explained at once (``rows``): each further option
+        is verified on its own and costs about two more first options (measured on the 1M-row
+        table of issue 19), which a run of hundreds of thousands of rows cannot afford by
+        default. The run says so (``options_note``)."""
         k = self.params.n_counterfactuals
         if k:
             return k
-        return TABULAR_OPTIONS if self.modality_ == "tabular" else 1
+        if self.modality_ != "tabular" or rows > BIG_RUN_ROWS:
+            return 1
+        return TABULAR_OPTIONS
+
+    def options_note(self, rows: int) -> str:
+        """What a run shows when ``n_options`` chose one counterfactual per row for its size
+        ("" otherwise)."""
+        if self.params.n_counterfactuals or self.modality_ != "tabular" or rows <= BIG_RUN_ROWS:
+            return ""
+        return (
+            f"one verified counterfactual per row, not {TABULAR_OPTIONS}: {rows:,} rows were "
+            f"explained (over {BIG_RUN_ROWS:,}); set 'Counterfactuals per row' for more"
+        )
 
     def _option(
         self, model: Model, X: NDArray, targets: NDArray, earlier: list[Refined], j: int,
@@ -1108,7 +1128,6 @@ class EMAP(Explainer[EMAPParams]):
         sets = np.stack([_feature_changes(schema, X, r.counterfactuals) > 0 for r in options], 1)
         distinct, dists = _option_diversity(valid, sets, [r.counterfactuals for r in options])
         out.update(
-            counterfactuals_per_row=float(len(options)),
             option_validity=float(valid.mean()),
             rows_with_two_valid_options=float((valid.sum(axis=1) >= 2).mean()),
             diversity_distinct_feature_sets=float(np.mean(distinct)),

@@ -464,3 +464,25 @@ def test_a_black_box_in_another_process_verifies_two_chunks_at_once_with_the_sam
     asked = []
     with pytest.raises(Cancelled):
         emap.explain(ds.X_test, should_stop=lambda: bool(asked.append(1)) or len(asked) > 3)
+
+
+def test_a_big_run_gets_one_counterfactual_per_row_by_default_and_says_so(mixed, monkeypatch):
+    """Over ``BIG_RUN_ROWS`` explained rows the default is one verified counterfactual per row
+    (each further option costs about two more first options); the run's metrics and note say
+    so, and an explicit ``n_counterfactuals`` still gets what it asks for."""
+    import explainers.emap as emap_module
+
+    ds, model = mixed
+    emap = EMAP(params_from_dict(EMAPParams, FAST)).fit(ds, model)
+    small = emap.explain(ds.X_test[:40])
+    assert small.metrics["counterfactuals_per_row"] == 3 and "option_status" in small.diagnostics
+    monkeypatch.setattr(emap_module, "BIG_RUN_ROWS", 39)
+    big = emap.explain(ds.X_test[:40])
+    assert big.metrics["counterfactuals_per_row"] == 1
+    assert "option_status" not in big.diagnostics and "option_validity" not in big.metrics
+    assert "one verified counterfactual per row, not 3: 40 rows" in big.provenance.note
+    np.testing.assert_array_equal(big.counterfactuals, small.counterfactuals)  # the first option
+    emap.params = replace(emap.params, n_counterfactuals=3)
+    asked = emap.explain(ds.X_test[:40])
+    assert asked.metrics["counterfactuals_per_row"] == 3
+    assert "one verified" not in asked.provenance.note
