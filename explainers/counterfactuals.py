@@ -106,6 +106,7 @@ SINGLE_SIZES = (1.0, 2.0, 3.0)  # model-space moves of one continuous feature (s
 SINGLE_CANDIDATES = 8  # single-feature counterfactuals per row and round asked about
 SINGLE_ROUNDS = 3
 SINGLE_PLAUSIBLE = 0.02  # the guide's probability of the target below which one is not asked
+SINGLE_REACH = 64  # the first single changes of each row's order the guide judges, at most
 FAN_DIRECTIONS = 24  # directions around a low-dimensional point (48 for three features)
 FAN_STEPS = 6  # radius bisections over the fan of directions
 COORD_STEPS = 6  # then per coordinate
@@ -1171,7 +1172,13 @@ def _single_feature(
     smallest model-space change first, ties in the data set's order of features and categories.
     Rounds of ``SINGLE_CANDIDATES`` per row, one call each, go down that order for the rows
     without a hit yet (at most ``SINGLE_ROUNDS``); the first that holds becomes the row's
-    counterfactual (a continuous move is shrunk later).
+    counterfactual (a continuous move is shrunk later). Only the first ``SINGLE_REACH`` changes
+    of a row's order are judged: on wide tables the guide rules out most changes, and a row
+    without a hit would otherwise have its whole order judged (the 1M-row table of issue 19,
+    about 95-135 allowed changes per row, 3,000 rows, one option: the guide judged 84 changes
+    per row; with the reach 54, the job process's CPU 1.08 -> 0.78 s, validity 1.0 either way,
+    features changed 1.021 -> 1.057 on average). Adult has at most 48 single changes per row,
+    so its counterfactuals do not depend on the reach.
 
     Two seeds' sparsified counterfactuals were often different, equally valid single switches
     (adult, 2,000 rows: two-seed cosine of the verified perturbations 0.70); with this order they
@@ -1196,6 +1203,7 @@ def _single_feature(
     # allowed (inf) come last and are never reached
     order = np.argsort(changes.cost, axis=1, kind="stable")
     n_allowed = np.isfinite(changes.cost).sum(axis=1)
+    reach = np.minimum(n_allowed, SINGLE_REACH)  # the positions the guide may judge
     m, width = order.shape
     # per kind of change: the guide's verdict (1 plausible, 0 ruled out, -1 not asked) and the
     # black box's answer (1 holds, 0 misses, -1 not asked), from earlier calls where memoised
@@ -1218,10 +1226,10 @@ def _single_feature(
             break
         need = (r + 1) * SINGLE_CANDIDATES
         while True:  # the guide judges the next positions until each row has this round's
-            live = np.flatnonzero(~found & (n_plausible < need) & (judged < n_allowed))
+            live = np.flatnonzero(~found & (n_plausible < need) & (judged < reach))
             if len(live) == 0:
                 break
-            span = np.minimum(need - n_plausible[live], n_allowed[live] - judged[live])
+            span = np.minimum(need - n_plausible[live], reach[live] - judged[live])
             owner = np.repeat(live, span)
             at = judged[owner] + np.arange(len(owner)) - np.repeat(np.cumsum(span) - span, span)
             new = verdict[owner, at] < 0
@@ -1234,7 +1242,7 @@ def _single_feature(
             )
             judged[live] += span
         # the plausible ones' ranks, in order (a memo also knows changes this row may not make)
-        plausible = (verdict == 1) & (np.arange(width) < n_allowed[:, None])
+        plausible = (verdict == 1) & (np.arange(width) < reach[:, None])
         rank = np.cumsum(plausible, axis=1) - 1
         pick = plausible & (rank >= r * SINGLE_CANDIDATES) & (rank < need) & ~found[:, None]
         owner, at = np.nonzero(pick)  # row-major: each row's candidates in order

@@ -571,3 +571,29 @@ def test_a_bank_subset_is_evenly_spaced_per_class_not_drawn():
     assert bank.classes.tolist() == [0, 1, 0, 1, 0, 1]
     # rows 0, 4, 8 of class 0 (rows 0 2 4 6 8) and rows 1, 5, 9 of class 1, in the split's order
     np.testing.assert_array_equal(bank.images[:, 0], np.array([0, 1, 4, 5, 8, 9]) * 2)
+
+
+def test_the_guide_judges_at_most_the_reach_of_each_rows_order(monkeypatch):
+    """However many single changes a row has (26 here), the guide judges at most the first
+    ``SINGLE_REACH`` of its order; the first of those that holds is still taken (x0 + 1 is
+    among the first four)."""
+    import explainers.counterfactuals as cf
+
+    monkeypatch.setattr(cf, "SINGLE_REACH", 4)
+    X = _rows(300, seed=24)
+    X = X[X[:, 0] + X[:, 1] > 0.05]
+    targets = np.ones(len(X), dtype=np.int64)
+    far = X.copy()
+    far[:, 0] += 2.5 - (X[:, 0] + X[:, 1])
+    guide, judged = _guide(), []
+    log_target = guide.log_target
+
+    def counted(Z: np.ndarray, t: np.ndarray) -> np.ndarray:
+        judged.append(len(Z))
+        return log_target(Z, t)
+
+    guide.log_target = counted  # type: ignore[method-assign]
+    out = refine(black_box, SCHEMA, X, far, targets, guide=guide)
+    assert np.all(out.status == AS_IS) and np.all(out.changed == 1)
+    assert np.all(out.counterfactuals[:, 0] > X[:, 0])
+    assert sum(judged) <= 4 * len(X)

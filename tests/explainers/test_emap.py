@@ -462,3 +462,82 @@ def test_a_saved_image_emap_keeps_its_bank_and_one_saved_without_verifies_its_ow
     own = old.verify(ds.X_test, a.raw_counterfactuals, a.targets)
     assert not np.any(own.status == FROM_IMAGE)
     assert np.all(model.predict(own.counterfactuals[own.valid]) == a.targets[own.valid])
+
+
+def test_a_black_box_in_another_process_verifies_two_chunks_at_once_with_the_same_result(
+    mixed, monkeypatch
+):
+    """A sandboxed black box answers one chunk of rows while the job works on the next: chunks
+    are verified in two threads, and every counterfactual, status and option is what one chunk
+    after another gives. A failure in either chunk stops the verification with the black box's
+    error (nothing half-done is returned), and a cancel stops it too."""
+    import threading
+
+    import explainers.emap as emap_module
+    from explainers.base import Cancelled
+
+    ds, model = mixed
+
+    class Elsewhere:
+        """The black box, recording which threads asked it; fails on call ``fail_at`` if set."""
+
+        def __init__(self) -> None:
+            self.n_classes, self.class_names = model.n_classes, model.class_names
+            self.n_features, self.description = ds.n_features, "elsewhere"
+            self.capabilities = frozenset()
+            self.threads: set[int] = set()
+            self.calls, self.fail_at = 0, 0
+
+        def predict_proba(self, X):
+            self.calls += 1
+            self.threads.add(threading.get_ident())
+            if self.calls == self.fail_at:
+                raise ConnectionError("connection to the model server lost")
+            return model.predict_proba(X)
+
+        def predict(self, X):
+            return self.predict_proba(X).argmax(axis=1)
+
+    box = Elsewhere()
+    emap = EMAP(params_from_dict(EMAPParams, FAST)).fit(ds, box)
+    monkeypatch.setattr(emap_module, "OVERLAP_MIN_ROWS", 16)
+    monkeypatch.setattr(emap_module, "_answers_elsewhere", lambda m: False)
+    one_by_one = emap.explain(ds.X_test)
+    box.threads.clear()
+    monkeypatch.setattr(emap_module, "_answers_elsewhere", lambda m: m is box)
+    both = emap.explain(ds.X_test)
+    assert len(box.threads - {threading.get_ident()}) >= 2  # worker threads asked it
+    np.testing.assert_array_equal(both.counterfactuals, one_by_one.counterfactuals)
+    np.testing.assert_array_equal(both.counterfactual_status, one_by_one.counterfactual_status)
+    for name in ("option_counterfactuals", "option_status"):
+        np.testing.assert_array_equal(both.diagnostics[name], one_by_one.diagnostics[name])
+    assert both.metrics["verify_rows_asked"] == one_by_one.metrics["verify_rows_asked"]
+    box.calls, box.fail_at = 0, 12
+    with pytest.raises(BlackBoxCallError, match="model server lost"):
+        emap.explain(ds.X_test)
+    box.fail_at = 0
+    asked = []
+    with pytest.raises(Cancelled):
+        emap.explain(ds.X_test, should_stop=lambda: bool(asked.append(1)) or len(asked) > 3)
+
+
+def test_a_big_run_gets_one_counterfactual_per_row_by_default_and_says_so(mixed, monkeypatch):
+    """Over ``BIG_RUN_ROWS`` explained rows the default is one verified counterfactual per row
+    (each further option costs about two more first options); the run's metrics and note say
+    so, and an explicit ``n_counterfactuals`` still gets what it asks for."""
+    import explainers.emap as emap_module
+
+    ds, model = mixed
+    emap = EMAP(params_from_dict(EMAPParams, FAST)).fit(ds, model)
+    small = emap.explain(ds.X_test[:40])
+    assert small.metrics["counterfactuals_per_row"] == 3 and "option_status" in small.diagnostics
+    monkeypatch.setattr(emap_module, "BIG_RUN_ROWS", 39)
+    big = emap.explain(ds.X_test[:40])
+    assert big.metrics["counterfactuals_per_row"] == 1
+    assert "option_status" not in big.diagnostics and "option_validity" not in big.metrics
+    assert "one verified counterfactual per row, not 3: 40 rows" in big.provenance.note
+    np.testing.assert_array_equal(big.counterfactuals, small.counterfactuals)  # the first option
+    emap.params = replace(emap.params, n_counterfactuals=3)
+    asked = emap.explain(ds.X_test[:40])
+    assert asked.metrics["counterfactuals_per_row"] == 3
+    assert "one verified" not in asked.provenance.note
