@@ -74,6 +74,7 @@ nothing is dropped.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -482,12 +483,14 @@ class SingleMemo:
         self.n = n
         self.verdict: NDArray[np.int8] | None = None
         self.answer: NDArray[np.int8] | None = None
+        self._lock = threading.Lock()  # chunks of disjoint rows may be refined in two threads
 
     def tables(self, width: int) -> tuple[NDArray[np.int8], NDArray[np.int8]]:
         """The verdict and answer tables, (n, width) each (``width`` single changes per row)."""
-        if self.verdict is None or self.answer is None:
-            self.verdict = np.full((self.n, width), -1, dtype=np.int8)
-            self.answer = np.full((self.n, width), -1, dtype=np.int8)
+        with self._lock:
+            if self.verdict is None or self.answer is None:
+                self.verdict = np.full((self.n, width), -1, dtype=np.int8)
+                self.answer = np.full((self.n, width), -1, dtype=np.int8)
         assert self.verdict.shape[1] == width, "a memo serves one schema and one set of pins"
         return self.verdict, self.answer
 
