@@ -21,11 +21,12 @@ many hosted-link viewers: 10,000 arrows painted in 3.7 s as SVG, 19.6 s as softw
 ``flipscope bench plots --browser``), while WebGL keeps pan and zoom smooth for bigger fields on a
 real GPU.
 
-A big run is not drawn whole: at most ``MAX_ARROWS`` arrows (every uncertain row's first, then a
-random subset, and the selected row's) over a density layer of all rows aggregated here (a 2-D
-histogram sent as a small heatmap); uncertain rows without an arrow stay visible as red points
-(a red density past ``MAX_UNCERTAIN_POINTS``), and the title says how many rows are drawn of how
-many. The figure stays under 2 MB whatever the run's size.
+A big run is not drawn whole: at most ``MAX_ARROWS`` arrows (every uncertain row's when they
+fit, else a sample of them in proportion, k% of the arrows; then a random subset of the others,
+and the selected row's) over a density layer of all rows aggregated here (a 2-D histogram sent as a small
+heatmap); uncertain rows without an arrow stay visible as red points, or past
+``MAX_UNCERTAIN_POINTS`` as a red layer giving the share of each cell's rows that are uncertain,
+and the title says how many rows are drawn of how many. The figure stays under 2 MB whatever the run's size.
 
 Data with more than two features is drawn through an ``app.analysis.Projection2D``: a chosen pair
 of features, or the first two principal components, whose axis labels say "(projection)". The
@@ -34,6 +35,8 @@ never calls a model.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
@@ -54,11 +57,13 @@ from explainers.explanation import Explanation
 SVG_MAX_ARROWS = 5000  # "auto" renderer: SVG up to this many drawn arrows, WebGL above
 # Big runs (issue 19): at most MAX_ARROWS arrows are drawn, the uncertain rows first, over a
 # density layer of every row (a DENSITY_BINS^2 histogram computed here, not in the browser);
-# uncertain rows without an arrow are red points up to MAX_UNCERTAIN_POINTS, a red density above.
+# uncertain rows without an arrow are red points up to MAX_UNCERTAIN_POINTS, above that a red layer
+# of the share of each cell's rows that are uncertain.
 # With these the figure stays under 2 MB however many rows a run has.
 MAX_ARROWS = 3000
 MAX_UNCERTAIN_POINTS = 20_000
 DENSITY_BINS = 120
+SHARE_MIN_ROWS = 5  # the red share layer leaves cells with fewer rows than this blank
 UNCERTAIN = "#d62728"  # red, reserved for the smallest-k% arrows
 NEUTRAL = "#3d3d3d"
 SELECTED = "#000000"
@@ -218,11 +223,13 @@ def arrow_field_figure(
         exactly ``ceil(k_pct / 100 * n)`` of them, chosen over ALL n instances.
     normalise : draw every arrow with the same length (direction only); the legend says so.
     background : the black box's regions (``app.analysis.decision_regions``), drawn under the arrows.
-    max_arrows : draw at most this many arrows (None: all): every uncertain row's first (a
-        reproducible random subset of them if they are more), then a random subset of the others,
-        and the selected row's. With fewer arrows than rows, a grey density layer shows where all
-        rows lie, and uncertain rows without an arrow are red points (a red density layer above
-        ``MAX_UNCERTAIN_POINTS`` of them); the title says how many rows the figure stands for.
+    max_arrows : draw at most this many arrows (None: all): every uncertain row's first (when
+        they are more, a reproducible random sample of them, k% of the arrows), then a
+        random subset of the others, and the selected row's. With fewer arrows than rows, a grey
+        density layer shows where all rows lie, and uncertain rows without an arrow are red
+        points (above ``MAX_UNCERTAIN_POINTS`` of them, a red layer of each cell's share of
+        uncertain rows); the title (a given ``title`` too) says how many rows the figure stands
+        for.
     selected : an instance to mark with a ring and a black arrow.
     features, projection : what the axes show for data with more than two features; default the
         columns ``features`` (a projection, labelled as such). Pass ``app.analysis.project_2d`` for PCA.
@@ -285,13 +292,15 @@ def arrow_field_figure(
             fig.add_trace(trace)
     unshown_red = np.zeros(0, dtype=np.int64)
     if len(shown) < n:
-        fig.add_trace(_density_trace(pts, xlim, ylim, f"all {n:,} rows (density)", "0,0,0"))
+        counts = _bin_counts(pts, xlim, ylim)
+        fig.add_trace(_density_trace(counts, f"all {n:,} rows (density)"))
         unshown_red = np.setdiff1d(np.flatnonzero(uncertain), shown)
         if len(unshown_red) > MAX_UNCERTAIN_POINTS:
             fig.add_trace(
-                _density_trace(
-                    pts[unshown_red], xlim, ylim,
-                    f"{len(unshown_red):,} uncertain rows without an arrow (density)", "214,39,40",
+                _share_trace(
+                    _bin_counts(pts[uncertain], xlim, ylim), counts,
+                    f"share of each cell's rows in the smallest {k_pct:g}% "
+                    f"({len(unshown_red):,} of them without an arrow)",
                 )
             )  # fmt: skip
 
@@ -404,13 +413,18 @@ def arrow_field_figure(
             )
         )
 
-    subset = f", {len(shown):,} of {n:,} drawn (shading: all {n:,} rows)" if len(shown) < n else ""
+    subset = f"{len(shown):,} of {n:,} drawn (shading: all {n:,} rows)" if len(shown) < n else ""
     var = ""
     if projection.explained_variance is not None:
         var = f"; PCA plane holds {sum(projection.explained_variance):.0%} of the variance"
-    default_title = f"{explanation.method}: {what} from each point{subset}{var}"
+    if title:  # a page's own title still says how many rows the figure stands for
+        title = f"{title}<br><sup>arrows: {subset}</sup>" if subset else title
+    else:
+        title = (
+            f"{explanation.method}: {what} from each point{', ' + subset if subset else ''}{var}"
+        )
     fig.update_layout(
-        title=title or default_title,
+        title=title,
         xaxis={
             "title": plot_text(projection.labels[0]),
             "range": list(xlim),
@@ -451,7 +465,7 @@ def arrow_field_figure(
             showarrow=False,
             font={"size": 11, "color": "#444"},
         )
-        fig.update_layout(margin={"t": 110})
+        fig.update_layout(margin={"t": 130 if "<br>" in title else 110})  # a second title line
     return fig
 
 
@@ -464,33 +478,63 @@ def _arrow_subset(
     red, rest = np.flatnonzero(uncertain), np.flatnonzero(~uncertain)
     budget = max_arrows - (selected is not None)
     if len(red) > budget:
-        red = rng.choice(red, size=budget, replace=False)
+        # Too many to draw them all: the arrows are a sample of all rows in proportion (k% of
+        # them red), so the field shows how the rows point; all-red arrows, or half, read as
+        # "most rows are uncertain". Where the uncertain rows lie is the red layer's to show.
+        share = len(red) / (len(red) + len(rest))
+        red = rng.choice(red, size=max(1, round(budget * share)), replace=False)
     others = rng.choice(rest, size=min(len(rest), budget - len(red)), replace=False)
     shown = np.concatenate([red, others, [] if selected is None else [selected]])
     return np.unique(shown.astype(np.int64))
 
 
-def _density_trace(
-    pts: NDArray, xlim: tuple[float, float], ylim: tuple[float, float], name: str, rgb: str
-) -> go.Heatmap:
-    """Where rows lie, aggregated here: a ``DENSITY_BINS`` x ``DENSITY_BINS`` histogram on the
-    plot's frame drawn as a heatmap (log counts; empty bins transparent), so a figure's size does
-    not grow with the rows."""
+@dataclass(frozen=True)
+class _Bins:
+    """Rows counted on a ``DENSITY_BINS`` x ``DENSITY_BINS`` grid of the plot's frame."""
+
+    counts: NDArray[np.float64]  # (y bins, x bins)
+    x: NDArray[np.float32]  # bin centres
+    y: NDArray[np.float32]
+
+
+def _bin_counts(pts: NDArray, xlim: tuple[float, float], ylim: tuple[float, float]) -> _Bins:
     counts, xe, ye = np.histogram2d(
         pts[:, 0], pts[:, 1], bins=DENSITY_BINS, range=[list(xlim), list(ylim)]
     )
-    z = np.log1p(counts.T).astype(np.float32)
-    z[counts.T == 0] = np.nan
-    return go.Heatmap(
-        x=((xe[:-1] + xe[1:]) / 2).astype(np.float32),
-        y=((ye[:-1] + ye[1:]) / 2).astype(np.float32),
-        z=z,
-        colorscale=[[0.0, f"rgba({rgb},0.08)"], [1.0, f"rgba({rgb},0.55)"]],
-        showscale=False,
-        hoverinfo="skip",
-        name=name,
-        showlegend=True,
+    return _Bins(
+        counts.T,
+        ((xe[:-1] + xe[1:]) / 2).astype(np.float32),
+        ((ye[:-1] + ye[1:]) / 2).astype(np.float32),
     )
+
+
+def _density_trace(bins: _Bins, name: str) -> go.Heatmap:
+    """Where rows lie, aggregated here: the histogram drawn as a grey heatmap (log counts; empty
+    bins transparent), so a figure's size does not grow with the rows."""
+    z = np.log1p(bins.counts).astype(np.float32)
+    z[bins.counts == 0] = np.nan
+    return go.Heatmap(
+        x=bins.x, y=bins.y, z=z,
+        colorscale=[[0.0, "rgba(0,0,0,0.08)"], [1.0, "rgba(0,0,0,0.55)"]],
+        showscale=False, hoverinfo="skip", name=name, showlegend=True,
+    )  # fmt: skip
+
+
+def _share_trace(red: _Bins, all_rows: _Bins, name: str) -> go.Heatmap:
+    """Where the uncertain rows are, as the share of each cell's rows that are uncertain, on a
+    fixed 0-1 scale: a cell as uncertain as the run overall (k%) is faint, one of uncertain rows
+    only is full red; cells of fewer than ``SHARE_MIN_ROWS`` rows are left blank. A density of the uncertain rows alone would look like the density of all
+    rows wherever they are spread evenly, and paint the whole cloud red."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = (red.counts / all_rows.counts).astype(np.float32)
+    # A cell of one or two rows has a share of 0 or 1 by chance: speckles at the cloud's edge.
+    share[(red.counts == 0) | (all_rows.counts < SHARE_MIN_ROWS)] = np.nan
+    return go.Heatmap(
+        x=red.x, y=red.y, z=share, zmin=0.0, zmax=1.0,
+        colorscale=[[0.0, "rgba(214,39,40,0.0)"], [1.0, "rgba(214,39,40,0.75)"]],
+        showscale=False, name=name, showlegend=True,
+        hovertemplate="%{z:.0%} of this cell's rows are uncertain<extra></extra>",
+    )  # fmt: skip
 
 
 def _label_units(

@@ -222,6 +222,13 @@ def test_pca_projection_labels_and_linear_maps():
     )
 
 
+def uncertain_selected(e, sel: int) -> int:
+    """1 when row ``sel`` is among the smallest 10% (its arrow is then red), else 0."""
+    return int(
+        sel in set(np.argsort(e.diagnostics["perturbation_norm"], kind="stable")[: e.n // 10])
+    )
+
+
 def test_a_200k_row_field_sends_a_bounded_figure_and_shows_every_uncertain_row():
     """Issue 19: at most MAX_ARROWS arrows over a density of all rows, under 2 MB, and every
     uncertain row still on the figure (an arrow, else a red point; a red density past
@@ -250,8 +257,22 @@ def test_a_200k_row_field_sends_a_bounded_figure_and_shows_every_uncertain_row()
     assert with_arrow | as_points == uncertain and not with_arrow & as_points
     assert any(t.name == f"instance {sel}" for t in fig.data)
 
-    # Half the rows uncertain: too many for points, so a red density; still bounded.
-    wide = arrow_field_figure(e, k_pct=50)
+    # More uncertain rows than arrows: a sample of all rows in proportion, 10% of them red
+    # (all-red arrows would read as "every row is uncertain").
+    neutral_shown, red_shown = (len(_arrows(t)[0]) for t in _arrow_traces(fig))
+    assert red_shown - uncertain_selected(e, sel) == round(0.1 * (MAX_ARROWS - 1))
+    assert neutral_shown + red_shown == MAX_ARROWS
+
+    # Half the rows uncertain: too many for points, so a red layer of each cell's share of
+    # uncertain rows (on a fixed 0-1 scale); still bounded.
+    wide = arrow_field_figure(e, k_pct=50, title="A page's own title")
     assert len(pio.to_json(wide, validate=False)) < 2_000_000
-    reds = [t for t in wide.data if t.type == "heatmap" and "uncertain" in t.name]
-    assert len(reds) == 1 and f"{n // 2 - MAX_ARROWS:,} uncertain rows" in reds[0].name
+    assert f"of {n:,} drawn (shading: all {n:,} rows)" in wide.layout.title.text, "the page's title"
+    reds = [t for t in wide.data if t.type == "heatmap" and "smallest 50%" in t.name]
+    unshown = n // 2 - MAX_ARROWS // 2  # half the arrows are red
+    assert len(reds) == 1 and f"({unshown:,} of them without an arrow)" in reds[0].name
+    share, grey = np.asarray(reds[0].z, dtype=float), np.asarray(wide.data[0].z, dtype=float)
+    assert (reds[0].zmin, reds[0].zmax) == (0.0, 1.0)
+    assert np.nanmin(share) > 0 and np.nanmax(share) <= 1
+    cells = ~np.isnan(grey)  # where rows lie; half of them uncertain, spread evenly
+    assert 0.4 < np.nanmedian(share[cells]) < 0.6
