@@ -436,7 +436,8 @@ def arrow_field_figure(
             "scaleanchor": "x",
             "scaleratio": 1,
         },
-        legend={"orientation": "h", "yanchor": "top", "y": -0.12, "xanchor": "left", "x": 0},
+        # below the x-axis title (at -0.12 the legend's first row covered it)
+        legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0},
         height=height,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
         plot_bgcolor="white",
