@@ -227,6 +227,29 @@ def _guide(tilt: float = 0.2) -> TorchGuide:
     return TorchGuide(TorchModel(net.eval(), 2))
 
 
+def _counting_guide() -> tuple[TorchGuide, list[int]]:
+    """``_guide()`` and the list it appends the number of rows of each judgement to."""
+    guide, judged = _guide(), []
+    log_target = guide.log_target
+
+    def counted(Z: np.ndarray, t: np.ndarray) -> np.ndarray:
+        judged.append(len(Z))
+        return log_target(Z, t)
+
+    guide.log_target = counted  # type: ignore[method-assign]
+    return guide, judged
+
+
+def _x0_flips(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows whose first single change in the fixed order (x0 + 1) flips them, targets, and
+    proposals far up x0."""
+    X = _rows(300, seed=seed)
+    X = X[X[:, 0] + X[:, 1] > 0.05]
+    far = X.copy()
+    far[:, 0] += 2.5 - (X[:, 0] + X[:, 1])
+    return X, np.ones(len(X), dtype=np.int64), far
+
+
 def test_guided_refinement_flips_never_grows_keeps_pins_and_ends_minimal():
     X = _rows(400, seed=12)
     P = _proposals(X, seed=13)
@@ -353,20 +376,8 @@ def test_the_guide_judges_single_changes_only_as_far_as_the_rounds_reach():
     """Rows whose first single change in the fixed order flips (x0 + 1) are settled in the first
     round; the guide is asked about their first few changes, not about all 26 of every row (4
     features x 3 sizes x 2 signs, and 2 colours)."""
-    X = _rows(300, seed=21)
-    X = X[X[:, 0] + X[:, 1] > 0.05]
-    targets = np.ones(len(X), dtype=np.int64)
-    far = X.copy()
-    far[:, 0] += 2.5 - (X[:, 0] + X[:, 1])
-    guide = _guide()
-    judged = []
-    log_target = guide.log_target
-
-    def counted(Z: np.ndarray, t: np.ndarray) -> np.ndarray:
-        judged.append(len(Z))
-        return log_target(Z, t)
-
-    guide.log_target = counted  # type: ignore[method-assign]
+    X, targets, far = _x0_flips(21)
+    guide, judged = _counting_guide()
     out = refine(black_box, SCHEMA, X, far, targets, guide=guide)
     assert np.all(out.status == AS_IS) and np.all(out.changed == 1)
     assert np.all(out.counterfactuals[:, 0] > X[:, 0])  # x0 moved up (then shrunk), nothing else
@@ -444,16 +455,7 @@ def test_a_later_option_reuses_what_an_earlier_one_learnt_and_ends_the_same():
     frozen[:, 0] = True
     runs = {}
     for name, kept in (("alone", None), ("memo", memo)):
-        guide, judged = _guide(), []
-        log_target = guide.log_target
-
-        def counted(
-            Z: np.ndarray, t: np.ndarray, log_target=log_target, judged=judged
-        ) -> np.ndarray:
-            judged.append(len(Z))
-            return log_target(Z, t)
-
-        guide.log_target = counted  # type: ignore[method-assign]
+        guide, judged = _counting_guide()
         out = refine(x0_or_x2_and_x3, SCHEMA, X, P, targets, guide=guide, frozen=frozen, memo=kept)
         runs[name] = out, sum(judged)
     (alone, judged_alone), (again, judged_again) = runs["alone"], runs["memo"]
@@ -580,19 +582,8 @@ def test_the_guide_judges_at_most_the_reach_of_each_rows_order(monkeypatch):
     import explainers.counterfactuals as cf
 
     monkeypatch.setattr(cf, "SINGLE_REACH", 4)
-    X = _rows(300, seed=24)
-    X = X[X[:, 0] + X[:, 1] > 0.05]
-    targets = np.ones(len(X), dtype=np.int64)
-    far = X.copy()
-    far[:, 0] += 2.5 - (X[:, 0] + X[:, 1])
-    guide, judged = _guide(), []
-    log_target = guide.log_target
-
-    def counted(Z: np.ndarray, t: np.ndarray) -> np.ndarray:
-        judged.append(len(Z))
-        return log_target(Z, t)
-
-    guide.log_target = counted  # type: ignore[method-assign]
+    X, targets, far = _x0_flips(24)
+    guide, judged = _counting_guide()
     out = refine(black_box, SCHEMA, X, far, targets, guide=guide)
     assert np.all(out.status == AS_IS) and np.all(out.changed == 1)
     assert np.all(out.counterfactuals[:, 0] > X[:, 0])
