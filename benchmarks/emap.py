@@ -17,9 +17,10 @@ verified counterfactuals, ``sparsity_mean_raw`` and ``l2_median_raw`` over the r
 that flip the black box. ``verify_seconds_per_2000`` times the verification alone on 2,000 test rows
 (repeated when the split is smaller; median of ``--verify-runs``), ``verify_blackbox_calls`` counts
 its batched black-box calls. ``minimality_ratio_median`` and the blob's smallest-20% share use the
-verified sizes (raw ones under ``extra``). On mnist38 the verified counterfactuals do not come from
-EMAP's one pass: each is made from the nearest training image of its target class
-(``extra.status_counts.from_training_image`` counts them; ``explainers.counterfactuals`` says why).
+verified sizes (raw ones under ``extra``). On mnist38 most verified counterfactuals do not come
+from EMAP's one pass: they are made from the nearest training image of the target class
+(``extra.status_counts.from_training_image``); the rest are EMAP's own where it flipped and was
+smaller (``as_is``); ``explainers.counterfactuals`` says why.
 
 ``--peer dice`` runs DiCE (``benchmarks.peer_dice``) on the first ``--peer-rows`` test rows with
 the same black box and immutable features as EMAP (``pinned``; on adult the race-and-sex-pinned

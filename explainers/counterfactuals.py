@@ -43,18 +43,20 @@ row's counterfactual is first the nearest bank image of its target class (one ca
 gave it that class, so it holds unless pinned pixels or constraints undo it), marked
 ``FROM_IMAGE``, which then goes through 4 and 5 with its changes ranked by a fixed weight,
 ``|change| x |mean target image - mean other image|`` over the bank, ties by pixel index, in
-place of the guide's gradient. The method's own proposal is then not used for these rows (it
-stays the raw counterfactual). Why: the sparse result used to be cut from EMAP's raw
-perturbation, whose two-seed cosine on mnist38 is 0.71, so no order of reverting could make two
-seeds agree (verified cosine 0.48, 0.51 when reverting by size). Measured on mnist38 (989 test
-rows, the two bench seeds' EMAPs, 2 CPU cores): verified two-seed cosine 0.481 -> 1.0 (the
-result no longer depends on the seed), validity 1.0, median pixels changed 18 -> 9 (mean 20.6 ->
-13.8), median L2 3.68 -> 2.83, 23 -> 21 calls, rows asked per counterfactual 70 -> 46; the
-Spearman correlation of the verified size with the black box's margin |p - 0.5| (the
-uncertainty score's premise) 0.51 -> 0.63 (raw sizes 0.38). On 8% of the rows whose raw
-counterfactual flipped, the one made from the bank image ended larger in L2 than EMAP's: those
-rows go back to EMAP's own (``_no_larger_than_raw``), made sparse and shrunk in the same fixed
-order, so no verified counterfactual is larger than a valid raw one.
+place of the guide's gradient. The method's own proposal stays the raw counterfactual; where it
+already flipped the black box and the bank-made one ends larger (L2), the row goes back to it
+(``_no_larger_than_raw``: status ``AS_IS``, made sparse and shrunk in the same fixed order), so
+no verified counterfactual is larger than a valid raw one. Why a bank: the sparse result used to
+be cut from EMAP's raw perturbation, whose two-seed cosine on mnist38 is 0.71, so no order of
+reverting could make two seeds agree (verified cosine 0.48, 0.51 when reverting by size).
+Measured on mnist38 (989 test rows, 2 CPU cores), every row from the bank: verified two-seed
+cosine 0.481 -> 1.0, validity 1.0, median pixels changed 18 -> 9 (mean 20.6 -> 13.8), median L2
+3.68 -> 2.83, 23 -> 21 calls, rows asked per counterfactual 70 -> 46; the Spearman correlation
+of the verified size with the black box's margin |p - 0.5| (the uncertainty score's premise)
+0.51 -> 0.63 (raw sizes 0.38). But on 8% of the rows whose raw counterfactual flipped, the
+bank-made one was larger in L2; with those 77 rows back on EMAP's own (``flipscope bench emap
+--dataset mnist38``): 912 rows from the bank, cosine 0.927 (the 77 carry EMAP's seed noise),
+validity 1.0, median pixels 8 (mean 10.7), median L2 2.75, 41 calls.
 Ranking by |change| alone instead of the weight gave median 14 pixels and L2 3.65.
 
 Points of at most three continuous features and no categorical ones (moons, blob) skip 3-5: a
@@ -66,8 +68,8 @@ boundary point 1.33 -> 1.19, and two seeds' verified counterfactuals agree more,
 
 Pinned features never change, continuous features stay inside their bounds, one-hot blocks stay
 one-hot, and a candidate is only ever accepted on the black box's word. A row whose proposal was
-valid and which keeps it (``AS_IS``) never ends with a larger change (L2 in model space) than the
-proposal. A row that cannot be repaired keeps the method's own proposal and is marked ``FAILED``;
+valid never ends with a larger change (L2 in model space) than the proposal (``AS_IS`` by its
+cap, a bank-made one by ``_no_larger_than_raw``). A row that cannot be repaired keeps the method's own proposal and is marked ``FAILED``;
 nothing is dropped.
 """
 
@@ -541,7 +543,9 @@ def refine(
         about a change it answered. EMAP's further options share the first one's.
     bank : images only (with ``sparsify``): training images per class; each row starts from the
         nearest one of its target class instead of the proposal (``FROM_IMAGE``), and changes are
-        reverted in a fixed order (the module docstring says why and what it measured).
+        reverted in a fixed order (the module docstring says why and what it measured); a row
+        whose proposal flipped goes back to it where the bank-made one ends larger
+        (``_no_larger_than_raw``).
 
     Raises
     ------

@@ -226,8 +226,8 @@ class Explanation:
         return self.counterfactual_status is not None
 
     def status_names(self) -> list[str] | None:
-        """Per row, how its counterfactual was obtained: "as is", "repaired" or "failed"
-        (None when the method does not verify)."""
+        """Per row, how its counterfactual was obtained: "as is", "repaired", "failed" or "from a
+        training image" (None when the method does not verify)."""
         if self.counterfactual_status is None:
             return None
         return [STATUS_NAMES[int(s)] for s in self.counterfactual_status]
