@@ -1272,8 +1272,7 @@ def _single_feature(
         st.pred[who] = st.targets[who]  # a hit: the black box gave the target
         found[owner[first]] = True
     if at_memo is not None:
-        back = np.empty_like(order)
-        np.put_along_axis(back, order, np.arange(width)[None].repeat(m, axis=0), axis=1)
+        back = np.argsort(order, axis=1)  # each row's order inverted
         memo_verdict[at_memo] = np.take_along_axis(verdict, back, axis=1)
         if st.recourse is None:
             memo_answer[at_memo] = np.take_along_axis(answer, back, axis=1)
@@ -1326,13 +1325,15 @@ def _single_changes(st: _State, rows: NDArray) -> _SingleChanges:
     frozen = None if st.frozen is None else st.frozen[rows]
     cap = st.cap[rows]
     costs, columns, moved = [], [], []
+    off_all, off_sq_all = off.sum(axis=1), off_sq.sum(axis=1)
+    off_frozen = None if frozen is None else (off & frozen[:, :nc]).sum(axis=1)
     for j in np.flatnonzero(layout.free_cont):
         # snapping's changes to the other columns stay in every move of this one
-        others = off.sum(axis=1) - off[:, j]
-        others_sq = off_sq.sum(axis=1) - off_sq[:, j]
+        others = off_all - off[:, j]
+        others_sq = off_sq_all - off_sq[:, j]
         others_frozen = np.zeros(m, dtype=bool)
-        if frozen is not None:
-            others_frozen = (off & frozen[:, :nc]).sum(axis=1) > (off[:, j] & frozen[:, j])
+        if off_frozen is not None and frozen is not None:
+            others_frozen = off_frozen > (off[:, j] & frozen[:, j])
         for size in SINGLE_SIZES:
             for sign in (1.0, -1.0):
                 v = layout.moved(X, int(j), sign * size)

@@ -260,7 +260,8 @@ class EMAPParams:
     n_counterfactuals: int = param(
         0,
         "counterfactuals per row, each verified, later ones kept off the largest change of every "
-        "earlier one (0: 3 on tabular data, 1 otherwise and when over 50,000 rows are explained)",
+        f"earlier one (0: {TABULAR_OPTIONS} on tabular data, 1 otherwise and when over "
+        f"{BIG_RUN_ROWS:,} rows are explained)",
         0,
         MAX_OPTIONS,
         label="Counterfactuals per row",
@@ -418,7 +419,8 @@ class EMAP(Explainer[EMAPParams]):
       ``max_changed`` adds a hinge on a smooth count of changed features to the loss (soft).
       Verification then holds every constraint exactly: a counterfactual that would break one is
       cut down or marked failed with the reason (``diagnostics["counterfactual_reason"]``).
-    * **Several counterfactuals per row** (``n_counterfactuals``; 3 on tabular data). The first
+    * **Several counterfactuals per row** (``n_counterfactuals``; 3 on tabular data, 1 beyond
+      ``BIG_RUN_ROWS`` explained rows, see ``n_options``). The first
       is the one above; each further option perturbs with the dropout and Gumbel noise sampled
       and is verified with one changed feature of every earlier valid option frozen, so valid
       options change different sets of features (``option_*`` diagnostics, diversity metrics).
@@ -1074,14 +1076,22 @@ class EMAP(Explainer[EMAPParams]):
         k = self.params.n_counterfactuals
         if k:
             return k
-        if self.modality_ != "tabular" or rows > BIG_RUN_ROWS:
+        if self.modality_ != "tabular" or self._one_for_size(rows):
             return 1
         return TABULAR_OPTIONS
+
+    def _one_for_size(self, rows: int) -> bool:
+        """Whether the default number of options is one only because ``rows`` is big."""
+        return (
+            not self.params.n_counterfactuals
+            and self.modality_ == "tabular"
+            and (rows > BIG_RUN_ROWS)
+        )
 
     def options_note(self, rows: int) -> str:
         """What a run shows when ``n_options`` chose one counterfactual per row for its size
         ("" otherwise)."""
-        if self.params.n_counterfactuals or self.modality_ != "tabular" or rows <= BIG_RUN_ROWS:
+        if not self._one_for_size(rows):
             return ""
         return (
             f"one verified counterfactual per row, not {TABULAR_OPTIONS}: {rows:,} rows were "
