@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -1039,15 +1039,21 @@ class EMAP(Explainer[EMAPParams]):
                 with ThreadPoolExecutor(max_workers=2) as pool:
                     futures = [pool.submit(one, sl, give_up) for sl in chunks]
                     try:
-                        for sl, future in zip(chunks, futures, strict=True):
-                            while True:  # the cancel check stays in this thread (the job's store)
-                                try:
-                                    parts.append(future.result(timeout=CANCEL_POLL_SECONDS))
-                                    break
-                                except TimeoutError:
-                                    check_cancel(should_stop)
+                        pending = set(futures)
+                        while len(parts) < len(futures):
+                            # any chunk's failure stops all at once, not when its turn comes;
+                            # the cancel check stays in this thread (the job's store)
+                            finished, pending = wait(
+                                pending, timeout=CANCEL_POLL_SECONDS, return_when=FIRST_EXCEPTION
+                            )
+                            for future in finished:
+                                failure = future.exception()
+                                if failure is not None:
+                                    raise failure
+                            while len(parts) < len(futures) and futures[len(parts)].done():
+                                parts.append(futures[len(parts)].result())  # in chunk order
+                                done(chunks[len(parts) - 1])
                             check_cancel(should_stop)
-                            done(sl)
                     except BaseException:
                         abandoned.set()
                         for future in futures:

@@ -515,6 +515,12 @@ def test_a_black_box_in_another_process_verifies_two_chunks_at_once_with_the_sam
     box.calls, box.fail_at = 0, 12
     with pytest.raises(BlackBoxCallError, match="model server lost"):
         emap.explain(ds.X_test)
+    monkeypatch.setattr(emap_module, "VERIFY_ROWS", 8)  # many chunks: any one failing stops all
+    assert len(ds.X_test) > 4 * 8
+    for fail_at in (3, 20):
+        box.calls, box.fail_at = 0, fail_at
+        with pytest.raises(BlackBoxCallError, match="model server lost"):
+            emap.explain(ds.X_test)
     box.fail_at = 0
     asked = []
     with pytest.raises(Cancelled):
