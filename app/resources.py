@@ -279,12 +279,17 @@ def _field_plane(run_id: str, root: str) -> FieldPlane | None:
     return RunStore(root).load_field_plane(run_id, exp.n, exp.inputs.shape[1])
 
 
+def _saved_plane(run_id: str, root: str, axes: tuple) -> FieldPlane | None:
+    """The plane the run's job saved, when it is the one on ``axes`` (else None)."""
+    plane = _field_plane(run_id, root)
+    return plane if plane is not None and plane.axes == tuple(axes) else None
+
+
 def saved_regions(run: Run, axes: tuple) -> bool:
     """Whether the run's job saved the black box's regions for the arrow field on ``axes``, so
     drawing them needs no black box (``arrow_field``'s ``model``)."""
     checked = gate().run(run.id, VIEW)
-    plane = _field_plane(checked.id, str(backend().store.root))
-    return plane is not None and plane.axes == tuple(axes)
+    return _saved_plane(checked.id, str(backend().store.root), axes) is not None
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -295,8 +300,8 @@ def _projection(run_id: str, root: str, axes: tuple) -> Projection2D | None:
     if axes[0] in ("identity", "features"):
         return None  # the arrow builder draws feature axes itself, labelled in original units
     if axes[0] == "pca":
-        saved = _field_plane(run_id, root)
-        if saved is not None and saved.axes == ("pca",):
+        saved = _saved_plane(run_id, root, ("pca",))
+        if saved is not None:
             return saved.projection
         return analysis.project_2d(exp.inputs, "pca")
     return analysis.project_2d(
@@ -334,8 +339,8 @@ def arrow_field(
     root = str(checked.store.root)
     background = None
     if regions:
-        saved = _field_plane(run_id, root)
-        if saved is not None and saved.axes == tuple(axes):
+        saved = _saved_plane(run_id, root, axes)
+        if saved is not None:
             background = saved.regions
         elif model is not None:
             background = _regions(run_id, root, axes, model)
