@@ -211,6 +211,9 @@ class Watchdog:
             nonlocal killed
             kill_tree(pid)
             killed = True
+            # in the run's log before its end is recorded: whoever sees the end finds the reason
+            with contextlib.suppress(OSError):
+                self.store.append_log(run.id, f"[{time.strftime('%H:%M:%S')}] {verdict.message}")
 
         assert run.worker is not None
 
@@ -230,6 +233,4 @@ class Watchdog:
                 log.exception("run %s: could not record why its worker was killed", run.id)
         if killed:
             log.warning("run %s: %s (worker pid %d killed)", run.id, verdict.message, pid)
-            with contextlib.suppress(OSError):
-                self.store.append_log(run.id, f"[{time.strftime('%H:%M:%S')}] {verdict.message}")
         return killed
