@@ -297,10 +297,11 @@ class ImageBank:
         return out, found
 
     def weights(self, targets: NDArray) -> NDArray[np.float64]:
-        """(n, d) per row, how much each column separates its target class from the others in the
-        bank: |mean of the target's images - mean of the rest| (0 where a side is empty)."""
+        """(classes, d), one row per class up to the largest of ``targets``: how much each column
+        separates that class from the others in the bank, |mean of its images - mean of the rest|
+        (0 where a side is empty). A row's weights are ``table[its target]``."""
         targets = np.asarray(targets, dtype=np.int64)
-        out = np.zeros((len(targets), self.images.shape[1]))
+        out = np.zeros((int(targets.max(initial=-1)) + 1, self.images.shape[1]))
         for c in np.unique(targets):
             mine = self.classes == c
             if mine.any() and (~mine).any():
@@ -308,7 +309,7 @@ class ImageBank:
                     self.images[mine].mean(axis=0, dtype=np.float64)
                     - self.images[~mine].mean(axis=0, dtype=np.float64)
                 )
-                out[targets == c] = w
+                out[c] = w
         return out
 
 
@@ -449,7 +450,8 @@ class _State:
         self.cap = np.where(
             self.status == AS_IS, np.linalg.norm(proposal - X, axis=1) + 1e-5, np.inf
         )
-        # (n, features) a fixed, seed-independent usefulness weight per feature; None: the guide's
+        # (classes, features) a fixed, seed-independent usefulness weight per feature of each
+        # target class (``ImageBank.weights``); None: the guide's
         self.weight: NDArray[np.float64] | None = None
 
     def ask(self, rows: NDArray, cand: NDArray) -> NDArray[np.bool_]:
@@ -891,7 +893,7 @@ def _usefulness(st: _State, rows: NDArray, sizes: NDArray) -> NDArray[np.float64
     Images started from a bank: the change's size times the bank's fixed weight (``_from_bank``),
     whatever the guide says."""
     if st.weight is not None:
-        return sizes * st.weight[rows]
+        return sizes * st.weight[st.targets[rows]]
     if st.guide is None:
         return sizes
     Z = st.best[rows]
