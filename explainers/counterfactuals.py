@@ -280,7 +280,9 @@ class ImageBank:
 
     def nearest(self, X: NDArray, targets: NDArray) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
         """Per row of ``X``, the index of the nearest bank image (L2, ties: the lower index) of
-        its target class, and whether the bank holds one."""
+        its target class, and whether the bank holds one. The quality card's proximity baseline
+        (``explainers.quality.nearest_real_examples``) asks the same of its own pool; this one
+        stays in float32 with a fixed tie rule, since the result must not move between fits."""
         X = np.asarray(X, dtype=np.float32)
         out = np.zeros(len(X), dtype=np.int64)
         found = np.zeros(len(X), dtype=bool)

@@ -382,7 +382,8 @@ def nearest_real_examples(
     Returns
     -------
     (n, d) nearest rows (the input itself where no pool row has the target class) and (n,) bool,
-    whether one was found.
+    whether one was found. Verified image counterfactuals start from the same kind of row
+    (``explainers.counterfactuals.ImageBank.nearest``, on the bank an image method keeps).
     """
     from sklearn.neighbors import NearestNeighbors
 
