@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -229,31 +230,36 @@ def test_rows_without_a_counterfactual_are_marked_failed_and_keep_emaps_own(mixe
     assert exp.metrics["validity"] == possible.mean()
 
 
+class _Failing:
+    """``model`` as a black box that fails on its call number ``fail_at`` (0: never), as a model
+    server going away would, and records which threads asked it."""
+
+    def __init__(self, model, n_features: int) -> None:
+        self.model = model
+        self.n_classes, self.class_names = model.n_classes, model.class_names
+        self.n_features, self.description = n_features, "failing"
+        self.capabilities = frozenset()
+        self.threads: set[int] = set()
+        self.calls, self.fail_at = 0, 0
+
+    def predict_proba(self, X):
+        self.calls += 1
+        self.threads.add(threading.get_ident())
+        if self.calls == self.fail_at:
+            raise ConnectionError("connection to the model server lost")
+        return self.model.predict_proba(X)
+
+    def predict(self, X):
+        return self.predict_proba(X).argmax(axis=1)
+
+
 def test_a_black_box_failing_during_verification_gives_a_clear_error_and_loses_nothing(mixed):
     ds, model = mixed
 
-    class Flaky:
-        """The black box, failing on its third call once armed (a model server going away)."""
-
-        def __init__(self) -> None:
-            self.n_classes, self.class_names = model.n_classes, model.class_names
-            self.n_features, self.description = ds.n_features, "flaky"
-            self.capabilities = frozenset()
-            self.armed, self.calls = False, 0
-
-        def predict_proba(self, X):
-            self.calls += 1
-            if self.armed and self.calls == 3:
-                raise ConnectionError("connection to the model server lost")
-            return model.predict_proba(X)
-
-        def predict(self, X):
-            return self.predict_proba(X).argmax(axis=1)
-
-    flaky = Flaky()
+    flaky = _Failing(model, ds.n_features)
     emap = EMAP(params_from_dict(EMAPParams, FAST)).fit(ds, flaky)
     before = emap.explain(ds.X_test)
-    flaky.armed, flaky.calls = True, 0  # explain's own call, EMAP's raw check, then refine's
+    flaky.fail_at, flaky.calls = 3, 0  # explain's own call, EMAP's raw check, then refine's
     with pytest.raises(
         BlackBoxCallError, match="model server lost.*unchanged.*run the explanation again"
     ):
@@ -471,34 +477,13 @@ def test_a_black_box_in_another_process_verifies_two_chunks_at_once_with_the_sam
     are verified in two threads, and every counterfactual, status and option is what one chunk
     after another gives. A failure in either chunk stops the verification with the black box's
     error (nothing half-done is returned), and a cancel stops it too."""
-    import threading
 
     import explainers.emap as emap_module
     from explainers.base import Cancelled
 
     ds, model = mixed
 
-    class Elsewhere:
-        """The black box, recording which threads asked it; fails on call ``fail_at`` if set."""
-
-        def __init__(self) -> None:
-            self.n_classes, self.class_names = model.n_classes, model.class_names
-            self.n_features, self.description = ds.n_features, "elsewhere"
-            self.capabilities = frozenset()
-            self.threads: set[int] = set()
-            self.calls, self.fail_at = 0, 0
-
-        def predict_proba(self, X):
-            self.calls += 1
-            self.threads.add(threading.get_ident())
-            if self.calls == self.fail_at:
-                raise ConnectionError("connection to the model server lost")
-            return model.predict_proba(X)
-
-        def predict(self, X):
-            return self.predict_proba(X).argmax(axis=1)
-
-    box = Elsewhere()
+    box = _Failing(model, ds.n_features)
     emap = EMAP(params_from_dict(EMAPParams, FAST)).fit(ds, box)
     monkeypatch.setattr(emap_module, "OVERLAP_MIN_ROWS", 16)
     monkeypatch.setattr(emap_module, "_answers_elsewhere", lambda m: False)
