@@ -17,6 +17,9 @@ import sys
 import time
 from typing import Any
 
+# New ids never start with '-'; one from an older store that does is read after '--'.
+_RUN_ID_HELP = "the run's id (one starting with '-': write -- ID)"
+
 
 # --------------------------------------------------------------------------- jobs
 def add_jobs_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,10 +49,10 @@ def add_jobs_arguments(p: argparse.ArgumentParser) -> None:
         ("delete", "remove a finished run and its files"),
     ):
         c = sub.add_parser(name, help=help_text)
-        c.add_argument("run_id")
+        c.add_argument("run_id", help=_RUN_ID_HELP)
     sub.add_parser("kinds", help="the job kinds and their parameters")
     e = sub.add_parser("export", help="a run's counterfactuals as CSV (original units)")
-    e.add_argument("run_id")
+    e.add_argument("run_id", help=_RUN_ID_HELP)
     e.add_argument("--csv", required=True, metavar="PATH", help="the file to write; - for stdout")
 
 

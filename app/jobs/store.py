@@ -231,7 +231,12 @@ def hide_paths(text: str, *folders: Path, name: str = "the run's folder") -> str
 
 
 def new_run_id() -> str:
-    return secrets.token_urlsafe(16)
+    """A fresh run id that never starts with '-': the command line would read such an id as an
+    option (`flipscope jobs show -hMd...` is `-h`), one id in 64 before this rule."""
+    while True:
+        run_id = secrets.token_urlsafe(16)
+        if not run_id.startswith("-"):
+            return run_id
 
 
 def check_run_id(run_id: str) -> str:

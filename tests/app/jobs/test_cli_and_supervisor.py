@@ -44,6 +44,16 @@ def test_jobs_commands(data_dir, capsys):
     assert run_id not in _run(capsys, "jobs", "list")[1]
 
 
+def test_a_run_id_never_starts_with_a_dash(data_dir, capsys, monkeypatch):
+    """One token in 64 starts with '-', which the command line reads as an option: `jobs show
+    -hMd...` was `-h` with an argument, and CI failed on it once."""
+    drawn = iter(["-hMd-ZQEOjTRGKj2FhuYqg", "hMd-ZQEOjTRGKj2FhuYqgA"])
+    monkeypatch.setattr("app.jobs.store.secrets.token_urlsafe", lambda _n: next(drawn))
+    code, out, _ = _run(capsys, "jobs", "submit", "blackbox", "--dataset", "moons")
+    assert code == 0 and out.strip() == "hMd-ZQEOjTRGKj2FhuYqgA"
+    assert json.loads(_run(capsys, "jobs", "show", out.strip())[1])["status"] == "queued"
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
