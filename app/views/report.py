@@ -82,5 +82,4 @@ elif st.button(
             key=f"png.{item.slug}",
         )
 widgets.quality_panel(run)
-st.subheader("Link to this run")
 widgets.share_link(PAGE, {"run": run.id})

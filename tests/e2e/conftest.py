@@ -115,6 +115,15 @@ def settle(page, timeout: float = 60_000) -> None:
     )
 
 
+def shared_link(page) -> str:
+    """The link the page's share button (``app.widgets.share_link``) gives."""
+    from app.widgets import SHARE_LABEL
+
+    page.get_by_role("button", name=SHARE_LABEL).last.click()
+    code = page.locator("[data-testid='stPopoverBody'] [data-testid='stCode']").last
+    return code.inner_text(timeout=30_000).strip()
+
+
 @contextmanager
 def opened_in_a_fresh_browser(browser, link: str) -> Iterator:
     """A share link opened in a new browser context (no cookies, no session state of the page that

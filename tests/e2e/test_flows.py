@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.e2e.conftest import opened_in_a_fresh_browser, server_log, shot
+from tests.e2e.conftest import opened_in_a_fresh_browser, server_log, shared_link, shot
 from tests.e2e.conftest import settle as _settle
 
 pytestmark = pytest.mark.slow
@@ -146,7 +146,7 @@ def test_upload_skops_and_csv_then_counterfactual_table_share_link_and_report(
     side = page.locator("[data-testid='stSidebarUserContent']").inner_text()
     assert "Data: loans.csv" in side and "Model: forest.skops" in side, side
     go(page, "Share & export")
-    link = page.locator("[data-testid='stCode']").last.inner_text().strip()
+    link = shared_link(page)
     assert "run=" in link, link
     with page.expect_download(timeout=120_000) as download:
         page.get_by_role("button", name="Download the HTML report").click()

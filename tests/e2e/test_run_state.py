@@ -13,7 +13,7 @@ from app.demo_runs import demo_runs_for
 from app.jobs import RunStore
 from app.uploads import UploadStore
 from tests.app.views.prepared import finished_run, upload_with_model
-from tests.e2e.conftest import opened_in_a_fresh_browser, server_log, shot
+from tests.e2e.conftest import opened_in_a_fresh_browser, server_log, shared_link, shot
 from tests.e2e.conftest import settle as _settle
 from tests.factories import adult_like_emap, emap_like_upload
 
@@ -96,7 +96,7 @@ def test_a_share_link_in_a_fresh_browser_shows_the_same_run_named(
     )  # fmt: skip
     page.goto(f"{server}/report?run={run_id}")
     settle(page)
-    link = page.locator("[data-testid='stCode']").last.inner_text().strip()
+    link = shared_link(page)
     assert f"run={run_id}" in link, link
 
     with opened_in_a_fresh_browser(browser, link) as fresh:
