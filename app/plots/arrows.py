@@ -80,6 +80,7 @@ CLASS_COLOURS = (
     "#ff7f0e",
     "#393b79",
 )
+LEGEND_ROW_PX = 20  # one legend entry's row (the entries are long: one per row)
 HEAD_FRACTION = 0.3  # barb length as a share of the arrow's length
 HEAD_ANGLE = np.pi / 9  # 20 degrees between shaft and barb
 
@@ -236,6 +237,8 @@ def arrow_field_figure(
     arrow_length : the common length when ``normalise`` (default 4% of the plot's larger extent).
     scale : multiplies raw arrow lengths (1 = true to scale, tip at ``x + v``); named in the legend.
     ranges : fixed ``((x0, x1), (y0, y1))``, e.g. to put EMAP's and LIME's fields on one frame.
+    height : pixels for the plot, its axes and a one-line title; the figure is taller by the
+        rows of its legend and the lines of the background's note.
     renderer : ``"auto"`` (default): ``"svg"`` up to ``SVG_MAX_ARROWS`` drawn arrows, else
         ``"webgl"``. ``"svg"``: points and arrows as ``go.Scatter`` (the arrows one SVG path).
         ``"webgl"``: as ``go.Scattergl``. The arrays drawn are the same either way.
@@ -436,9 +439,9 @@ def arrow_field_figure(
             "scaleanchor": "x",
             "scaleratio": 1,
         },
-        # below the x-axis title (at -0.12 the legend's first row covered it)
-        legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0},
-        height=height,
+        # below the x-axis title (the plot is about 460 px tall: at a 600 px figure with a long
+        # legend it was about 300, where -0.12 covered the title)
+        legend={"orientation": "h", "yanchor": "top", "y": -0.14, "xanchor": "left", "x": 0},
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
         plot_bgcolor="white",
         uirevision="arrow-field",  # keep the user's zoom when k or normalisation changes
@@ -467,6 +470,15 @@ def arrow_field_figure(
             font={"size": 11, "color": "#444"},
         )
         fig.update_layout(margin={"t": 130 if "<br>" in title else 110})  # a second title line
+    # The legend (below the plot) and the note above it take their own room: the figure grows by
+    # them, so the plot keeps its height. At a fixed 600 px a 200k-row field's eight legend rows
+    # and three note lines left the plot itself about 230 px of it.
+    entries = sum(
+        1
+        for t in fig.data
+        if t.showlegend or (t.showlegend is None and t.type in ("scatter", "scattergl"))
+    )
+    fig.update_layout(height=height + fig.layout.margin.t - 40 + LEGEND_ROW_PX * entries)
     return fig
 
 
