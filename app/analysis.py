@@ -752,10 +752,11 @@ STATUS_TEXT = {
     "found by the verification, does.",
     "failed": "Failed: no counterfactual that flips the black box was found for this row. Shown is "
     "the method's own proposal, which the black box does NOT put in the target class.",
-    "from a training image": "Made from a training image, not by the method: the nearest training "
-    "image the black box puts in the target class, with every pixel set back to this row's that "
-    "can go while the black box keeps the target (a fixed rule: the same whatever the method's "
-    "seed). The method's own counterfactual is the raw one.",
+    "from a training image": "Made from a training image, not by the method: a step towards one "
+    "of the three training images nearest this row that the black box puts in the target class "
+    "(the one it flips soonest), with every pixel set back to this row's that can go while the "
+    "black box keeps the target (a fixed rule: the same whatever the "
+    "method's seed). The method's own counterfactual is the raw one.",
 }
 
 

@@ -135,8 +135,8 @@ VERIFICATION_VERDICT = {
     "as is": " (verified on the black box)",
     "repaired": " (repaired: the method's own counterfactual did not flip the black box)",
     "failed": " (verification FAILED: shown is the method's own proposal)",
-    "from a training image": " (made from the nearest training image of the target class, not by "
-    "the method; verified on the black box)",
+    "from a training image": " (made from one of the nearest training images of the target class, "
+    "not by the method; verified on the black box)",
 }
 
 

@@ -540,6 +540,43 @@ def test_an_image_counterfactual_is_never_larger_than_a_raw_one_that_flips():
     assert out.calls <= MAX_CALLS
 
 
+def test_an_image_whose_nearest_bank_image_overshoots_starts_from_a_nearer_point_of_another():
+    """A black box that wants enough ink (sum of pixels > 8) on a blank input: the nearest image of
+    the target class (9 saturated pixels, L2 3) flips only at 0.9 of the way, and sparsifying it
+    cannot help; a farther one (every pixel 0.4, L2 3.2) flips a third of the way, at L2 ~1.
+    Proposals that flip at L2 1.2 and 1.28 ("two seeds") are beaten by the farther image's line
+    (where the sparse counterfactual made from it ends larger, its line's point is taken back):
+    both end on the same counterfactual, made from a training image, no larger than raw. (From
+    the nearest image alone they went back to their own proposals, one per seed.)"""
+    side, d = 8, 64
+    schema = FeatureSchema(
+        tuple(ContinuousFeature(f"px_{i}", mean=0.0, std=1.0, lo=0.0, hi=1.0) for i in range(d)),
+        (),
+        (side, side),
+    )
+
+    def ink(Z):
+        return (np.asarray(Z, dtype=np.float64).sum(axis=1) > 8.0).astype(np.int64)
+
+    saturated = np.zeros(d, np.float32)
+    saturated[:9] = 1.0
+    images = np.stack([np.zeros(d, np.float32), saturated, np.full(d, 0.4, np.float32)])
+    bank = ImageBank(images, ink(images))
+    X = np.zeros((1, d), np.float32)
+    targets = np.ones(1, np.int64)
+    assert bank.nearest(X, targets)[0].tolist() == [1]  # the saturated image is the nearer one
+    outs = []
+    for level in (0.15, 0.16):
+        P = np.full((1, d), level, np.float32)
+        assert ink(P)[0] == 1
+        out = refine(ink, schema, X, P, targets, bank=bank)
+        assert out.status.tolist() == [FROM_IMAGE]
+        assert np.linalg.norm(out.counterfactuals - X) <= np.linalg.norm(P - X) + 1e-5
+        assert ink(out.counterfactuals).tolist() == [1] and out.calls <= MAX_CALLS
+        outs.append(out.counterfactuals)
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
 def test_image_counterfactuals_from_a_bank_keep_pinned_pixels():
     ds, model, bank, X, targets = _image_case()
     names = [f.name for f in ds.schema.continuous]
@@ -573,6 +610,17 @@ def test_a_bank_subset_is_evenly_spaced_per_class_not_drawn():
     assert bank.classes.tolist() == [0, 1, 0, 1, 0, 1]
     # rows 0, 4, 8 of class 0 (rows 0 2 4 6 8) and rows 1, 5, 9 of class 1, in the split's order
     np.testing.assert_array_equal(bank.images[:, 0], np.array([0, 1, 4, 5, 8, 9]) * 2)
+
+
+def test_a_banks_k_nearest_images_are_in_order_with_ties_to_the_lower_index():
+    images = np.array([[3.0], [1.0], [1.0], [0.0], [2.0]], dtype=np.float32)
+    bank = ImageBank(images, np.array([1, 1, 1, 0, 1]))
+    X = np.zeros((2, 1), np.float32)
+    idx, found = bank.nearest(X, np.array([1, 0]), 3)
+    assert found.all()
+    # class 1: images 1 and 2 tie (1.0), then 4 (2.0); class 0 has one image, repeated
+    assert idx.tolist() == [[1, 2, 4], [3, 3, 3]]
+    assert bank.nearest(X, np.array([1, 0]))[0].tolist() == [1, 3]
 
 
 def test_the_guide_judges_at_most_the_reach_of_each_rows_order(monkeypatch):
