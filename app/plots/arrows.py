@@ -24,8 +24,8 @@ real GPU.
 A big run is not drawn whole: at most ``MAX_ARROWS`` arrows (every uncertain row's when they
 fit, else a sample of them in proportion, k% of the arrows; then a random subset of the others,
 and the selected row's) over a density layer of all rows aggregated here (a 2-D histogram sent as a small
-heatmap); uncertain rows without an arrow stay visible as red points, or past
-``MAX_UNCERTAIN_POINTS`` as a red layer giving the share of each cell's rows that are uncertain,
+heatmap); uncertain rows without an arrow stay visible in a red layer giving the share of each
+cell's rows that are uncertain, and as red points in the cells of too few rows that it leaves blank,
 and the title says how many rows are drawn of how many. The figure stays under 2 MB whatever the run's size.
 
 Data with more than two features is drawn through an ``app.analysis.Projection2D``: a chosen pair
@@ -57,11 +57,14 @@ from explainers.explanation import Explanation
 SVG_MAX_ARROWS = 5000  # "auto" renderer: SVG up to this many drawn arrows, WebGL above
 # Big runs (issue 19): at most MAX_ARROWS arrows are drawn, the uncertain rows first, over a
 # density layer of every row (a DENSITY_BINS^2 histogram computed here, not in the browser);
-# uncertain rows without an arrow are red points up to MAX_UNCERTAIN_POINTS, above that a red layer
-# of the share of each cell's rows that are uncertain.
+# where uncertain rows are left without an arrow, a red layer of the share of each cell's rows
+# that are uncertain, and red points (at most MAX_UNCERTAIN_POINTS) for those in the sparse cells
+# it leaves blank. All of them as points would be one SVG node each and paint the cloud red:
+# 4,700 of them (a 200k-row run) kept the browser's first draw at 5.8 s, where the share layer
+# of a 1M-row run took 4.9 s.
 # With these the figure stays under 2 MB however many rows a run has.
 MAX_ARROWS = 3000
-MAX_UNCERTAIN_POINTS = 20_000
+MAX_UNCERTAIN_POINTS = 2_000
 DENSITY_BINS = 120
 SHARE_MIN_ROWS = 5  # the red share layer leaves cells with fewer rows than this blank
 UNCERTAIN = "#d62728"  # red, reserved for the smallest-k% arrows
@@ -227,10 +230,10 @@ def arrow_field_figure(
     max_arrows : draw at most this many arrows (None: all): every uncertain row's first (when
         they are more, a reproducible random sample of them, k% of the arrows), then a
         random subset of the others, and the selected row's. With fewer arrows than rows, a grey
-        density layer shows where all rows lie, and uncertain rows without an arrow are red
-        points (above ``MAX_UNCERTAIN_POINTS`` of them, a red layer of each cell's share of
-        uncertain rows); the title (a given ``title`` too) says how many rows the figure stands
-        for.
+        density layer shows where all rows lie, and uncertain rows without an arrow are a red
+        layer of each cell's share of uncertain rows, and red points in the cells it leaves
+        blank (at most ``MAX_UNCERTAIN_POINTS``: a sample, named as one, past that); the title
+        (a given ``title`` too) says how many rows the figure stands for.
     selected : an instance to mark with a ring and a black arrow.
     features, projection : what the axes show for data with more than two features; default the
         columns ``features`` (a projection, labelled as such). Pass ``app.analysis.project_2d`` for PCA.
@@ -293,12 +296,13 @@ def arrow_field_figure(
     if background is not None:
         for trace in decision_region_traces(background):
             fig.add_trace(trace)
-    unshown_red = np.zeros(0, dtype=np.int64)
+    sparse_red = np.zeros(0, dtype=np.int64)  # uncertain rows drawn as points (see below)
+    sampled: int | None = None  # how many there were when sparse_red is a sample of them
     if len(shown) < n:
         counts = _bin_counts(pts, xlim, ylim)
         fig.add_trace(_density_trace(counts, f"all {n:,} rows (density)"))
         unshown_red = np.setdiff1d(np.flatnonzero(uncertain), shown)
-        if len(unshown_red) > MAX_UNCERTAIN_POINTS:
+        if len(unshown_red):
             fig.add_trace(
                 _share_trace(
                     _bin_counts(pts[uncertain], xlim, ylim), counts,
@@ -306,6 +310,14 @@ def arrow_field_figure(
                     f"({len(unshown_red):,} of them without an arrow)",
                 )
             )  # fmt: skip
+            # The share layer leaves cells of few rows blank: their uncertain rows are points.
+            sparse_red = unshown_red[
+                _rows_in_cell(counts, pts[unshown_red], xlim, ylim) < SHARE_MIN_ROWS
+            ]
+            if len(sparse_red) > MAX_UNCERTAIN_POINTS:  # bounded: a sample, named as one
+                sampled = len(sparse_red)
+                rng = np.random.default_rng(seed)
+                sparse_red = np.sort(rng.choice(sparse_red, MAX_UNCERTAIN_POINTS, replace=False))
 
     # Points, one trace per black-box class so the legend names the classes.
     custom = np.column_stack([np.arange(n), norms, vec2]).astype(np.float32)
@@ -333,15 +345,16 @@ def arrow_field_figure(
             )
         )
 
-    if 0 < len(unshown_red) <= MAX_UNCERTAIN_POINTS:
+    if len(sparse_red):
+        how_many = f"{len(sparse_red):,}" + ("" if sampled is None else f" of {sampled:,}")
         fig.add_trace(
             scatter(
-                x=pts[unshown_red, 0].astype(np.float32),
-                y=pts[unshown_red, 1].astype(np.float32),
+                x=pts[sparse_red, 0].astype(np.float32),
+                y=pts[sparse_red, 1].astype(np.float32),
                 mode="markers",
-                name=f"{len(unshown_red):,} uncertain rows without an arrow",
+                name=f"{how_many} uncertain rows without an arrow in sparse cells",
                 marker={"color": UNCERTAIN, "size": 3},
-                customdata=custom[unshown_red, :2],
+                customdata=custom[sparse_red, :2],
                 hovertemplate=f"instance %{{customdata[0]:.0f}}<br>{norm_name} = "
                 "%{customdata[1]:.3g}<extra></extra>",
             )
@@ -519,6 +532,23 @@ def _bin_counts(pts: NDArray, xlim: tuple[float, float], ylim: tuple[float, floa
         ((xe[:-1] + xe[1:]) / 2).astype(np.float32),
         ((ye[:-1] + ye[1:]) / 2).astype(np.float32),
     )
+
+
+def _rows_in_cell(
+    bins: _Bins, pts: NDArray, xlim: tuple[float, float], ylim: tuple[float, float]
+) -> NDArray[np.float64]:
+    """How many rows ``bins`` counted in each point's cell (0 outside the frame); the cells are
+    ``np.histogram2d``'s, the frame's top and right edges in the last cell."""
+
+    def cell(v: NDArray, lo: float, hi: float) -> NDArray[np.int64]:
+        i = np.floor((v - lo) / (hi - lo) * DENSITY_BINS).astype(np.int64)
+        return np.where(v == hi, DENSITY_BINS - 1, i)
+
+    ix, iy = cell(pts[:, 0], *xlim), cell(pts[:, 1], *ylim)
+    inside = (ix >= 0) & (ix < DENSITY_BINS) & (iy >= 0) & (iy < DENSITY_BINS)
+    out = np.zeros(len(pts))
+    out[inside] = bins.counts[iy[inside], ix[inside]]
+    return out
 
 
 def _density_trace(bins: _Bins, name: str) -> go.Heatmap:

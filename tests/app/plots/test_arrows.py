@@ -9,6 +9,7 @@ import pytest
 from app.analysis import decision_regions, project_2d
 from app.plots.arrows import (
     MAX_ARROWS,
+    MAX_UNCERTAIN_POINTS,
     NEUTRAL,
     SVG_MAX_ARROWS,
     UNCERTAIN,
@@ -229,10 +230,30 @@ def uncertain_selected(e, sel: int) -> int:
     )
 
 
+def _cells(trace, pts: np.ndarray) -> np.ndarray:
+    """Each point's value in a heatmap of equal cells (the trace's x and y are cell centres)."""
+    x, y, z = (np.asarray(v, dtype=float) for v in (trace.x, trace.y, trace.z))
+    step_x, step_y = x[1] - x[0], y[1] - y[0]
+    ix = np.clip(np.floor((pts[:, 0] - (x[0] - step_x / 2)) / step_x).astype(int), 0, len(x) - 1)
+    iy = np.clip(np.floor((pts[:, 1] - (y[0] - step_y / 2)) / step_y).astype(int), 0, len(y) - 1)
+    return z[iy, ix]
+
+
+def _red_points(fig) -> set[int]:
+    points = [
+        t
+        for t in fig.data
+        if t.type != "heatmap" and t.mode == "markers" and t.marker.color == UNCERTAIN
+    ]
+    return {int(i) for t in points for i in np.asarray(t.customdata)[:, 0]}
+
+
 def test_a_200k_row_field_sends_a_bounded_figure_and_shows_every_uncertain_row():
     """Issue 19: at most MAX_ARROWS arrows over a density of all rows, under 2 MB, and every
-    uncertain row still on the figure (an arrow, else a red point; a red density past
-    MAX_UNCERTAIN_POINTS); the title says how many rows the figure stands for."""
+    uncertain row still on the figure: an arrow, a cell of the red share layer, or a red point
+    in a sparse cell that the layer leaves blank (the points stay few: painted one by one they
+    made the cloud red and the browser slow); the title says how many rows the figure stands
+    for."""
     n = 200_000
     e = points_explanation(n)
     sel = 123_456
@@ -243,18 +264,15 @@ def test_a_200k_row_field_sends_a_bounded_figure_and_shows_every_uncertain_row()
     drawn = len(_arrows(neutral)[0]) + len(_arrows(red)[0])
     assert drawn <= MAX_ARROWS
     assert f"of {n:,} drawn (shading: all {n:,} rows)" in fig.layout.title.text
-    density = [t for t in fig.data if t.type == "heatmap"]
-    assert len(density) == 1 and f"all {n:,} rows" in density[0].name
+    density, share = (t for t in fig.data if t.type == "heatmap")
+    assert f"all {n:,} rows" in density.name and "smallest 10%" in share.name
     lookup = {tuple(x): i for i, x in enumerate(e.inputs.astype(np.float32))}
     with_arrow = {lookup[tuple(s)] for s in _arrows(red)[0].astype(np.float32)}
-    points = next(
-        t
-        for t in fig.data
-        if t.type != "heatmap" and t.mode == "markers" and t.marker.color == UNCERTAIN
-    )
-    as_points = set(np.asarray(points.customdata)[:, 0].astype(int).tolist())
-    uncertain = set(np.argsort(e.diagnostics["perturbation_norm"], kind="stable")[: n // 10])
-    assert with_arrow | as_points == uncertain and not with_arrow & as_points
+    as_points = _red_points(fig)
+    uncertain = np.argsort(e.diagnostics["perturbation_norm"], kind="stable")[: n // 10]
+    in_share = set(uncertain[~np.isnan(_cells(share, e.inputs[uncertain]))].tolist())
+    assert with_arrow | as_points | in_share == set(uncertain.tolist())
+    assert 0 < len(as_points) <= MAX_UNCERTAIN_POINTS and not as_points & in_share
     assert any(t.name == f"instance {sel}" for t in fig.data)
 
     # More uncertain rows than arrows: a sample of all rows in proportion, 10% of them red
@@ -276,3 +294,13 @@ def test_a_200k_row_field_sends_a_bounded_figure_and_shows_every_uncertain_row()
     assert np.nanmin(share) > 0 and np.nanmax(share) <= 1
     cells = ~np.isnan(grey)  # where rows lie; half of them uncertain, spread evenly
     assert 0.4 < np.nanmedian(share[cells]) < 0.6
+
+
+def test_the_red_points_of_sparse_cells_are_bounded_and_a_sample_says_so(monkeypatch):
+    e = points_explanation(200_000)
+    full = _red_points(arrow_field_figure(e, k_pct=50))
+    monkeypatch.setattr("app.plots.arrows.MAX_UNCERTAIN_POINTS", 10)
+    fig = arrow_field_figure(e, k_pct=50)
+    sample = _red_points(fig)
+    assert len(full) > 10 and len(sample) == 10 and sample <= full
+    assert any(f"10 of {len(full):,} uncertain rows" in (t.name or "") for t in fig.data)
