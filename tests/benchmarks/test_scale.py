@@ -49,6 +49,8 @@ def test_bench_scale_on_2000_rows_writes_every_figure(tmp_path, monkeypatch):
 
     if Path(CHROMIUM).exists():  # the share URL opened in chromium: the chart drawn, bounded
         assert 0 < row["arrow_visible_seconds"] < scale.BROWSER_TIMEOUT_S, row["detail"]["browser"]
+        each = row["detail"]["arrow_visible_seconds_each"]
+        assert len(each) == scale.BROWSER_OPENINGS and row["arrow_visible_seconds"] in each
         assert 0 < row["detail"]["dashboard_server_peak_gb"] < 2
     else:
         assert row["arrow_visible_seconds"] is None and "no chromium" in row["detail"]["browser"]
