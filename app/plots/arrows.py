@@ -310,10 +310,10 @@ def arrow_field_figure(
                     f"({len(unshown_red):,} of them without an arrow)",
                 )
             )  # fmt: skip
-            # The share layer leaves cells of few rows blank: their uncertain rows are points.
-            sparse_red = unshown_red[
-                _rows_in_cell(counts, pts[unshown_red], xlim, ylim) < SHARE_MIN_ROWS
-            ]
+            # The share layer leaves cells of few rows blank: their uncertain rows are points
+            # (rows outside the frame are off the axes either way).
+            iy, ix, inside = counts.cells(pts[unshown_red])
+            sparse_red = unshown_red[inside & counts.blank[iy, ix]]
             if len(sparse_red) > MAX_UNCERTAIN_POINTS:  # bounded: a sample, named as one
                 sampled = len(sparse_red)
                 rng = np.random.default_rng(seed)
@@ -519,36 +519,40 @@ class _Bins:
     """Rows counted on a ``DENSITY_BINS`` x ``DENSITY_BINS`` grid of the plot's frame."""
 
     counts: NDArray[np.float64]  # (y bins, x bins)
-    x: NDArray[np.float32]  # bin centres
-    y: NDArray[np.float32]
+    x_edges: NDArray[np.float64]  # np.histogram2d's
+    y_edges: NDArray[np.float64]
+
+    @property
+    def x(self) -> NDArray[np.float32]:
+        return ((self.x_edges[:-1] + self.x_edges[1:]) / 2).astype(np.float32)  # cell centres
+
+    @property
+    def y(self) -> NDArray[np.float32]:
+        return ((self.y_edges[:-1] + self.y_edges[1:]) / 2).astype(np.float32)
+
+    @property
+    def blank(self) -> NDArray[np.bool_]:
+        """Cells of too few rows for a share (``SHARE_MIN_ROWS``): 0 or 1 of 1 is chance."""
+        return self.counts < SHARE_MIN_ROWS
+
+    def cells(self, pts: NDArray) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_]]:
+        """Each point's (y, x) cell, found as ``np.histogram2d`` finds it (the right edge in the
+        last cell), and whether the point is inside the frame at all."""
+
+        def index(v: NDArray, edges: NDArray) -> NDArray[np.int64]:
+            i = np.searchsorted(edges, v, side="right") - 1
+            return np.where(v == edges[-1], len(edges) - 2, i)
+
+        ix, iy = index(pts[:, 0], self.x_edges), index(pts[:, 1], self.y_edges)
+        inside = (ix >= 0) & (ix < len(self.x_edges) - 1) & (iy >= 0) & (iy < len(self.y_edges) - 1)
+        return np.where(inside, iy, 0), np.where(inside, ix, 0), inside
 
 
 def _bin_counts(pts: NDArray, xlim: tuple[float, float], ylim: tuple[float, float]) -> _Bins:
     counts, xe, ye = np.histogram2d(
         pts[:, 0], pts[:, 1], bins=DENSITY_BINS, range=[list(xlim), list(ylim)]
     )
-    return _Bins(
-        counts.T,
-        ((xe[:-1] + xe[1:]) / 2).astype(np.float32),
-        ((ye[:-1] + ye[1:]) / 2).astype(np.float32),
-    )
-
-
-def _rows_in_cell(
-    bins: _Bins, pts: NDArray, xlim: tuple[float, float], ylim: tuple[float, float]
-) -> NDArray[np.float64]:
-    """How many rows ``bins`` counted in each point's cell (0 outside the frame); the cells are
-    ``np.histogram2d``'s, the frame's top and right edges in the last cell."""
-
-    def cell(v: NDArray, lo: float, hi: float) -> NDArray[np.int64]:
-        i = np.floor((v - lo) / (hi - lo) * DENSITY_BINS).astype(np.int64)
-        return np.where(v == hi, DENSITY_BINS - 1, i)
-
-    ix, iy = cell(pts[:, 0], *xlim), cell(pts[:, 1], *ylim)
-    inside = (ix >= 0) & (ix < DENSITY_BINS) & (iy >= 0) & (iy < DENSITY_BINS)
-    out = np.zeros(len(pts))
-    out[inside] = bins.counts[iy[inside], ix[inside]]
-    return out
+    return _Bins(counts.T, xe, ye)
 
 
 def _density_trace(bins: _Bins, name: str) -> go.Heatmap:
@@ -571,7 +575,7 @@ def _share_trace(red: _Bins, all_rows: _Bins, name: str) -> go.Heatmap:
     with np.errstate(invalid="ignore", divide="ignore"):
         share = (red.counts / all_rows.counts).astype(np.float32)
     # A cell of one or two rows has a share of 0 or 1 by chance: speckles at the cloud's edge.
-    share[(red.counts == 0) | (all_rows.counts < SHARE_MIN_ROWS)] = np.nan
+    share[(red.counts == 0) | all_rows.blank] = np.nan
     return go.Heatmap(
         x=red.x, y=red.y, z=share, zmin=0.0, zmax=1.0,
         colorscale=[[0.0, "rgba(214,39,40,0.0)"], [1.0, "rgba(214,39,40,0.75)"]],

@@ -296,6 +296,32 @@ def test_a_200k_row_field_sends_a_bounded_figure_and_shows_every_uncertain_row()
     assert 0.4 < np.nanmedian(share[cells]) < 0.6
 
 
+def test_a_points_cell_is_the_one_np_histogram2d_counts_it_in():
+    """The red points are chosen by their cell in the density's histogram: a point on an edge
+    (or one rounding step off it) looked up in a neighbouring cell would be neither a lit share
+    cell nor a point."""
+    from app.plots.arrows import DENSITY_BINS, _bin_counts
+
+    xlim, ylim = (-3.0, 7.0), (0.1, 0.7)  # edges not exact in binary
+    xe = np.linspace(*xlim, DENSITY_BINS + 1)
+    ye = np.linspace(*ylim, DENSITY_BINS + 1)
+    edges = np.column_stack([xe, ye[::-1]])  # every edge, both ends included
+    pts = np.vstack(
+        [
+            edges,
+            np.nextafter(edges, -np.inf),
+            np.nextafter(edges, np.inf),
+            [[7.5, 0.3], [np.nan, 0.3]],
+        ]
+    )
+    bins = _bin_counts(pts, xlim, ylim)
+    iy, ix, inside = bins.cells(pts)
+    for p, y, x, ok in zip(pts, iy, ix, inside, strict=True):
+        alone = np.histogram2d([p[0]], [p[1]], bins=DENSITY_BINS, range=[xlim, ylim])[0].T
+        assert ok == bool(alone.sum()), p
+        assert not ok or alone[y, x] == 1, p
+
+
 def test_the_red_points_of_sparse_cells_are_bounded_and_a_sample_says_so(monkeypatch):
     e = points_explanation(200_000)
     full = _red_points(arrow_field_figure(e, k_pct=50))
