@@ -298,9 +298,9 @@ class ImageBank:
     def nearest(
         self, X: NDArray, targets: NDArray, k: int = 1
     ) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
-        """Per row of ``X``, the index of the nearest bank image (L2, ties: the lower index) of
-        its target class, and whether the bank holds one; with ``k`` > 1 the indices (n, k) of the
-        ``k`` nearest, nearest first (a class with fewer repeats its farthest). The quality card's
+        """Per row of ``X``, the indices (n, k) of the ``k`` nearest bank images (L2, nearest first,
+        ties: the lower index) of its target class, and whether the bank holds one (a class with
+        fewer than ``k`` repeats its farthest). The quality card's
         proximity baseline (``explainers.quality.nearest_real_examples``) asks the same of its
         own pool; this one stays in float32 with a fixed tie rule, since the result must not move
         between fits."""
@@ -315,13 +315,10 @@ class ImageBank:
             B = self.images[pool]
             # ||x - b||^2 less ||x||^2, which does not change the order within a row
             d2 = np.einsum("ij,ij->i", B, B, dtype=np.float64)[None, :] - 2.0 * (X[rows] @ B.T)
-            if k == 1:
-                order = d2.argmin(axis=1)[:, None]
-            else:
-                order = np.argsort(d2, axis=1, kind="stable")[:, :k]
+            order = np.argsort(d2, axis=1, kind="stable")[:, :k]
             out[rows] = pool[order[:, np.minimum(np.arange(k), order.shape[1] - 1)]]
             found[rows] = True
-        return (out[:, 0] if k == 1 else out), found
+        return out, found
 
     def weights(self, targets: NDArray) -> NDArray[np.float64]:
         """(classes, d), one row per class up to the largest of ``targets``: how much each column
@@ -480,10 +477,9 @@ class _State:
         # (classes, features) a fixed, seed-independent usefulness weight per feature of each
         # target class (``ImageBank.weights``); None: the guide's
         self.weight: NDArray[np.float64] | None = None
-        # images from a bank: per row the nearest point of its bank line that held and its class
-        # (``_from_bank``; the proposal where there is none)
+        # images from a bank: per row the nearest point of its bank line that held, which the
+        # black box puts in the target class (``_from_bank``; the proposal where there is none)
         self.line: NDArray[np.float32] | None = None
-        self.line_pred: NDArray[np.int64] | None = None
 
     def ask(self, rows: NDArray, cand: NDArray) -> NDArray[np.bool_]:
         """The black box on candidates for ``rows`` (one call); True where the target is reached.
@@ -578,7 +574,8 @@ def refine(
         line to one of the nearest ones of its target class instead of from the proposal
         (``FROM_IMAGE``, ``_from_bank``), and changes are
         reverted in a fixed order (the module docstring says why and what it measured); a row
-        whose proposal flipped goes back to it where the bank-made one ends larger
+        whose proposal flipped and whose bank-made one ends larger goes back to its line's
+        smallest point that held where that is no larger than the proposal, else to the proposal
         (``_no_larger_than_raw``).
 
     Raises
@@ -757,10 +754,10 @@ def _from_bank(st: _State, bank: ImageBank, pin: NDArray[np.bool_]) -> None:
     layout, n = st.layout, len(rows)
     own = np.tile(rows, k)  # image j of row i at j * n + i
     Xo = st.X[own]
-    images = bank.images[idx.reshape(len(st.X), k)[rows].T.ravel()]
+    images = bank.images[idx[rows].T.ravel()]
     far = layout.snap(Xo, layout.revert(Xo, images, pin[own]))
-    hit = st.ask(own, far.copy())
-    best, best_pred = far.copy(), st.last.copy()  # per line, the smallest change that held
+    hit = st.ask(own, far)  # with constraints, the lines end where they allow
+    best = far.copy()  # per line, the smallest change that held
     lo, hi = np.zeros(len(own)), np.ones(len(own))
     # per line, the size of the smallest change that holds so far and of the largest that did
     # not: a snapped point's change grows with t, so no t below lo can do better than ``floor``
@@ -777,7 +774,7 @@ def _from_bank(st: _State, bank: ImageBank, pin: NDArray[np.bool_]) -> None:
         norm = np.linalg.norm(cand - Xo[live], axis=1)
         hi[live[h]], lo[live[~h]] = mid[h], mid[~h]
         size[live[h]], floor[live[~h]] = norm[h], norm[~h]
-        best[live[h]], best_pred[live[h]] = cand[h], st.last[h]
+        best[live[h]] = cand[h]
     size = size.reshape(k, n)
     pick = size.argmin(axis=0)  # the first (nearer image) among equals
     at = pick * n + np.arange(n)
@@ -789,9 +786,9 @@ def _from_bank(st: _State, bank: ImageBank, pin: NDArray[np.bool_]) -> None:
     cand = layout.snap(X, X + t[:, None] * (far[at] - X))
     h = st.ask(rows, cand)
     st.best[rows] = np.where(h[:, None], cand, best[at])
-    st.pred[rows] = np.where(h, st.last, best_pred[at])
-    st.line, st.line_pred = st.best.copy(), st.pred.copy()
-    st.line[rows], st.line_pred[rows] = best[at], best_pred[at]
+    st.pred[rows] = st.targets[rows]  # either point held
+    st.line = st.best.copy()
+    st.line[rows] = best[at]
     st.status[rows] = FROM_IMAGE
     st.cap[rows] = np.inf
     st.weight = bank.weights(st.targets)
@@ -810,10 +807,10 @@ def _no_larger_than_raw(st: _State) -> None:
         & (st.status == FROM_IMAGE)
         & (np.linalg.norm(st.best - st.X, axis=1) > raw + 1e-5)
     )
-    if not larger.any() or st.line is None or st.line_pred is None:
+    if not larger.any() or st.line is None:
         return
     line = larger & (np.linalg.norm(st.line - st.X, axis=1) <= raw + 1e-5)
-    st.best[line], st.pred[line] = st.line[line], st.line_pred[line]
+    st.best[line], st.pred[line] = st.line[line], st.targets[line]
     own = larger & ~line
     st.best[own], st.pred[own] = st.proposal[own], st.pred0[own]
     st.status[own] = AS_IS

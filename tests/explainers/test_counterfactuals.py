@@ -508,6 +508,7 @@ def test_image_counterfactuals_from_a_bank_do_not_depend_on_the_proposal_or_the_
     assert np.all(model.predict(a.counterfactuals) == targets)
     np.testing.assert_array_equal(a.predictions, targets)
     idx, found = bank.nearest(X, targets)
+    idx = idx[:, 0]
     assert found.all() and np.all(bank.classes[idx] == targets)
     source = bank.images[idx]
     assert np.all(
@@ -564,7 +565,7 @@ def test_an_image_whose_nearest_bank_image_overshoots_starts_from_a_nearer_point
     bank = ImageBank(images, ink(images))
     X = np.zeros((1, d), np.float32)
     targets = np.ones(1, np.int64)
-    assert bank.nearest(X, targets)[0].tolist() == [1]  # the saturated image is the nearer one
+    assert bank.nearest(X, targets)[0].tolist() == [[1]]  # the saturated image is the nearer one
     outs = []
     for level in (0.15, 0.16):
         P = np.full((1, d), level, np.float32)
@@ -620,7 +621,7 @@ def test_a_banks_k_nearest_images_are_in_order_with_ties_to_the_lower_index():
     assert found.all()
     # class 1: images 1 and 2 tie (1.0), then 4 (2.0); class 0 has one image, repeated
     assert idx.tolist() == [[1, 2, 4], [3, 3, 3]]
-    assert bank.nearest(X, np.array([1, 0]))[0].tolist() == [1, 3]
+    assert bank.nearest(X, np.array([1, 0]))[0].tolist() == [[1], [3]]
 
 
 def test_the_guide_judges_at_most_the_reach_of_each_rows_order(monkeypatch):
