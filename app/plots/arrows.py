@@ -83,6 +83,7 @@ CLASS_COLOURS = (
     "#ff7f0e",
     "#393b79",
 )
+TOP_MARGIN = 40  # px above the plot for a one-line title (more with the background's note)
 LEGEND_ROW_PX = 20  # one legend entry's row (the entries are long: one per row)
 HEAD_FRACTION = 0.3  # barb length as a share of the arrow's length
 HEAD_ANGLE = np.pi / 9  # 20 degrees between shaft and barb
@@ -455,7 +456,7 @@ def arrow_field_figure(
         # below the x-axis title (the plot is about 460 px tall: at a 600 px figure with a long
         # legend it was about 300, where -0.12 covered the title)
         legend={"orientation": "h", "yanchor": "top", "y": -0.14, "xanchor": "left", "x": 0},
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        margin={"l": 10, "r": 10, "t": TOP_MARGIN, "b": 10},
         plot_bgcolor="white",
         uirevision="arrow-field",  # keep the user's zoom when k or normalisation changes
     )
@@ -491,7 +492,7 @@ def arrow_field_figure(
         for t in fig.data
         if t.showlegend or (t.showlegend is None and t.type in ("scatter", "scattergl"))
     )
-    fig.update_layout(height=height + fig.layout.margin.t - 40 + LEGEND_ROW_PX * entries)
+    fig.update_layout(height=height + fig.layout.margin.t - TOP_MARGIN + LEGEND_ROW_PX * entries)
     return fig
 
 
