@@ -81,12 +81,13 @@ boundary point 1.33 -> 1.19, and two seeds' verified counterfactuals agree more,
 Pinned features never change, continuous features stay inside their bounds, one-hot blocks stay
 one-hot, and a candidate is only ever accepted on the black box's word. A row whose proposal was
 valid never ends with a larger change (L2 in model space) than the proposal (``AS_IS`` by its
-cap, a bank-made one by ``_no_larger_than_raw``). A row that cannot be repaired keeps the method's own proposal and is marked ``FAILED``;
-nothing is dropped.
+cap, a bank-made one by ``_no_larger_than_raw``). A row that cannot be repaired keeps the
+method's own proposal and is marked ``FAILED``; nothing is dropped.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
@@ -274,7 +275,7 @@ class ImageBank:
                 idx = idx[np.linspace(0, len(idx) - 1, per_class).round().astype(np.int64)]
             keep.append(idx)
         idx = np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
-        return cls(X[idx].copy(), classes[idx].copy())
+        return cls(X[idx], classes[idx])
 
     def packed(self) -> dict[str, NDArray]:
         """The arrays to save: images as 8-bit levels (``images_u8``, a quarter of the bytes) when
@@ -324,16 +325,24 @@ class ImageBank:
         """(classes, d), one row per class up to the largest of ``targets``: how much each column
         separates that class from the others in the bank, |mean of its images - mean of the rest|
         (0 where a side is empty). A row's weights are ``table[its target]``."""
-        targets = np.asarray(targets, dtype=np.int64)
-        out = np.zeros((int(targets.max(initial=-1)) + 1, self.images.shape[1]))
-        for c in np.unique(targets):
+        rows = int(np.max(targets, initial=-1)) + 1
+        table = self._separation
+        out = np.zeros((rows, table.shape[1]))
+        out[: min(rows, len(table))] = table[:rows]
+        return out
+
+    @functools.cached_property
+    def _separation(self) -> NDArray[np.float64]:
+        """``weights`` for every class up to the bank's largest, once per bank (every chunk and
+        option of a fit asks for it; a 10-class bank of 10,240 images copies 300 MB to make it)."""
+        out = np.zeros((int(self.classes.max(initial=-1)) + 1, self.images.shape[1]))
+        for c in np.unique(self.classes):
             mine = self.classes == c
-            if mine.any() and (~mine).any():
-                w = np.abs(
+            if (~mine).any():
+                out[c] = np.abs(
                     self.images[mine].mean(axis=0, dtype=np.float64)
                     - self.images[~mine].mean(axis=0, dtype=np.float64)
                 )
-                out[c] = w
         return out
 
 
@@ -619,7 +628,7 @@ def refine(
             if sparsify:
                 _sparsify(st, rest)
             _shrink(st, ok, FINAL_SHRINK_STEPS)
-            if bank is not None:
+            if st.line is not None:  # the bank made these rows (``_from_bank``)
                 _no_larger_than_raw(st)
     reasons = np.where(
         st.status == FAILED,
