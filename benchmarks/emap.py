@@ -18,8 +18,8 @@ that flip the black box. ``verify_seconds_per_2000`` times the verification alon
 (repeated when the split is smaller; median of ``--verify-runs``), ``verify_blackbox_calls`` counts
 its batched black-box calls. ``minimality_ratio_median`` and the blob's smallest-20% share use the
 verified sizes (raw ones under ``extra``). On mnist38 most verified counterfactuals do not come
-from EMAP's one pass: they are made from the nearest training image of the target class
-(``extra.status_counts.from_training_image``); the rest are EMAP's own where it flipped and was
+from EMAP's one pass: they are made on the way to one of the nearest training images of the
+target class (``extra.status_counts.from_training_image``); the rest are EMAP's own where it flipped and was
 smaller (``as_is``); ``explainers.counterfactuals`` says why.
 
 ``--peer dice`` runs DiCE (``benchmarks.peer_dice``) on the first ``--peer-rows`` test rows with
@@ -222,7 +222,9 @@ def bench_settings(name: str, quick: bool) -> dict[str, Any]:
     out = dict(EMAP_SETTINGS[name])
     if quick:
         out["epochs"] = out["perturber_epochs"] = QUICK_EPOCHS[name]
-        out["boundary_rounds"] = min(1, out.get("boundary_rounds", 2))  # 2: EMAP's default
+        from explainers.emap import EMAPParams
+
+        out["boundary_rounds"] = min(1, out.get("boundary_rounds", EMAPParams.boundary_rounds))
     return out
 
 

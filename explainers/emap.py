@@ -1054,9 +1054,7 @@ class EMAP(Explainer[EMAPParams]):
                                 pending, timeout=CANCEL_POLL_SECONDS, return_when=FIRST_EXCEPTION
                             )
                             for future in finished:
-                                failure = future.exception()
-                                if failure is not None:
-                                    raise failure
+                                future.result()  # re-raises a chunk's failure
                             while len(parts) < len(futures) and futures[len(parts)].done():
                                 parts.append(futures[len(parts)].result())  # in chunk order
                                 done(chunks[len(parts) - 1])
@@ -1089,7 +1087,7 @@ class EMAP(Explainer[EMAPParams]):
         k = self.params.n_counterfactuals
         if k:
             return k
-        if self.modality_ != "tabular" or self._one_for_size(rows):
+        if self.modality_ != "tabular" or rows > BIG_RUN_ROWS:
             return 1
         return TABULAR_OPTIONS
 
@@ -1301,7 +1299,11 @@ class EMAP(Explainer[EMAPParams]):
         weights = load_file(str(folder / PERTURBER_FILE))
         self.norm_reference_ = weights.pop("norm_reference").numpy()
         # Saved before the bank existed (or not images): image rows verify EMAP's own proposals.
-        bank = {k[5:]: weights.pop(k).numpy() for k in list(weights) if k.startswith("bank_")}
+        bank = {
+            k.removeprefix("bank_"): weights.pop(k).numpy()
+            for k in list(weights)
+            if k.startswith("bank_")
+        }
         self.bank_ = ImageBank.unpacked(bank) if bank else None
         perturber = _perturber_module(**self.perturber_config_)
         perturber.load_state_dict(weights, strict=True)

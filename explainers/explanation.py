@@ -81,8 +81,9 @@ class Explanation:
         an index into ``STATUS_NAMES``: 0 "as is" (the raw one flipped; then shrunk and made
         sparse), 1 "repaired" (the raw one did not flip; the black box confirmed a repair), 2
         "failed" (no repair found: ``counterfactuals`` keeps the raw one, ``success`` is False),
-        3 "from a training image" (images: made from the nearest training image of the target
-        class, not from the raw one, then made sparse; the raw one is the method's own).
+        3 "from a training image" (images: made on the way to one of the nearest training images
+        of the target class, not from the raw one, then made sparse; the raw one is the
+        method's own).
     labels : (n,) int or None; the true class of each explained row, recorded with the result
         when the rows are labelled rows of the data set (a job explaining test rows), so a view
         shows where the black box errs without reading the data set again; None when not known.
